@@ -1,0 +1,35 @@
+# The two commands of the README: `make demo` and `make test`. Both set up what they need, idempotently.
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTHON ?= python3
+
+.PHONY: demo test test-fast bench lint system-deps venv clean
+
+demo: system-deps venv
+	$(BIN)/backupctl demo
+
+test: system-deps venv
+	$(BIN)/pytest -q
+
+test-fast: venv
+	$(BIN)/pytest -q -m "not slow"
+
+bench: system-deps venv
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+
+system-deps:
+	@scripts/install-system-deps.sh
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,384 @@
+"""Parsing and validating `backupctl.toml`, `jobs/*.toml` and `restore_drills/*.toml`.
+
+Everything is validated before any job starts. Each problem becomes one line naming the file, the field and
+what is expected. Relative paths in a file resolve against the folder of `backupctl.toml`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from backupctl.errors import ConfigError
+
+CONFIG_ENV = "BACKUPCTL_CONFIG"
+DEFAULT_CONFIG = Path("backupctl.toml")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_name(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError("a name of letters, digits, '.', '_' or '-' (at most 64, not starting with a sign)")
+    return value
+
+
+def validate_cron(expr: str, timezone: str = "UTC") -> str:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(expr, timezone=timezone)
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"a 5-field cron expression like '0 2 * * *' ({exc})") from None
+    return expr
+
+
+# backupctl.toml ----------------------------------------------------------------------------------------
+
+
+class CatalogConfig(Strict):
+    path: Path = Path("var/catalog.sqlite")
+
+
+class StagingConfig(Strict):
+    """The restic repository on the backup host where every backup is written first."""
+
+    repository: Path = Path("var/staging-repo")
+    password_file: Path | None = Path("secrets/restic-password")
+    password_env: str | None = None          # name of an environment variable holding the password
+    cache_dir: Path | None = None
+    lock_wait_seconds: float = 0.0           # wait this long for another backupctl run on the repo
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> StagingConfig:
+        if self.password_file is None and self.password_env is None:
+            raise ValueError("set password_file (a 0600 file) or password_env (an environment variable name)")
+        return self
+
+
+class PathsConfig(Strict):
+    jobs: Path = Path("jobs")
+    drills: Path = Path("restore_drills")
+    state: Path = Path("var")                # locks, scratch space, reports
+
+
+class SigningConfig(Strict):
+    key_file: Path = Path("secrets/signing.key")   # Ed25519 private key (0600); the .pub sits beside it
+
+
+class MediaTargetConfig(Strict):
+    """Offline media: labelled removable disks mounted at `mount`, rotated."""
+
+    type: Literal["media"]
+    mount: Path
+    labels: list[str] = Field(min_length=1)
+    rotation_days: float = Field(default=7, gt=0)
+    folder: str = "backupctl"
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_are_names(cls, labels: list[str]) -> list[str]:
+        for label in labels:
+            _check_name(label)
+        return labels
+
+
+class S3Credentials(Strict):
+    """Where the S3 keys come from; never argv, never logged."""
+
+    source: Literal["env", "profile", "file"] = "env"
+    profile: str | None = None
+    file: Path | None = None                 # INI like ~/.aws/credentials, mode 0600
+    access_key_env: str = "AWS_ACCESS_KEY_ID"
+    secret_key_env: str = "AWS_SECRET_ACCESS_KEY"
+
+
+class S3TargetConfig(Strict):
+    """An S3 bucket with Object Lock: the immutable copy."""
+
+    type: Literal["s3"]
+    endpoint: str | None = None              # None = AWS
+    region: str = "us-east-1"
+    bucket: str
+    prefix: str = ""
+    credentials: S3Credentials = S3Credentials()
+    lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
+    retention_days: float = Field(default=30, gt=0)
+    verify_tls: bool = True
+    ca_bundle: Path | None = None
+    concurrency: int = Field(default=4, ge=1, le=64)
+
+
+TargetConfig = Annotated[MediaTargetConfig | S3TargetConfig, Field(discriminator="type")]
+
+
+class Settings(Strict):
+    catalog: CatalogConfig = CatalogConfig()
+    staging: StagingConfig = StagingConfig()
+    paths: PathsConfig = PathsConfig()
+    signing: SigningConfig = SigningConfig()
+    targets: dict[str, TargetConfig] = {}
+
+    @field_validator("targets")
+    @classmethod
+    def _target_names(cls, targets: dict[str, Any]) -> dict[str, Any]:
+        for name in targets:
+            _check_name(name)
+        return targets
+
+
+# jobs/*.toml -----------------------------------------------------------------------------------------
+
+
+class Retention(Strict):
+    """As `restic forget`: how many of the newest snapshots to keep per period."""
+
+    keep_last: int | None = Field(default=None, ge=0)
+    keep_hourly: int | None = Field(default=None, ge=0)
+    keep_daily: int | None = Field(default=None, ge=0)
+    keep_weekly: int | None = Field(default=None, ge=0)
+    keep_monthly: int | None = Field(default=None, ge=0)
+    keep_yearly: int | None = Field(default=None, ge=0)
+
+    def is_empty(self) -> bool:
+        return all(v is None for v in self.model_dump().values())
+
+
+class Job(Strict):
+    name: str
+    sources: list[Path] = Field(min_length=1)
+    excludes: list[str] = []
+    targets: list[str] = []
+    schedule: str | None = None              # cron text
+    timezone: str = "UTC"
+    retention: Retention = Retention()
+    tags: list[str] = []
+    expected_interval_hours: float | None = Field(default=None, gt=0)
+
+    _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
+
+    @model_validator(mode="after")
+    def _cron(self) -> Job:
+        if self.schedule is not None:
+            try:
+                validate_cron(self.schedule, self.timezone)
+            except ValueError as exc:
+                raise ValueError(f"schedule: expected {exc}") from None
+        return self
+
+
+# restore_drills/*.toml -------------------------------------------------------------------------------
+
+
+class Drill(Strict):
+    name: str
+    job: str
+    snapshot: str = "latest"                 # latest | random:<days> | <snapshot id>
+    copy_from: str = "staging"               # staging | <target name>
+    scope: str = "all"                       # all | sample:<K> | studies
+    studies: list[str] = []
+    depth: Literal["hash", "dicom", "pacs"] = "dicom"
+    rto_minutes: float = Field(default=60, gt=0)
+    schedule: str | None = None
+    timezone: str = "UTC"
+    scratch: Path | None = None
+
+    _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
+
+    @field_validator("snapshot")
+    @classmethod
+    def _snapshot(cls, value: str) -> str:
+        if value == "latest" or re.fullmatch(r"random:\d+", value) or re.fullmatch(r"[0-9a-f]{8,64}", value):
+            return value
+        raise ValueError("'latest', 'random:<days>' or a snapshot id (8 to 64 hex digits)")
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, value: str) -> str:
+        if value in ("all", "studies") or re.fullmatch(r"sample:[1-9]\d*", value):
+            return value
+        raise ValueError("'all', 'sample:<K>' or 'studies' (with a studies list)")
+
+    @model_validator(mode="after")
+    def _cron(self) -> Drill:
+        if self.schedule is not None:
+            try:
+                validate_cron(self.schedule, self.timezone)
+            except ValueError as exc:
+                raise ValueError(f"schedule: expected {exc}") from None
+        if self.scope == "studies" and not self.studies:
+            raise ValueError("scope 'studies' needs a non-empty studies list")
+        return self
+
+
+# loading ---------------------------------------------------------------------------------------------
+
+
+class Config:
+    """The whole validated configuration: settings, jobs and drills, with paths made absolute."""
+
+    def __init__(self, path: Path, settings: Settings, jobs: dict[str, Job], drills: dict[str, Drill]):
+        self.path = path
+        self.base = path.parent
+        self.settings = settings
+        self.jobs = jobs
+        self.drills = drills
+
+    def resolve(self, p: Path) -> Path:
+        p = p.expanduser()
+        return p if p.is_absolute() else (self.base / p)
+
+    @cached_property
+    def catalog_path(self) -> Path:
+        return self.resolve(self.settings.catalog.path)
+
+    @cached_property
+    def staging_repository(self) -> Path:
+        return self.resolve(self.settings.staging.repository)
+
+    @cached_property
+    def state_dir(self) -> Path:
+        return self.resolve(self.settings.paths.state)
+
+    @cached_property
+    def signing_key(self) -> Path:
+        return self.resolve(self.settings.signing.key_file)
+
+    def job(self, name: str) -> Job:
+        try:
+            return self.jobs[name]
+        except KeyError:
+            known = ", ".join(sorted(self.jobs)) or "none"
+            raise ConfigError(f"no job named '{name}' (jobs: {known})",
+                              hint=f"add {self.settings.paths.jobs}/{name}.toml") from None
+
+    def drill(self, name: str) -> Drill:
+        try:
+            return self.drills[name]
+        except KeyError:
+            known = ", ".join(sorted(self.drills)) or "none"
+            raise ConfigError(f"no drill named '{name}' (drills: {known})") from None
+
+    def target(self, name: str) -> MediaTargetConfig | S3TargetConfig:
+        try:
+            return self.settings.targets[name]
+        except KeyError:
+            known = ", ".join(sorted(self.settings.targets)) or "none"
+            raise ConfigError(f"no target named '{name}' (targets: {known})",
+                              hint=f"add [targets.{name}] to {self.path.name}") from None
+
+
+def config_path(explicit: Path | None) -> Path:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else DEFAULT_CONFIG
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in ("media", "s3")))
+    msg = err["msg"].removeprefix("Value error, ")
+    kind = err["type"]
+    if kind == "missing":
+        msg = "is required"
+    elif kind == "extra_forbidden":
+        msg = "is not a known setting (check its spelling)"
+    elif "input" in err and kind not in ("value_error",):
+        msg = f"{msg} (got {err['input']!r})"
+    elif kind == "value_error":
+        msg = msg if msg.startswith(("expected", "set ", "scope", "schedule")) else f"expected {msg}"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _read_toml(path: Path, display: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{display}: file not found",
+                          hint="run `backupctl init` or pass --config / set BACKUPCTL_CONFIG") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{display}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{display}: cannot read: {exc.strerror}") from None
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], display: str, errors: list[str]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors.extend(f"{display}: {_describe(e)}" for e in exc.errors())
+        return None
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Load and validate everything; raise ConfigError whose message lists the first problem."""
+    config, errors = collect_config(path)
+    if errors:
+        more = f" (+{len(errors) - 1} more; run `backupctl config check`)" if len(errors) > 1 else ""
+        raise ConfigError(errors[0] + more)
+    assert config is not None
+    return config
+
+
+def collect_config(path: Path | None = None) -> tuple[Config | None, list[str]]:
+    """Validate everything and return every problem found, one line each (for `config check`)."""
+    path = config_path(path).absolute()
+    display = _display(path)
+    errors: list[str] = []
+    settings = _validate(Settings, _read_toml(path, display), display, errors)
+    if settings is None:
+        return None, errors
+    base = path.parent
+    jobs = _load_dir(base / settings.paths.jobs, Job, errors)
+    drills = _load_dir(base / settings.paths.drills, Drill, errors)
+    for job in jobs.values():
+        for t in job.targets:
+            if t not in settings.targets:
+                errors.append(f"{_display(base / settings.paths.jobs / (job.name + '.toml'))}: targets: "
+                              f"'{t}' is not a target of {path.name} (known: {', '.join(settings.targets) or 'none'})")
+    for drill in drills.values():
+        where = _display(base / settings.paths.drills / (drill.name + ".toml"))
+        if drill.job not in jobs:
+            errors.append(f"{where}: job: '{drill.job}' is not a job in {settings.paths.jobs}/")
+        if drill.copy_from != "staging" and drill.copy_from not in settings.targets:
+            errors.append(f"{where}: copy_from: expected 'staging' or a target name (got '{drill.copy_from}')")
+    return Config(path, settings, jobs, drills), errors
+
+
+def _load_dir(folder: Path, model: type[Job] | type[Drill], errors: list[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    if not folder.is_dir():
+        return found
+    for file in sorted(folder.glob("*.toml")):
+        display = _display(file)
+        try:
+            data = _read_toml(file, display)
+        except ConfigError as exc:
+            errors.append(exc.message)
+            continue
+        data.setdefault("name", file.stem)
+        item = _validate(model, data, display, errors)
+        if item is None:
+            continue
+        if item.name in found:
+            errors.append(f"{display}: name: '{item.name}' is already used by another file")
+            continue
+        found[item.name] = item
+    return found
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

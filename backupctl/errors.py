@@ -1,0 +1,106 @@
+"""The package's exception tree. The CLI edge (`backupctl.cli`) turns each into one line and an exit code.
+
+Exit codes: 2 bad input (config, arguments), 1 a failed run, 3 a partial run (something was saved but not
+all of it), 130 interrupted. Messages are one line: what is wrong, then how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class BackupctlError(Exception):
+    """Base of every error backupctl expects and explains."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        text = self.message.strip().replace("\n", " ")
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+class UsageError(BackupctlError):
+    """Bad input from the user: arguments, files, config."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A configuration file is missing or invalid; the message names file, field and what is expected."""
+
+
+class SecretError(UsageError):
+    """A secret file is missing, empty or readable by others."""
+
+
+class LockBusy(BackupctlError):
+    """Another backupctl process holds the repository lock."""
+
+
+class Interrupted(BackupctlError):
+    """SIGINT/SIGTERM stopped the run; what was half done was cleaned up or recorded as failed."""
+
+    exit_code = 130
+
+
+class PartialRun(BackupctlError):
+    """Something was saved, but not everything (e.g. restic exit 3: some files unreadable)."""
+
+    exit_code = 3
+
+
+# restic --------------------------------------------------------------------------------------------------
+
+
+class ResticError(BackupctlError):
+    """restic failed; `stderr_tail` keeps its last lines for the log (never shown with secrets)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, stderr_tail: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.stderr_tail = stderr_tail
+
+
+class ResticNotInstalled(ResticError):
+    exit_code = 2
+
+
+class RepositoryNotFound(ResticError):
+    pass
+
+
+class WrongPassword(ResticError):
+    exit_code = 2
+
+
+class RepositoryLocked(ResticError):
+    pass
+
+
+class SourceUnreadable(UsageError):
+    """A source path is missing or cannot be read: checked before restic runs."""
+
+
+class PartialSnapshot(PartialRun, ResticError):
+    """restic exit 3: the snapshot was saved but some files could not be read."""
+
+
+# targets -------------------------------------------------------------------------------------------------
+
+
+class TargetError(BackupctlError):
+    """A replica target (offline medium, S3) refused or failed an operation."""
+
+
+class MediaLabelMismatch(TargetError):
+    exit_code = 2
+
+
+class MediaNotMounted(TargetError):
+    exit_code = 2
+
+
+class IntegrityError(BackupctlError):
+    """Data read back does not match what was written (hash, size, signature)."""

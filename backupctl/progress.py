@@ -1,0 +1,130 @@
+"""One small progress interface for every long loop: a rich bar on a terminal, log lines in the daemon.
+
+Usage::
+
+    with progress.task("upload", total=n_bytes, unit="B") as task:
+        task.advance(len(chunk))
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+log = logging.getLogger("backupctl.progress")
+
+
+class Task(Protocol):
+    def advance(self, amount: float = 1) -> None: ...
+
+    def update(self, *, completed: float | None = None, total: float | None = None) -> None: ...
+
+
+class Progress(Protocol):
+    def task(self, description: str, total: float | None = None, unit: str = "") -> Iterator[Task]: ...
+
+
+class _NullTask:
+    def advance(self, amount: float = 1) -> None:
+        pass
+
+    def update(self, *, completed: float | None = None, total: float | None = None) -> None:
+        pass
+
+
+class NullProgress:
+    """For tests and --json runs: progress goes nowhere."""
+
+    @contextmanager
+    def task(self, description: str, total: float | None = None, unit: str = "") -> Iterator[Task]:
+        yield _NullTask()
+
+
+class _LogTask:
+    def __init__(self, description: str, total: float | None, unit: str, every: float) -> None:
+        self.description, self.total, self.unit, self.every = description, total, unit, every
+        self.completed = 0.0
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def advance(self, amount: float = 1) -> None:
+        with self._lock:
+            self.completed += amount
+        self._maybe_log()
+
+    def update(self, *, completed: float | None = None, total: float | None = None) -> None:
+        if completed is not None:
+            self.completed = completed
+        if total is not None:
+            self.total = total
+        self._maybe_log()
+
+    def _maybe_log(self) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            of = f"/{self.total:.0f}" if self.total else ""
+            log.info("%s: %.0f%s %s", self.description, self.completed, of, self.unit)
+
+
+class LogProgress:
+    """For the scheduler daemon: a log line at most every `every` seconds per task."""
+
+    def __init__(self, every: float = 30.0) -> None:
+        self.every = every
+
+    @contextmanager
+    def task(self, description: str, total: float | None = None, unit: str = "") -> Iterator[Task]:
+        yield _LogTask(description, total, unit, self.every)
+
+
+class _RichTask:
+    def __init__(self, bar, task_id) -> None:  # noqa: ANN001 - rich types kept private
+        self._bar, self._id = bar, task_id
+
+    def advance(self, amount: float = 1) -> None:
+        self._bar.advance(self._id, amount)
+
+    def update(self, *, completed: float | None = None, total: float | None = None) -> None:
+        kwargs = {}
+        if completed is not None:
+            kwargs["completed"] = completed
+        if total is not None:
+            kwargs["total"] = total
+        self._bar.update(self._id, **kwargs)
+
+
+class RichProgress:
+    """For an operator at a terminal: rich bars on stderr, so stdout stays clean for --json."""
+
+    @contextmanager
+    def task(self, description: str, total: float | None = None, unit: str = "") -> Iterator[Task]:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            Progress as RichBar,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
+
+        amount = (DownloadColumn(), TransferSpeedColumn()) if unit == "B" else (MofNCompleteColumn(),)
+        columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), *amount,
+                   TimeElapsedColumn())
+        with RichBar(*columns, console=Console(stderr=True), transient=True) as bar:
+            yield _RichTask(bar, bar.add_task(description, total=total))
+
+
+def default_progress(quiet: bool = False) -> Progress:
+    """Rich bars when stderr is a terminal and the caller did not ask for quiet; otherwise nothing."""
+    if quiet or not sys.stderr.isatty():
+        return NullProgress()
+    return RichProgress()

@@ -1,0 +1,1 @@
+"""Replica targets: one interface (`base.Target`), implemented by `media` (offline disks) and `s3`."""
