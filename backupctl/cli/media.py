@@ -58,7 +58,8 @@ def sync(target: Annotated[str, typer.Argument(help="Media target name.")],
     if not outcome.ok:
         raise TargetError(outcome.error or "sync failed")
     if not json_output and outcome.report:
-        out.print(f"{medium.label}: {outcome.report.uploaded} files copied ({human_bytes(outcome.report.uploaded_bytes)}), "
+        copied = human_bytes(outcome.report.uploaded_bytes)
+        out.print(f"{medium.label}: {outcome.report.uploaded} files copied ({copied}), "
                   f"{outcome.report.skipped} already there, {len(outcome.snapshots)} snapshots on the disk")
 
 
