@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from backupctl.config import Hooks
 from backupctl.errors import HookFailed
 
 log = logging.getLogger("backupctl.hooks")
@@ -114,3 +115,36 @@ def _what_failed(result: HookResult, timeout: float) -> str:
     if result.returncode is None:
         return f"timed out after {timeout:g}s (killed)"
     return f"exited {result.returncode}"
+
+
+class JobHooks:
+    """A job's hooks around one backup run: `before` may abort the run, `after` and `on_error` report."""
+
+    def __init__(self, job: str, commands: Hooks, *, run_id: int | None, sources: Sequence[Path] = (),
+                 cwd: Path | None = None) -> None:
+        self.job, self.commands, self.run_id, self.sources, self.cwd = job, commands, run_id, sources, cwd
+
+    def _env(self, phase: str, **facts: str | None) -> dict[str, str]:
+        return hook_env(self.job, phase, run_id=self.run_id, sources=self.sources, **facts)
+
+    def before(self) -> None:
+        """Raises HookFailed on the first failing hook: the run stops before reading any source."""
+        run_hooks(self.commands.before, phase="before", env=self._env("before"),
+                  timeout=self.commands.timeout_seconds, cwd=self.cwd)
+
+    def after(self, snapshot_id: str | None, status: str) -> list[str]:
+        """Runs every `after` hook; returns one line per failure (the snapshot is saved either way)."""
+        results = run_hooks(self.commands.after, phase="after",
+                            env=self._env("after", snapshot_id=snapshot_id, status=status),
+                            timeout=self.commands.timeout_seconds, cwd=self.cwd, stop_on_failure=False)
+        return [f"after hook `{r.command}` {_what_failed(r, self.commands.timeout_seconds)}"
+                for r in results if not r.ok]
+
+    def on_error(self, error: str) -> None:
+        """Best effort: a failing on_error hook is logged, never hides the run's own error."""
+        try:
+            run_hooks(self.commands.on_error, phase="on_error",
+                      env=self._env("on_error", status="failed", error=error),
+                      timeout=self.commands.timeout_seconds, cwd=self.cwd, stop_on_failure=False)
+        except Exception:  # noqa: BLE001 - reporting must not mask the original failure
+            log.exception("on_error hooks of job %s", self.job)

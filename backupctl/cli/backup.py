@@ -17,7 +17,7 @@ from backupctl.catalog import runs as run_rows
 from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json, short_time
-from backupctl.errors import TargetError, UsageError
+from backupctl.errors import PartialRun, TargetError, UsageError
 from backupctl.repository import staging_restic
 
 backup_app = typer.Typer(help="Run backups.", no_args_is_help=True)
@@ -53,7 +53,13 @@ def backup_run(
             if r.ok and r.report:
                 out.print(f"  {r.target} ({r.report.location}): {r.report.uploaded} files copied, "
                           f"{human_bytes(r.report.uploaded_bytes)}, {r.report.skipped} already there")
+        if outcome.pacs:
+            out.print(f"  orthanc: down {outcome.pacs['downtime_seconds'] or 0:.1f} s for the copy "
+                      f"({outcome.pacs['storage_files']} storage files, "
+                      f"{outcome.pacs['linked_while_stopped']} linked while stopped)")
     failed = [r for r in outcome.replicas if not r.ok]
+    if outcome.hook_errors:
+        raise PartialRun(f"snapshot {outcome.short_id} is saved, but " + "; ".join(outcome.hook_errors))
     if failed:
         raise TargetError(f"snapshot {outcome.short_id} is saved in staging, but replication failed: "
                           + "; ".join(f"{r.target}: {r.error}" for r in failed))
