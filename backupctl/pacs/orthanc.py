@@ -475,7 +475,10 @@ class OrthancProcess:
     def start(self) -> OrthancProcess:
         binary = self.binary or find_orthanc()
         for folder in (self.root, self.storage, self.index):
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OrthancStartError(f"cannot create {folder} for Orthanc: {exc.strerror}") from None
         began = time.monotonic()
         for attempt in range(1, self.START_ATTEMPTS + 1):
             self._write_config()
@@ -483,7 +486,7 @@ class OrthancProcess:
                 self._launch(binary)
                 break
             except OrthancStartError:
-                self.stop()
+                self.stop(grace=3.0)
                 if attempt == self.START_ATTEMPTS or not self._port_clash():
                     raise
                 log.info("Orthanc port taken between probe and bind; retrying on other ports")
@@ -543,9 +546,11 @@ class OrthancProcess:
         began = time.monotonic()
         try:
             if proc.poll() is None and self.client is not None:
-                with contextlib.suppress(OrthancError):
+                try:
                     self.client.shutdown()
-                _wait(proc, grace)
+                    _wait(proc, grace)
+                except OrthancError:
+                    pass  # no REST API to ask (still starting, or hung): signals below
             for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
                 if proc.poll() is not None:
                     break

@@ -28,7 +28,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -171,18 +174,31 @@ def _existing_ancestor(path: Path) -> Path:
 
 
 def _run_command(argv: list[str], timeout: float, what: str) -> None:
-    """Run a stop/start command; raise OrthancStopError (what failed) on non-zero exit or timeout."""
-    try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=max(timeout, 0.1),
-                              start_new_session=True, check=False)
-    except subprocess.TimeoutExpired:
-        raise OrthancStopError(f"{what} command `{' '.join(argv)}` timed out after {timeout:.0f}s") from None
-    except OSError as exc:
-        raise OrthancStopError(f"{what} command `{' '.join(argv)}` cannot run: {exc.strerror}") from None
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).decode("utf-8", "replace").strip().splitlines()[-1:]
-        raise OrthancStopError(f"{what} command `{' '.join(argv)}` exited {proc.returncode}"
-                               + (f": {tail[0][:200]}" if tail else ""))
+    """Run a stop/start command; raise OrthancStopError (what failed) on non-zero exit or timeout.
+
+    Output goes to a file, not a pipe: a start command that leaves Orthanc running in the background
+    would otherwise hold the pipe open and look like a hung command."""
+    with tempfile.TemporaryFile() as output:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        except OSError as exc:
+            raise OrthancStopError(f"{what} command `{' '.join(argv)}` cannot run: {exc.strerror}") from None
+        try:
+            code = proc.wait(timeout=max(timeout, 0.1))
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            if isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
+                raise OrthancStopError(f"{what} command `{' '.join(argv)}` timed out after {timeout:.0f}s "
+                                       "(killed)") from None
+            raise
+        if code != 0:
+            output.seek(0)
+            tail = output.read()[-2000:].decode("utf-8", "replace").strip().splitlines()[-1:]
+            raise OrthancStopError(f"{what} command `{' '.join(argv)}` exited {code}"
+                                   + (f": {tail[0][:200]}" if tail else ""))
 
 
 def _stop_argv(src: ResolvedOrthanc) -> list[str] | None:
