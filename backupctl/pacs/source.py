@@ -514,9 +514,14 @@ def _start_with_retry(src: ResolvedOrthanc, deadline: float) -> None:
 def _copy_while_stopped(src: ResolvedOrthanc, copy: OrthancCopy, deadline: _Deadline) -> None:
     if index_lock_holder(src.index_file) is not None:  # never copy an index someone holds
         raise OrthancStopError(f"{src.index_file} is locked by a running process")
-    copy.index_bytes = copy_index(src, src.snapshot_dir, deadline)
-    copy_config(src, src.snapshot_dir)
-    stats = sync_links(src.storage_dir, src.snapshot_dir / "storage", skip_top=_skip_top(src), deadline=deadline)
+    try:
+        copy.index_bytes = copy_index(src, src.snapshot_dir, deadline)
+        copy_config(src, src.snapshot_dir)
+        stats = sync_links(src.storage_dir, src.snapshot_dir / "storage", skip_top=_skip_top(src),
+                           deadline=deadline)
+    except (OSError, shutil.Error) as exc:
+        raise OrthancError(f"copying the stopped Orthanc into {src.snapshot_dir} failed: {exc}",
+                           hint="check free space and permissions there") from None
     copy.storage_files, copy.storage_bytes = stats.files, stats.bytes
     copy.linked_while_stopped, copy.unlinked_while_stopped = stats.linked, stats.unlinked
 

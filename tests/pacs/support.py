@@ -20,7 +20,7 @@ from tests.helpers import wait_for
 START_SCRIPT = """#!/bin/sh
 # like `systemctl start`: a no-op when it runs, else launch in the background and return
 pid=$(cat "{pidfile}" 2>/dev/null)
-if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then exit 0; fi
+if [ -n "$pid" ] && [ -e "/proc/$pid" ] && [ "$(cut -d' ' -f3 "/proc/$pid/stat")" != Z ]; then exit 0; fi
 "{binary}" "{config}" >>"{log}" 2>&1 &
 echo $! > "{pidfile}"
 """
@@ -29,7 +29,7 @@ STOP_SCRIPT = """#!/bin/sh
 # like `systemctl stop`: SIGTERM, then wait until the process is gone
 pid=$(cat "{pidfile}" 2>/dev/null) || exit 0
 kill -TERM "$pid" 2>/dev/null || exit 0
-while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+while [ -e "/proc/$pid" ] && [ "$(cut -d' ' -f3 "/proc/$pid/stat")" != Z ]; do sleep 0.05; done
 """
 
 
@@ -97,7 +97,7 @@ class LivePacs:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if pid_alive(pid) and _is_orthanc(pid) else None
+        return pid if pid_alive(pid) and not _zombie(pid) and _is_orthanc(pid) else None
 
     def start(self) -> None:
         subprocess.run([str(self.start_script)], check=True, timeout=30)
@@ -161,8 +161,8 @@ class StoringLoop:
 
     def _run(self) -> None:
         i = 0
-        while not self._stop.is_set() and i < len(self.files):
-            path, uid = self.files[i]
+        while not self._stop.is_set():
+            path, uid = self.files[i % len(self.files)]   # round and round: later rounds re-store
             if self.pacs.storescu(path, timeout=30).returncode == 0:
                 self.acked.append((uid, utcnow()))
                 i += 1

@@ -1,0 +1,221 @@
+"""The `orthanc` job source on a real, running Orthanc: consistent copy, bounded downtime, always restarted."""
+
+from __future__ import annotations
+
+import errno
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backupctl.actions.backup import run_backup
+from backupctl.actions.init import initialize
+from backupctl.actions.restore import restore_snapshot
+from backupctl.catalog import open_catalog
+from backupctl.catalog import pacs as pacs_rows
+from backupctl.catalog import runs as run_rows
+from backupctl.config import Config, load_config
+from backupctl.dicom.synth import WrittenInstance
+from backupctl.errors import (
+    DowntimeExceeded,
+    Interrupted,
+    OrthancError,
+    OrthancStopError,
+    SourceUnreadable,
+)
+from backupctl.pacs import source as pacs_source
+from backupctl.pacs.orthanc import OrthancProcess
+from backupctl.repository import staging_restic
+from tests.helpers import CONFIG_TEXT, assert_one_line_error, cli, wait_for
+from tests.pacs.support import LivePacs, StoringLoop
+
+pytestmark = pytest.mark.orthanc
+
+
+@pytest.fixture(scope="module")
+def install_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("install")
+    initialize(root, CONFIG_TEXT)
+    return root
+
+
+@pytest.fixture
+def make_config(install_root: Path, live_pacs: LivePacs) -> Iterator:
+    """Write jobs/pacs.toml for the live PACS (with overrides) and load the config."""
+
+    def make(**overrides: object) -> Config:
+        (install_root / "jobs" / "pacs.toml").write_text(live_pacs.job_toml(**overrides))
+        return load_config(install_root / "backupctl.toml")
+
+    yield make
+
+
+def _run(config: Config, run_id: int) -> dict:
+    with open_catalog(config.catalog_path) as catalog:
+        rows = [r for r in run_rows.list_runs(catalog, "pacs", limit=50) if r["id"] == run_id]
+        return rows[0]
+
+
+def _last_run_and_copy(config: Config) -> tuple[dict, dict | None]:
+    with open_catalog(config.catalog_path) as catalog:
+        run = run_rows.list_runs(catalog, "pacs", limit=1)[0]
+        return run, pacs_rows.copy_for_run(catalog, run["id"])
+
+
+def _snapshot_count(config: Config) -> int:
+    return len(staging_restic(config).snapshots())
+
+
+def _restored_uids(config: Config, snapshot_id: str, scratch: Path) -> set[str]:
+    """Restore the snapshot and start a fresh Orthanc on its index + storage: the SOP UIDs it reports."""
+    layout = _restore_layout(config, snapshot_id, scratch)
+    with OrthancProcess(scratch / "fresh", storage=layout / "storage", index=layout / "index") as fresh:
+        found = fresh.api().find("Instance", expand=True)
+        return {i["MainDicomTags"]["SOPInstanceUID"] for i in found}
+
+
+def _restore_layout(config: Config, snapshot_id: str, scratch: Path) -> Path:
+    restored = scratch / "restored"
+    if not restored.exists():
+        restore_snapshot(config, snapshot_id, restored)
+    return next(restored.rglob(pacs_source.MARKER)).parent
+
+
+@pytest.mark.slow
+def test_backup_of_a_busy_orthanc_keeps_every_acknowledged_instance(
+        make_config, live_pacs: LivePacs, more_instances: list[WrittenInstance],
+        pacs_archive: tuple[Path, list[WrittenInstance]], tmp_path: Path) -> None:
+    config = make_config()
+    pid_before = live_pacs.pid()
+    with StoringLoop(live_pacs, [(w.path, w.sop_uid) for w in more_instances]) as loop:
+        wait_for(lambda: len(loop.acked) >= 3, timeout=60, what="storescu to store into the live PACS")
+        outcome = run_backup(config, "pacs", replicate=False)
+        acked_at_end = len(loop.acked)
+        wait_for(lambda: len(loop.acked) > acked_at_end, timeout=60, what="the PACS to accept stores again")
+    copy = outcome.pacs
+    assert outcome.status == "success" and copy is not None and copy["status"] == "ok"
+    assert copy["restarted_at"] is not None and 0 < copy["downtime_seconds"] < 60
+    assert copy["storage_files"] >= len(pacs_archive[1])
+    # Orthanc runs again (a new process, since it was stopped for the copy) and the copy folder is gone
+    assert live_pacs.pid() is not None and live_pacs.pid() != pid_before
+    assert not (config.state_dir / "pacs" / "pacs").exists()
+    # every instance acknowledged before the stop is in the snapshot
+    before_stop = {uid for uid, at in loop.acked if at < copy["stopped_at"]}
+    assert before_stop, "storescu should have stored some instances before the stop"
+    restored = _restored_uids(config, outcome.snapshot_id, tmp_path)
+    assert {w.sop_uid for w in pacs_archive[1]} <= restored
+    assert before_stop <= restored
+    assert loop.refused >= 1 or len(before_stop) == len(loop.acked)   # storescu saw the downtime, or raced it
+    # the snapshot's layout: marker, index copied (not linked into storage), config with private credentials
+    layout = _restore_layout(config, outcome.snapshot_id, tmp_path)
+    marker = json.loads((layout / pacs_source.MARKER).read_text())
+    assert marker["kind"] == "orthanc" and marker["source"]["storage_dir"] == str(live_pacs.storage)
+    assert marker["copy"]["downtime_seconds"] > 0
+    assert (layout / "index" / "index").is_file() and (layout / "config" / "orthanc.json").is_file()
+    assert (layout / "config" / "credentials.json").stat().st_mode & 0o077 == 0
+    assert not list((layout / "storage").glob("index*"))
+
+
+def test_failing_stop_command_fails_the_run_and_orthanc_keeps_running(
+        make_config, live_pacs: LivePacs, install_root: Path) -> None:
+    config = make_config(stop_command=["/bin/sh", "-c", "echo 'unit not found' >&2; exit 5"])
+    pid, snapshots = live_pacs.pid(), _snapshot_count(config)
+    with pytest.raises(OrthancStopError) as exc:
+        run_backup(config, "pacs", replicate=False)
+    assert "exited 5" in exc.value.one_line() and "unit not found" in exc.value.one_line()
+    run, copy = _last_run_and_copy(config)
+    assert run["status"] == "failed" and "stop command" in run["error"]
+    assert copy is not None and copy["status"] == "failed"
+    assert _snapshot_count(config) == snapshots            # nothing half-written recorded
+    assert live_pacs.pid() == pid and live_pacs.client().system()
+    assert not (config.state_dir / "pacs" / "pacs").exists()
+    # the same through the CLI: one line, exit 1
+    result = cli(config, "backup", "run", "pacs", "--no-replicate")
+    assert_one_line_error(result, 1, "stop command")
+
+
+def test_stop_slower_than_max_downtime_aborts_and_orthanc_answers(make_config, live_pacs: LivePacs) -> None:
+    config = make_config(stop_command=["sleep", "30"], max_downtime_seconds=1.5)
+    snapshots = _snapshot_count(config)
+    with pytest.raises(OrthancStopError) as exc:
+        run_backup(config, "pacs", replicate=False)
+    assert "timed out" in exc.value.one_line()
+    assert _snapshot_count(config) == snapshots
+    assert live_pacs.client().system()
+
+
+@pytest.mark.slow
+def test_orthanc_not_back_within_limit_is_started_again_and_run_fails(
+        make_config, live_pacs: LivePacs, tmp_path: Path) -> None:
+    # the first start "succeeds" without starting anything (a lost start); the second really starts
+    flaky = tmp_path / "flaky-start.sh"
+    flag = tmp_path / "first-start-done"
+    flaky.write_text(f'#!/bin/sh\nif [ ! -e "{flag}" ]; then touch "{flag}"; exit 0; fi\n'
+                     f'exec "{live_pacs.start_script}"\n')
+    flaky.chmod(0o755)
+    config = make_config(start_command=[str(flaky)], max_downtime_seconds=8)
+    snapshots = _snapshot_count(config)
+    with pytest.raises(DowntimeExceeded) as exc:
+        run_backup(config, "pacs", replicate=False)
+    assert "second start" in exc.value.one_line()
+    assert live_pacs.pid() is not None and live_pacs.client().system()
+    assert _snapshot_count(config) == snapshots
+    run, copy = _last_run_and_copy(config)
+    assert run["status"] == "failed" and copy is not None and copy["downtime_seconds"] >= 8
+
+
+def test_copy_failure_while_stopped_still_restarts_orthanc(
+        make_config, live_pacs: LivePacs, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = make_config(stop_command=[str(live_pacs.stop_script)])
+
+    def disk_full(*args: object, **kwargs: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pacs_source, "copy_index", disk_full)   # fault injection in our own copy step
+    snapshots = _snapshot_count(config)
+    with pytest.raises(OrthancError) as exc:
+        run_backup(config, "pacs", replicate=False)
+    assert "No space left" in exc.value.one_line()
+    assert live_pacs.pid() is not None and live_pacs.client().system()
+    assert _snapshot_count(config) == snapshots
+    assert not (config.state_dir / "pacs" / "pacs").exists()
+
+
+def test_interrupt_while_stopped_restarts_orthanc(
+        make_config, live_pacs: LivePacs, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = make_config(stop_command=[str(live_pacs.stop_script)])
+
+    def ctrl_c(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pacs_source, "copy_config", ctrl_c)
+    with pytest.raises(Interrupted):
+        run_backup(config, "pacs", replicate=False)
+    assert live_pacs.pid() is not None and live_pacs.client().system()
+    run, _ = _last_run_and_copy(config)
+    assert run["status"] == "interrupted"
+
+
+@pytest.mark.slow
+def test_stopped_orthanc_is_copied_and_left_stopped(make_config, live_pacs: LivePacs, tmp_path: Path,
+                                                    pacs_archive: tuple[Path, list[WrittenInstance]]) -> None:
+    config = make_config()
+    live_pacs.kill()
+    outcome = run_backup(config, "pacs", replicate=False)
+    assert live_pacs.pid() is None                         # an operator stopped it: it stays stopped
+    assert outcome.pacs is not None and outcome.pacs["was_running"] == 0
+    assert outcome.pacs["downtime_seconds"] == 0
+    assert {w.sop_uid for w in pacs_archive[1]} <= _restored_uids(config, outcome.snapshot_id, tmp_path)
+
+
+def test_bad_orthanc_source_is_refused_before_anything_stops(make_config, live_pacs: LivePacs,
+                                                             tmp_path: Path) -> None:
+    config = make_config(snapshot_dir="/dev/shm/backupctl-test-elsewhere")
+    with pytest.raises(SourceUnreadable) as exc:
+        run_backup(config, "pacs", replicate=False)
+    assert "same filesystem" in exc.value.one_line() or "not on the filesystem" in exc.value.one_line()
+    config = make_config(storage_dir=str(tmp_path / "nowhere"))
+    result = cli(config, "backup", "run", "pacs", "--no-replicate")
+    assert_one_line_error(result, 2, "storage_dir", "does not exist")
+    assert live_pacs.client().system()
