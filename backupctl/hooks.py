@@ -102,7 +102,7 @@ def run_hooks(commands: Sequence[str | Sequence[str]], *, phase: str, env: Mappi
         log.info("hook %s `%s`: %s in %.1fs", phase, result.command,
                  "ok" if result.ok else _what_failed(result, timeout), result.seconds)
         if not result.ok:
-            log.warning("hook %s `%s` output: %s", phase, result.command, result.output_tail[-1000:])
+            log.info("hook %s `%s` output: %s", phase, result.command, result.output_tail[-1000:])
             if stop_on_failure:
                 last = result.output_tail.strip().splitlines()[-1:] or [""]
                 raise HookFailed(f"{phase} hook `{result.command}` {_what_failed(result, timeout)}"
