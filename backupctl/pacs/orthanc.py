@@ -375,8 +375,14 @@ def _orthanc_message(data: bytes) -> str:
 
 
 def instance_config(*, name: str, storage: Path, index: Path, http_port: int, dicom_port: int,
-                    dicom: bool, aet: str) -> dict[str, Any]:
-    """Orthanc settings of a private instance (credentials go in a separate 0600 file)."""
+                    dicom: bool, aet: str, dicom_clients: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Orthanc settings of a private instance (credentials go in a separate 0600 file).
+
+    DICOM, when on, answers only the AETs of `dicom_clients` connecting from 127.0.0.1, and only C-ECHO,
+    C-FIND: the port listens on every interface, and a drill's PACS holds patient data."""
+    modalities = {f"client{i}": {"AET": client, "Host": "127.0.0.1", "Port": 104, "AllowStore": False,
+                                 "AllowMove": False, "AllowGet": False, "AllowStorageCommitment": False}
+                  for i, client in enumerate(dicom_clients)}
     return {
         "Name": name,
         "StorageDirectory": str(storage),
@@ -398,9 +404,12 @@ def instance_config(*, name: str, storage: Path, index: Path, http_port: int, di
         "DicomPort": dicom_port,
         "DicomAet": aet,
         "DicomCheckCalledAet": True,
-        "DicomAlwaysAllowEcho": True,
-        "DicomAlwaysAllowStore": dicom,
-        "DicomAlwaysAllowFind": dicom,
+        "DicomModalities": modalities,
+        "DicomCheckModalityHost": True,
+        "DicomAlwaysAllowEcho": False,
+        "DicomAlwaysAllowStore": False,
+        "DicomAlwaysAllowFind": False,
+        "DicomAlwaysAllowFindWorklist": False,
         "DicomAlwaysAllowGet": False,
         "DicomAlwaysAllowMove": False,
         "LimitFindResults": 0,
@@ -423,13 +432,15 @@ class OrthancProcess:
     START_ATTEMPTS = 3                     # a free port can be taken between probing and binding
 
     def __init__(self, root: Path, *, storage: Path | None = None, index: Path | None = None,
-                 dicom: bool = False, aet: str = "BACKUPCTL", name: str = "backupctl",
+                 dicom: bool = False, aet: str = "BACKUPCTL", dicom_clients: tuple[str, ...] = (),
+                 name: str = "backupctl",
                  start_timeout: float = 30.0, binary: Path | None = None) -> None:
         self.root = root
         self.storage = storage or root / "storage"
         self.index = index or root / "index"
         self.dicom = dicom
         self.aet = aet
+        self.dicom_clients = dicom_clients
         self.name = name
         self.start_timeout = start_timeout
         self.binary = binary
@@ -502,7 +513,7 @@ class OrthancProcess:
 
         cfg = instance_config(name=self.name, storage=self.storage.absolute(), index=self.index.absolute(),
                               http_port=self.http_port, dicom_port=self.dicom_port or 4242,
-                              dicom=self.dicom, aet=self.aet)
+                              dicom=self.dicom, aet=self.aet, dicom_clients=self.dicom_clients)
         users = {"RegisteredUsers": {self.credentials.username: self.credentials.password}}
         atomic_write_text(self.config_dir / "orthanc.json", json.dumps(cfg, indent=2), mode=0o644)
         atomic_write_text(self.config_dir / "credentials.json", json.dumps(users), mode=0o600)

@@ -76,6 +76,8 @@ class LivePacs:
         cfg = instance_config(name="live", storage=self.storage, index=self.storage, http_port=self.http_port,
                               dicom_port=self.dicom_port, dicom=True, aet=self.aet)
         cfg["SyncStorageArea"] = True      # a production setting
+        cfg["DicomAlwaysAllowStore"] = True  # modalities store into it with storescu
+        cfg["DicomAlwaysAllowEcho"] = True
         (self.config_dir / "orthanc.json").write_text(json.dumps(cfg, indent=2))
         creds = {"RegisteredUsers": {self.credentials.username: self.credentials.password}}
         (self.config_dir / "credentials.json").write_text(json.dumps(creds))

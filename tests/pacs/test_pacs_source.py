@@ -25,7 +25,8 @@ from backupctl.errors import (
     SourceUnreadable,
 )
 from backupctl.pacs import source as pacs_source
-from backupctl.pacs.orthanc import OrthancProcess
+from backupctl.pacs.drill import expected_from_files, run_pacs_drill
+from backupctl.pacs.orthanc import OrthancProcess, pid_alive
 from backupctl.repository import staging_restic
 from tests.helpers import CONFIG_TEXT, assert_one_line_error, cli, wait_for
 from tests.pacs.support import LivePacs, StoringLoop
@@ -219,3 +220,23 @@ def test_bad_orthanc_source_is_refused_before_anything_stops(make_config, live_p
     result = cli(config, "backup", "run", "pacs", "--no-replicate")
     assert_one_line_error(result, 2, "storage_dir", "does not exist")
     assert live_pacs.client().system()
+
+
+@pytest.mark.slow
+def test_pacs_drill_on_an_orthanc_copy_names_the_study_whose_files_are_lost(
+        make_config, live_pacs: LivePacs, tmp_path: Path) -> None:
+    config = make_config(stop_command=[str(live_pacs.stop_script)])
+    outcome = run_backup(config, "pacs", replicate=False)
+    layout = _restore_layout(config, outcome.snapshot_id, tmp_path)
+    files = sorted(p for p in (layout / "storage").rglob("*") if p.is_file())
+    expected = expected_from_files(files)                     # stands for the snapshot's manifest
+    victim = sorted(expected.studies())[0]
+    for inst in expected.studies()[victim].values():
+        Path(inst.path).unlink()                              # that study's stored files are lost
+    result = run_pacs_drill(tmp_path / "restored", tmp_path / "drill", expected=expected)
+    assert result.mode == "orthanc-index" and not result.ok
+    assert result.error is None, result.findings
+    assert "ingest" not in result.phases and result.found["instances"] == len(expected.instances)
+    assert {f.subject for f in result.errors} == {victim}
+    assert result.md5_failed == len(expected.studies()[victim]) and result.md5_checked == len(expected.instances)
+    assert not pid_alive(result.orthanc_pid)

@@ -1,0 +1,108 @@
+"""Drill depth `pacs` on real restores: a throw-away Orthanc ingests, is queried over REST and DICOM, and
+is stopped; a missing study is named."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from backupctl.actions.backup import run_backup
+from backupctl.actions.restore import restore_snapshot
+from backupctl.config import Config
+from backupctl.dicom.synth import WrittenInstance
+from backupctl.pacs.drill import (
+    DRILL_AET,
+    SCU_AET,
+    expected_from_files,
+    findscu_study_counts,
+    run_pacs_drill,
+)
+from backupctl.pacs.orthanc import OrthancProcess, pid_alive
+from tests.helpers import make_installation
+from tests.pacs.conftest import PACS_SPEC
+
+pytestmark = pytest.mark.orthanc
+
+
+@pytest.fixture(scope="module")
+def restored_snapshot(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Path, Path]:
+    """A real backup of a small archive, restored: (config, archive, restored copy of the archive)."""
+    root = tmp_path_factory.mktemp("drill-install")
+    config = make_installation(root, PACS_SPEC)
+    outcome = run_backup(config, "pacs", replicate=False)
+    restored = root / "restored"
+    restore_snapshot(config, outcome.snapshot_id, restored)
+    return config, root / "archive", restored / (root / "archive").relative_to("/")
+
+
+@pytest.mark.slow
+def test_pacs_drill_passes_then_names_the_study_removed_from_the_restore(
+        restored_snapshot: tuple[Config, Path, Path], tmp_path: Path) -> None:
+    _, archive, restored = restored_snapshot
+    expected = expected_from_files(sorted(archive.rglob("*.dcm")))   # stands for the snapshot's manifest
+    good = run_pacs_drill(restored, tmp_path / "good", expected=expected)
+    assert good.ok, good.findings
+    assert good.found["instances"] == good.expected["instances"] == 12 == good.matched_instances
+    assert good.found["studies"] == 4 and good.findscu_studies == 4
+    assert good.md5_checked == 12 and good.md5_failed == 0 and good.sampled == 5
+    assert set(good.phases) == {"start", "ingest", "query", "verify", "stop"}
+    assert good.orthanc_pid is not None and not pid_alive(good.orthanc_pid)
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(restored, damaged)
+    patient = sorted(p for p in damaged.iterdir() if p.is_dir())[0]
+    gone = sorted(patient.iterdir())[0]
+    shutil.rmtree(gone)                               # one study's files lost from the restored copy
+    bad = run_pacs_drill(damaged, tmp_path / "bad", expected=expected)
+    assert not bad.ok
+    kinds = {(f.kind, f.subject) for f in bad.errors}
+    assert ("missing-study", gone.name) in kinds and ("findscu-missing-study", gone.name) in kinds
+    assert {f.subject for f in bad.errors} == {gone.name}   # only that study is blamed
+    assert bad.matched_instances == 9
+    assert not pid_alive(bad.orthanc_pid)
+
+
+def test_drill_without_orthanc_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             pacs_archive: tuple[Path, list[WrittenInstance]]) -> None:
+    monkeypatch.setenv("BACKUPCTL_ORTHANC", "/nonexistent/Orthanc")
+    result = run_pacs_drill(pacs_archive[0], tmp_path / "w")
+    assert not result.ok and result.error and "Orthanc is not installed" in result.error
+    assert [f.kind for f in result.errors] == ["pacs-unavailable"] and result.orthanc_pid is None
+
+
+def test_drill_on_an_orthanc_that_cannot_start_fails_and_leaves_no_process(tmp_path: Path) -> None:
+    # an Orthanc-layout restore whose index is damaged: Orthanc refuses to start
+    layout = tmp_path / "restored" / "var" / "pacs" / "job"
+    (layout / "index").mkdir(parents=True)
+    (layout / "storage").mkdir()
+    (layout / "index" / "index").write_bytes(b"garbage" * 500)
+    (layout / "backupctl-orthanc.json").write_text('{"kind": "orthanc", "format": 1}')
+    result = run_pacs_drill(tmp_path / "restored", tmp_path / "w", start_timeout=20)
+    assert result.mode == "orthanc-index" and not result.ok
+    assert result.error and "Orthanc" in result.error
+    assert [f.kind for f in result.errors] == ["pacs-failed"]
+    assert not _orthanc_processes_under(tmp_path)
+
+
+def test_drill_orthanc_answers_c_find_only_to_its_own_client(
+        tmp_path: Path, pacs_archive: tuple[Path, list[WrittenInstance]]) -> None:
+    with OrthancProcess(tmp_path / "o", dicom=True, aet=DRILL_AET, dicom_clients=(SCU_AET,)) as orthanc:
+        orthanc.api().upload(pacs_archive[1][0].path.read_bytes())
+        assert findscu_study_counts(orthanc.dicom_port, DRILL_AET) == {pacs_archive[1][0].study_uid: 1}
+        assert findscu_study_counts(orthanc.dicom_port, DRILL_AET, calling_aet="INTRUDER") == {}
+        assert findscu_study_counts(orthanc.dicom_port, "WRONGAET") == {}
+
+
+def _orthanc_processes_under(root: Path) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "Orthanc" in cmd and str(root) in cmd:
+                found.append(int(entry.name))
+    return found
