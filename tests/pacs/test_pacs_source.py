@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import json
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from backupctl.errors import (
 )
 from backupctl.pacs import source as pacs_source
 from backupctl.pacs.drill import expected_from_files, run_pacs_drill
-from backupctl.pacs.orthanc import OrthancProcess, pid_alive
+from backupctl.pacs.orthanc import OrthancClient, OrthancProcess, find_orthanc, free_port, pid_alive
 from backupctl.repository import staging_restic
 from tests.helpers import CONFIG_TEXT, assert_one_line_error, cli, wait_for
 from tests.pacs.support import LivePacs, StoringLoop
@@ -240,3 +242,30 @@ def test_pacs_drill_on_an_orthanc_copy_names_the_study_whose_files_are_lost(
     assert {f.subject for f in result.errors} == {victim}
     assert result.md5_failed == len(expected.studies()[victim]) and result.md5_checked == len(expected.instances)
     assert not pid_alive(result.orthanc_pid)
+
+
+@pytest.mark.slow
+def test_as_orthanc_lays_out_an_orthanc_that_starts_with_the_same_studies(
+        make_config, live_pacs: LivePacs, tmp_path: Path) -> None:
+    config = make_config(stop_command=[str(live_pacs.stop_script)])
+    counts = live_pacs.client().counts()
+    outcome = run_backup(config, "pacs", replicate=False)
+    dest = tmp_path / "orthanc"
+    result = cli(config, "restore", outcome.snapshot_id[:8], "--as-orthanc", str(dest), "--json")
+    assert result.returncode == 0, result.stderr
+    made = json.loads(result.stdout)
+    assert made["start_command"] == f"Orthanc {dest / 'config'}" and made["storage_files"] == counts["instances"]
+    cfg = json.loads((dest / "config" / "orthanc.json").read_text())
+    assert cfg["StorageDirectory"] == str(dest / "storage") and cfg["IndexDirectory"] == str(dest / "index")
+    # start it as an operator would (on other ports than the live PACS), with the restored credentials
+    cfg["HttpPort"], cfg["DicomPort"] = free_port(), free_port()
+    (dest / "config" / "orthanc.json").write_text(json.dumps(cfg))
+    with open(tmp_path / "log", "wb") as log:
+        proc = subprocess.Popen([str(find_orthanc()), str(dest / "config")], stdout=log, stderr=log)
+    try:
+        client = OrthancClient(f"http://127.0.0.1:{cfg['HttpPort']}", live_pacs.credentials)
+        client.wait_ready(time.monotonic() + 30)
+        assert client.counts() == counts
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
