@@ -25,6 +25,7 @@ from backupctl.catalog import open_catalog
 from backupctl.config import Config
 from backupctl.dicom.synth import ArchiveSpec, write_archive
 from backupctl.errors import BackupctlError
+from backupctl.pacs.demo import demo_pacs
 from backupctl.progress import Progress
 from backupctl.repofiles import list_repository, name_matches_content
 from backupctl.targets.media import init_medium
@@ -135,6 +136,11 @@ def step_restore(ctx: DemoContext) -> dict[str, Any]:
             "differences": differing[:5]}
 
 
+def step_pacs(ctx: DemoContext) -> dict[str, Any]:
+    assert ctx.config is not None and ctx.archive is not None
+    return demo_pacs(ctx.config, ctx.workdir / "pacs", ctx.archive, ctx.progress)
+
+
 def _differences(left: Path, right: Path) -> list[str]:
     """Paths whose bytes differ, or that exist on one side only."""
     out: list[str] = []
@@ -156,6 +162,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("backup", step_backup),
     ("media", step_media),
     ("restore", step_restore),
+    ("pacs", step_pacs),
 ]
 
 
