@@ -3,6 +3,7 @@ is stopped; a missing study is named."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from backupctl.pacs.drill import (
     run_pacs_drill,
 )
 from backupctl.pacs.orthanc import OrthancProcess, pid_alive
-from tests.helpers import make_installation
+from tests.helpers import cli, make_installation
 from tests.pacs.conftest import PACS_SPEC
 
 pytestmark = pytest.mark.orthanc
@@ -106,3 +107,14 @@ def _orthanc_processes_under(root: Path) -> list[int]:
             if "Orthanc" in cmd and str(root) in cmd:
                 found.append(int(entry.name))
     return found
+
+
+@pytest.mark.slow
+def test_pacs_drill_command_on_a_restored_folder(restored_snapshot: tuple[Config, Path, Path],
+                                                 tmp_path: Path) -> None:
+    config, archive, restored = restored_snapshot
+    result = cli(config, "pacs", "drill", str(restored), "--expected-from", str(archive), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] and report["matched_instances"] == 12 and report["expected_source"] == "restored-files"
+    assert not any((config.state_dir / "scratch").iterdir())      # its scratch folder is gone

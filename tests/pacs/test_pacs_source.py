@@ -133,9 +133,13 @@ def test_failing_stop_command_fails_the_run_and_orthanc_keeps_running(
     assert _snapshot_count(config) == snapshots            # nothing half-written recorded
     assert live_pacs.pid() == pid and live_pacs.client().system()
     assert not (config.state_dir / "pacs" / "pacs").exists()
-    # the same through the CLI: one line, exit 1
+    # the same through the CLI: one line, exit 1; the failed copy is in the downtime history
     result = cli(config, "backup", "run", "pacs", "--no-replicate")
     assert_one_line_error(result, 1, "stop command")
+    copies = json.loads(cli(config, "pacs", "copies", "--json", check=True).stdout)
+    assert copies[0]["status"] == "failed" and "exited 5" in copies[0]["error"]
+    checked = json.loads(cli(config, "pacs", "check", "pacs", "--json", check=True).stdout)
+    assert checked["ok"] and checked["index_lock_holder"] == live_pacs.pid() and checked["version"] == "1.10.1"
 
 
 def test_stop_slower_than_max_downtime_aborts_and_orthanc_answers(make_config, live_pacs: LivePacs) -> None:
