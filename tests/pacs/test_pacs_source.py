@@ -213,7 +213,10 @@ def test_stopped_orthanc_is_copied_and_left_stopped(make_config, live_pacs: Live
     assert live_pacs.pid() is None                         # an operator stopped it: it stays stopped
     assert outcome.pacs is not None and outcome.pacs["was_running"] == 0
     assert outcome.pacs["downtime_seconds"] == 0
-    assert {w.sop_uid for w in pacs_archive[1]} <= _restored_uids(config, outcome.snapshot_id, tmp_path)
+    layout = _restore_layout(config, outcome.snapshot_id, tmp_path)
+    assert (layout / "index" / "index").is_file()
+    stored = [p for p in (layout / "storage").rglob("*") if p.is_file()]
+    assert len(stored) == outcome.pacs["storage_files"] >= len(pacs_archive[1])
 
 
 def test_bad_orthanc_source_is_refused_before_anything_stops(make_config, live_pacs: LivePacs,
