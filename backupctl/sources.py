@@ -49,11 +49,12 @@ def prepared_sources(config: Config, job: Job, *, catalog: Catalog | None = None
     src = resolve_orthanc(config, job)
     try:
         copy = take_copy(src, progress)
-    except BackupctlError as exc:
+    except BaseException as exc:
         figures = getattr(exc, "orthanc_copy", None)
+        error = exc.one_line() if isinstance(exc, BackupctlError) else f"interrupted ({type(exc).__name__})"
         if catalog is not None:
             pacs_rows.record_copy(catalog, run_id=run_id, job=job.name, status="failed",
-                                  figures=figures.figures() if figures else {}, error=exc.one_line())
+                                  figures=figures.figures() if figures else {}, error=error)
         raise
     if catalog is not None:
         pacs_rows.record_copy(catalog, run_id=run_id, job=job.name, status="ok", figures=copy.figures())

@@ -440,7 +440,7 @@ def take_copy(src: ResolvedOrthanc, progress: Progress | None = None) -> Orthanc
         _write_marker(src, copy)
     except BaseException as exc:
         discard_snapshot_dir(root)
-        if isinstance(exc, BackupctlError):
+        with contextlib.suppress(AttributeError, TypeError):
             exc.orthanc_copy = copy  # type: ignore[attr-defined]  # figures for the catalog
         raise
     return copy

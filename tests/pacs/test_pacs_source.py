@@ -200,8 +200,10 @@ def test_interrupt_while_stopped_restarts_orthanc(
     with pytest.raises(Interrupted):
         run_backup(config, "pacs", replicate=False)
     assert live_pacs.pid() is not None and live_pacs.client().system()
-    run, _ = _last_run_and_copy(config)
+    run, copy = _last_run_and_copy(config)
     assert run["status"] == "interrupted"
+    assert copy is not None and copy["status"] == "failed" and "interrupted" in copy["error"]
+    assert copy["restarted_at"] is not None and copy["downtime_seconds"] > 0
 
 
 @pytest.mark.slow
