@@ -364,3 +364,135 @@ def _sample(items: list[str], k: int) -> list[str]:
         return items
     step = (len(items) - 1) / (k - 1) if k > 1 else 0
     return [items[round(i * step)] for i in range(k)]
+
+
+# the drill runner's step interface (backupctl.drills.pacs_step) --------------------------------------
+
+
+@dataclass
+class StepFinding:
+    """Same fields as `backupctl.drills.pacs_step.StepFinding`."""
+
+    severity: str
+    kind: str
+    path: str | None = None
+    detail: str = ""
+
+
+@dataclass
+class StepOutcome:
+    """Same fields as `backupctl.drills.pacs_step.StepOutcome`."""
+
+    checked: int
+    files: int = 0
+    bytes: int = 0
+    detail: str = ""
+    findings: list[StepFinding] = field(default_factory=list)
+
+
+class OrthancDrillStep:
+    """The `pacs` depth as the drill runner drives it: `ingest` restored files into a throw-away Orthanc,
+    `query` it per study (REST and C-FIND counts, then the MD5 of every stored file), `close` it.
+
+    The Orthanc starts lazily at the first call, so building the step costs nothing; `close` always
+    stops it. Its start time is part of the `ingest` phase."""
+
+    def __init__(self, config: Any, scratch: Path, *, concurrency: int = 4, use_findscu: bool = True) -> None:
+        self.scratch = scratch
+        self.concurrency = concurrency
+        self.use_findscu = use_findscu
+        self.orthanc: OrthancProcess | None = None
+        self.start_error: str | None = None
+
+    def _client(self) -> OrthancClient | None:
+        if self.orthanc is None and self.start_error is None:
+            try:
+                find_orthanc()
+                if self.use_findscu:
+                    find_dcmtk("findscu")
+                self.orthanc = OrthancProcess(self.scratch / "orthanc", dicom=self.use_findscu, aet=DRILL_AET,
+                                              dicom_clients=(SCU_AET,), name="backupctl-drill")
+                self.orthanc.start()
+            except BackupctlError as exc:
+                self.start_error = exc.one_line()
+                if self.orthanc is not None:
+                    self.orthanc.stop()
+                self.orthanc = None
+        return self.orthanc.api() if self.orthanc is not None else None
+
+    def _unavailable(self) -> StepOutcome:
+        return StepOutcome(0, findings=[StepFinding(ERROR, "pacs-unavailable", None, self.start_error or "")])
+
+    def ingest(self, files: list[tuple[str, Path]], progress: Progress) -> StepOutcome:
+        client = self._client()
+        if client is None:
+            return self._unavailable()
+        by_path = {restored: original for original, restored in files}
+        report = send_files(client, [restored for _, restored in files], total=len(files),
+                            concurrency=self.concurrency, progress=progress)
+        findings = [StepFinding(ERROR, "rejected", by_path.get(r.path, str(r.path)), r.reason)
+                    for r in report.rejected]
+        return StepOutcome(len(files), report.sent, report.bytes,
+                           f"{report.stored} stored, {report.already} already there, {report.retries} retries",
+                           findings)
+
+    def query(self, studies: dict[str, int], progress: Progress) -> StepOutcome:
+        client = self._client()
+        if client is None or self.orthanc is None:
+            return self._unavailable()
+        findings: list[StepFinding] = []
+        try:
+            held = self._held_by_study(client)
+            dicom = findscu_study_counts(self.orthanc.dicom_port, DRILL_AET) if self.use_findscu else {}
+            for uid, count in sorted(studies.items()):
+                got = len(held.get(uid, ()))
+                if got == 0:
+                    findings.append(StepFinding(ERROR, "not-found", uid, f"study not in the PACS: 0 of {count} "
+                                                "instances"))
+                elif got != count:
+                    findings.append(StepFinding(ERROR, "count-mismatch", uid, f"PACS holds {got} instances, "
+                                                f"{count} restored"))
+                if self.use_findscu and dicom.get(uid) != count and got:
+                    findings.append(StepFinding(ERROR, "findscu", uid, f"C-FIND reports {dicom.get(uid)} "
+                                                f"instances, {count} restored"))
+            ids = sorted((iid, uid) for uid, iids in held.items() for iid in iids)
+            with progress.task("PACS: MD5 of stored files", total=len(ids), unit="files") as task, \
+                    ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="pacs-md5") as pool:
+                def md5(item: tuple[str, str]) -> tuple[str, str, str | None]:
+                    problem = client.verify_md5(item[0])
+                    task.advance()
+                    return item[0], item[1], problem
+
+                for iid, uid, problem in pool.map(md5, ids):
+                    if problem is not None:
+                        findings.append(StepFinding(ERROR, "md5", uid, f"instance {iid}: {problem}"))
+        except BackupctlError as exc:
+            findings.append(StepFinding(ERROR, "pacs-failed", None, exc.one_line()))
+        return StepOutcome(len(studies), detail=f"{len(studies)} studies queried over REST"
+                           + (" and C-FIND" if self.use_findscu else ""), findings=findings)
+
+    @staticmethod
+    def _held_by_study(client: OrthancClient) -> dict[str, list[str]]:
+        held: dict[str, list[str]] = {}
+        for study in client.find("Study", expand=True):
+            uid = study["MainDicomTags"].get("StudyInstanceUID", "")
+            held[uid] = [inst["ID"] for inst in client.study_instances(study["ID"])]
+        return held
+
+    def close(self) -> None:
+        if self.orthanc is not None:
+            self.orthanc.stop()
+            self.orthanc = None
+
+
+def register_with_drills() -> bool:
+    """Offer `OrthancDrillStep` to the drill runner (depth 'pacs'), when the runner is installed."""
+    try:
+        from backupctl.drills import pacs_step
+    except ImportError:
+        return False
+    pacs_step.register(OrthancDrillStep)
+    return True
+
+
+register_with_drills()

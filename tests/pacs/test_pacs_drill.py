@@ -118,3 +118,39 @@ def test_pacs_drill_command_on_a_restored_folder(restored_snapshot: tuple[Config
     report = json.loads(result.stdout)
     assert report["ok"] and report["matched_instances"] == 12 and report["expected_source"] == "restored-files"
     assert not any((config.state_dir / "scratch").iterdir())      # its scratch folder is gone
+
+
+def test_drill_runner_step_ingests_queries_and_names_the_missing_study(
+        tmp_path: Path, pacs_archive: tuple[Path, list[WrittenInstance]]) -> None:
+    from backupctl.pacs.drill import OrthancDrillStep
+    from backupctl.progress import NullProgress
+
+    written = pacs_archive[1]
+    studies: dict[str, int] = {}
+    for w in written:
+        studies[w.study_uid] = studies.get(w.study_uid, 0) + 1
+    lost = written[0].study_uid
+    files = [(f"/archive/{w.path.name}", w.path) for w in written if w.study_uid != lost]
+    step = OrthancDrillStep(None, tmp_path)
+    try:
+        ingested = step.ingest(files, NullProgress())
+        assert ingested.files == len(files) and not ingested.findings
+        queried = step.query(studies, NullProgress())
+        pid = step.orthanc.pid if step.orthanc else None
+    finally:
+        step.close()
+    assert queried.checked == 4
+    assert [(f.kind, f.path) for f in queried.findings] == [("not-found", lost)]
+    assert pid is not None and not pid_alive(pid) and step.orthanc is None
+
+
+def test_drill_runner_step_without_orthanc_reports_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from backupctl.pacs.drill import OrthancDrillStep
+    from backupctl.progress import NullProgress
+
+    monkeypatch.setenv("BACKUPCTL_ORTHANC", "/nonexistent/Orthanc")
+    step = OrthancDrillStep(None, tmp_path)
+    outcome = step.ingest([], NullProgress())
+    step.close()
+    assert [f.kind for f in outcome.findings] == ["pacs-unavailable"]
+    assert "not installed" in outcome.findings[0].detail
