@@ -293,15 +293,16 @@ class LinkStats:
 
 
 def sync_links(src: Path, dst: Path, *, skip_top: frozenset[str] = frozenset(), deadline: _Deadline,
-               task: Task | None = None, stats: LinkStats | None = None) -> LinkStats:
+               task: Task | None = None, stats: LinkStats | None = None, measure: bool = True) -> LinkStats:
     """Make `dst` a tree of hard links to every file of `src`: link what is new or relinked (another
     inode), drop what `src` no longer has. Names are enough to compare because storage files are
-    write-once, and the inode comparison catches the rest."""
+    write-once, and the inode comparison catches the rest. Without `measure` no file is stat'ed (only
+    directories are read: what runs while the PACS is stopped stays as short as possible)."""
     stats = stats or LinkStats()
     dst.mkdir(parents=True, exist_ok=True)
     have = {e.name: e for e in os.scandir(dst)}
     for entry in os.scandir(src):
-        if src == dst or (skip_top and entry.name in skip_top):
+        if skip_top and entry.name in skip_top:
             continue
         deadline.check()
         target = dst / entry.name
@@ -309,12 +310,13 @@ def sync_links(src: Path, dst: Path, *, skip_top: frozenset[str] = frozenset(), 
         if entry.is_dir(follow_symlinks=False):
             if old is not None and not old.is_dir(follow_symlinks=False):
                 os.unlink(target)
-            sync_links(Path(entry.path), target, deadline=deadline, task=task, stats=stats)
+            sync_links(Path(entry.path), target, deadline=deadline, task=task, stats=stats, measure=measure)
             continue
         if not entry.is_file(follow_symlinks=False):
             continue      # sockets, fifos, symlinks: never part of Orthanc's storage
         stats.files += 1
-        stats.bytes += entry.stat(follow_symlinks=False).st_size
+        if measure:
+            stats.bytes += entry.stat(follow_symlinks=False).st_size
         if old is not None and old.is_file(follow_symlinks=False) and old.inode() == entry.inode():
             continue
         if old is not None:
@@ -430,6 +432,7 @@ def take_copy(src: ResolvedOrthanc, progress: Progress | None = None) -> Orthanc
             live = sync_links(src.storage_dir, root / "storage", skip_top=_skip_top(src),
                               deadline=_Deadline(None, "linking"), task=task)
         copy.prelink_seconds = time.monotonic() - began
+        copy.storage_bytes = live.bytes          # as linked while running; the stopped pass only reads dirs
         log.info("orthanc %s: %d storage files linked while running in %.1fs", src.job, live.linked,
                  copy.prelink_seconds)
         if copy.was_running:
@@ -518,11 +521,11 @@ def _copy_while_stopped(src: ResolvedOrthanc, copy: OrthancCopy, deadline: _Dead
         copy.index_bytes = copy_index(src, src.snapshot_dir, deadline)
         copy_config(src, src.snapshot_dir)
         stats = sync_links(src.storage_dir, src.snapshot_dir / "storage", skip_top=_skip_top(src),
-                           deadline=deadline)
+                           deadline=deadline, measure=False)
     except (OSError, shutil.Error) as exc:
         raise OrthancError(f"copying the stopped Orthanc into {src.snapshot_dir} failed: {exc}",
                            hint="check free space and permissions there") from None
-    copy.storage_files, copy.storage_bytes = stats.files, stats.bytes
+    copy.storage_files = stats.files
     copy.linked_while_stopped, copy.unlinked_while_stopped = stats.linked, stats.unlinked
 
 
