@@ -96,7 +96,8 @@ def drill(
 
     if not restored.is_dir():
         raise UsageError(f"{restored} is not a folder")
-    expected = expected_from_files(iter_dicom_files(expected_from)) if expected_from else None
+    expected = (expected_from_files(iter_dicom_files(expected_from), source=f"files in {expected_from}")
+                if expected_from else None)
     if workdir is None:
         config = common.load()
         (config.state_dir / "scratch").mkdir(parents=True, exist_ok=True)

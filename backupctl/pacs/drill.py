@@ -84,11 +84,11 @@ class ExpectedArchive:
                 "instances": len(self.instances)}
 
 
-def expected_from_files(paths: Iterable[Path]) -> ExpectedArchive:
+def expected_from_files(paths: Iterable[Path], source: str = "restored-files") -> ExpectedArchive:
     """Parse DICOM files for their UIDs and hashes (when there is no manifest)."""
     from pydicom import dcmread
 
-    expected = ExpectedArchive(source="restored-files")
+    expected = ExpectedArchive(source=source)
     for path in paths:
         data = path.read_bytes()
         try:

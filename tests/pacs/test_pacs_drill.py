@@ -116,7 +116,7 @@ def test_pacs_drill_command_on_a_restored_folder(restored_snapshot: tuple[Config
     result = cli(config, "pacs", "drill", str(restored), "--expected-from", str(archive), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["ok"] and report["matched_instances"] == 12 and report["expected_source"] == "restored-files"
+    assert report["ok"] and report["matched_instances"] == 12 and report["expected_source"] == f"files in {archive}"
     assert not any((config.state_dir / "scratch").iterdir())      # its scratch folder is gone
 
 
