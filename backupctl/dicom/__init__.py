@@ -1,0 +1,1 @@
+"""DICOM helpers: synthetic archives (`synth`) and parse checks (`parse`)."""
