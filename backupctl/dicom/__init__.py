@@ -1,1 +1,1 @@
-"""DICOM helpers: synthetic archives (`synth`) and parse checks (`parse`)."""
+"""Everything pydicom: synthetic archives (`synth`) and parse checks."""
