@@ -28,7 +28,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from backupctl.catalog.db import utcnow
 from backupctl.errors import IntegrityError, UsageError
 from backupctl.fsutil import atomic_write_bytes
 from backupctl.progress import NullProgress, Progress
@@ -381,7 +380,8 @@ def build_manifest(job: str, sources: list[Path], key: SigningKey, *, excludes: 
         stats.not_dicom += e.kind == OTHER
         stats.problems += e.kind in (UNREADABLE, UNPARSEABLE)
     stats.seconds = time.monotonic() - started
-    header = {"type": "header", "format": FORMAT, "job": job, "created": utcnow(), "host": os.uname().nodename,
+    # no timestamp: an unchanged archive gives a byte-identical manifest, which restic then skips
+    header = {"type": "header", "format": FORMAT, "job": job, "host": os.uname().nodename,
               "sources": [os.path.abspath(os.fspath(s)) for s in sources], "key_id": key.key_id,
               "patient_id": "hmac-sha256"}
     return Manifest(header, ordered), stats
@@ -419,16 +419,33 @@ def parse(data: bytes, what: str = "manifest") -> Manifest:
     return Manifest(rows[0], entries)
 
 
-def write_manifest(manifest: Manifest, folder: Path, key: SigningKey) -> tuple[Path, str]:
-    """Write manifest + detached signature into `folder` (atomically); return (path, manifest sha256)."""
+def write_manifest(manifest: Manifest, folder: Path, key: SigningKey) -> tuple[Path, str, bool]:
+    """Write manifest + detached signature into `folder` (atomically).
+
+    Returns (path, manifest sha256, rewritten). Identical content is not rewritten, so restic sees the
+    files unmodified (Ed25519 signatures are deterministic: same bytes, same signature).
+    """
     data = serialize(manifest)
     doc = signature_document(key, data)
     folder.mkdir(parents=True, exist_ok=True)
+    if _holds(folder / MANIFEST_NAME, data) and _holds(folder / SIGNATURE_NAME, _sig_bytes(doc)):
+        return folder / MANIFEST_NAME, doc["sha256"], False
     # the signature first: a crash between the two renames leaves a manifest that fails to verify, never
     # an unsigned one that looks complete
-    atomic_write_bytes(folder / SIGNATURE_NAME, (json.dumps(doc, indent=1) + "\n").encode(), mode=0o644)
+    atomic_write_bytes(folder / SIGNATURE_NAME, _sig_bytes(doc), mode=0o644)
     atomic_write_bytes(folder / MANIFEST_NAME, data, mode=0o644)
-    return folder / MANIFEST_NAME, doc["sha256"]
+    return folder / MANIFEST_NAME, doc["sha256"], True
+
+
+def _sig_bytes(doc: dict[str, str]) -> bytes:
+    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except FileNotFoundError:
+        return False
 
 
 def verify_bytes(data: bytes, signature: bytes, trusted: VerifyKey, what: str = "manifest") -> Manifest:

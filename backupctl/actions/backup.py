@@ -17,7 +17,12 @@ from backupctl.progress import NullProgress, Progress
 from backupctl.repository import staging_restic
 from backupctl.restic import BackupSummary, Restic, Terminated, job_tag
 from backupctl.sources import check_sources, prepared_sources
-from backupctl.verify.snapshot_manifest import PreparedManifest, prepare_manifest, record_snapshot_manifest
+from backupctl.verify.snapshot_manifest import (
+    PreparedManifest,
+    prepare_manifest,
+    record_snapshot_manifest,
+    sources_only,
+)
 
 
 @dataclass
@@ -71,8 +76,10 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
             try:
                 summary = restic.backup([*paths, prepared.folder], excludes=job.excludes,
                                         tags=[job_tag(job.name), *job.tags], progress=progress)
+                summary = sources_only(summary, prepared)
             except PartialSnapshot as partial:
-                summary, status = partial.summary, "partial"  # saved, but some files were unreadable
+                # saved, but some files were unreadable
+                summary, status = sources_only(partial.summary, prepared), "partial"
                 _record(catalog, run_id, job, summary, status, time.monotonic() - started, partial.one_line())
                 _record_manifest(catalog, restic, summary, prepared, progress)
                 raise

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from backupctl.manifest import (
     write_manifest,
 )
 from backupctl.progress import NullProgress, Progress
-from backupctl.restic import Restic, Snapshot
+from backupctl.restic import BackupSummary, Restic, Snapshot
 from backupctl.signing import SigningKey, VerifyKey, ensure_key, load_verify_key
 
 log = logging.getLogger("backupctl.verify")
@@ -69,6 +69,7 @@ class PreparedManifest:
     sha256: str
     stats: BuildStats
     key_id: str
+    rewritten: bool = True          # False: byte-identical to the previous manifest, left untouched
 
 
 def prepare_manifest(config: Config, job: Job, sources: list[Path], progress: Progress | None = None,
@@ -84,8 +85,28 @@ def prepare_manifest(config: Config, job: Job, sources: list[Path], progress: Pr
             log.warning("previous manifest of job %s not reused: %s", job.name, exc.one_line())
     manifest, stats = build_manifest(job.name, sources, key, excludes=list(job.excludes), previous=previous,
                                      workers=workers or config.settings.verify.workers, progress=progress)
-    _, sha = write_manifest(manifest, folder, key)
-    return PreparedManifest(folder, manifest, sha, stats, key.key_id)
+    _, sha, rewritten = write_manifest(manifest, folder, key)
+    return PreparedManifest(folder, manifest, sha, stats, key.key_id, rewritten)
+
+
+def sources_only(summary: BackupSummary, prepared: PreparedManifest) -> BackupSummary:
+    """restic's figures without the manifest folder, so they describe the job's sources.
+
+    restic compares with the parent snapshot (same paths, so it holds the manifest folder too): without a
+    parent both manifest files are new; a rewritten manifest counts as changed; else unmodified.
+    """
+    files = sum(1 for p in prepared.folder.iterdir() if p.is_file())
+    size = sum(p.stat().st_size for p in prepared.folder.iterdir() if p.is_file())
+    snap = summary.snapshot
+    adjusted = replace(summary, total_files=max(0, summary.total_files - files),
+                       total_bytes=max(0, summary.total_bytes - size))
+    if snap is not None and snap.parent is None:
+        adjusted.files_new = max(0, summary.files_new - files)
+    elif prepared.rewritten:
+        adjusted.files_changed = max(0, summary.files_changed - files)
+    else:
+        adjusted.files_unmodified = max(0, summary.files_unmodified - files)
+    return adjusted
 
 
 # after the snapshot -----------------------------------------------------------------------------------------
