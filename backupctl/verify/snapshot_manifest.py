@@ -13,8 +13,10 @@ signature: all a restore needs to be verified when the backup host and its catal
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import re
+import tarfile
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +35,7 @@ from backupctl.manifest import (
     Manifest,
     ManifestError,
     build_manifest,
+    find_manifest_dir,
     load_manifest,
     verify_bytes,
     write_manifest,
@@ -201,13 +204,30 @@ class SnapshotManifest:
 
 def read_snapshot_manifest(restic: Restic, snapshot: Snapshot, trusted: VerifyKey) -> SnapshotManifest:
     """Dump the manifest and its signature from a snapshot; verify the signature; parse."""
-    from backupctl.manifest import find_manifest_dir
-
     folder = find_manifest_dir(snapshot.paths)
     if folder is None:
         raise ManifestError(f"snapshot {snapshot.short_id} holds no manifest (taken without verification?)",
                             hint="take a new backup; older snapshots can be checked with `restic check` only")
-    data = restic.dump(snapshot.id, f"{folder}/{MANIFEST_NAME}")
-    signature = restic.dump(snapshot.id, f"{folder}/{SIGNATURE_NAME}")
+    data, signature = _dump_manifest_folder(restic, snapshot, folder)
     manifest = verify_bytes(data, signature, trusted, what=f"manifest of snapshot {snapshot.short_id}")
     return SnapshotManifest(manifest, folder, hashlib.sha256(data).hexdigest())
+
+
+def _dump_manifest_folder(restic: Restic, snapshot: Snapshot, folder: str) -> tuple[bytes, bytes]:
+    """Both manifest files with one restic run: `restic dump` of a folder is a tar stream."""
+    raw = restic.dump(snapshot.id, folder)
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+            for member in tar.getmembers():
+                name = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and name in (MANIFEST_NAME, SIGNATURE_NAME):
+                    fh = tar.extractfile(member)
+                    found[name] = fh.read() if fh is not None else b""
+    except tarfile.TarError as exc:
+        raise ManifestError(f"snapshot {snapshot.short_id}: manifest folder unreadable ({exc})") from None
+    if MANIFEST_NAME not in found or SIGNATURE_NAME not in found:
+        missing = MANIFEST_NAME if MANIFEST_NAME not in found else SIGNATURE_NAME
+        raise ManifestError(f"snapshot {snapshot.short_id}: {missing} is missing from {folder}",
+                            hint="an unsigned or incomplete manifest cannot vouch for the snapshot")
+    return found[MANIFEST_NAME], found[SIGNATURE_NAME]
