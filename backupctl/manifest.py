@@ -144,6 +144,7 @@ class BuildStats:
     dicom_parsed: int = 0          # DICOM headers parsed this time
     not_dicom: int = 0
     problems: int = 0              # unreadable or unparseable
+    id_in_path: int = 0            # DICOM files whose path contains their own Patient ID
     seconds: float = 0.0
     workers: int = 1
 
@@ -177,8 +178,15 @@ def _match_parts(parts: list[str], names: list[str]) -> bool:
     return bool(names) and fnmatchcase(names[0], head) and _match_parts(parts[1:], names[1:])
 
 
-def is_excluded(path: str, patterns: Iterable[str]) -> bool:
+def _matches(path: str, patterns: Iterable[str]) -> bool:
     return any(_restic_pattern_match(p, path) for p in patterns)
+
+
+def is_excluded(path: str, patterns: Iterable[str]) -> bool:
+    """True when restic would skip `path`: it, or a folder above it, matches a pattern."""
+    patterns = list(patterns)
+    parts = path.rstrip("/").split("/")
+    return any(_matches("/".join(parts[:i]) or "/", patterns) for i in range(2, len(parts) + 1))
 
 
 @dataclass(slots=True)
@@ -208,7 +216,7 @@ def walk_sources(sources: Iterable[Path], excludes: list[str] = ()) -> Iterator[
             continue  # restic reports unreadable folders; nothing of it can be listed here either
         subdirs = []
         for child in children:
-            if excludes and is_excluded(child.path, excludes):
+            if excludes and _matches(child.path, excludes):  # the folders above were checked already
                 continue
             try:
                 st = child.stat(follow_symlinks=False)
@@ -278,6 +286,8 @@ def read_file_entry(path: str, patient_key: bytes, buf: bytearray | None = None)
         return entry
     patient = facts.pop("patient_id", None)
     facts["patient"] = patient_hash(patient_key, patient) if patient else None
+    if patient and patient in path:
+        facts["id_in_path"] = "yes"   # the layout names folders by Patient ID: paths themselves identify
     entry.kind, entry.dicom = DICOM, facts
     return entry
 
@@ -379,6 +389,7 @@ def build_manifest(job: str, sources: list[Path], key: SigningKey, *, excludes: 
         stats.dicom += e.kind == DICOM
         stats.not_dicom += e.kind == OTHER
         stats.problems += e.kind in (UNREADABLE, UNPARSEABLE)
+        stats.id_in_path += bool(e.dicom and e.dicom.get("id_in_path"))
     stats.seconds = time.monotonic() - started
     # no timestamp: an unchanged archive gives a byte-identical manifest, which restic then skips
     header = {"type": "header", "format": FORMAT, "job": job, "host": os.uname().nodename,

@@ -150,9 +150,10 @@ def verify_restore(config: Config, catalog: Catalog | None, run_id: int | None, 
         restore_started = time.monotonic()
         restore_entries(restic, snap, got.manifest, scope.entries, target, progress)
         restore_seconds = time.monotonic() - restore_started
+        changed = set(verify_rows.changed_during_backup(catalog, snap.id)) if catalog is not None else set()
         tree = verify_restored_tree(target, got.manifest, entries=scope.entries, decode=settings.decode_sample,
                                     seed=seed if seed is not None else run_id, workers=settings.workers,
-                                    progress=progress)
+                                    progress=progress, changed=changed)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result.findings = tree.findings

@@ -37,7 +37,7 @@ from backupctl.manifest import (
     Entry,
     Manifest,
 )
-from backupctl.progress import NullProgress, Progress
+from backupctl.progress import NullProgress, Progress, Task
 from backupctl.verify.findings import ERROR, NOTE, WARNING, Finding
 
 BATCH_FILES = 32
@@ -59,8 +59,11 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_restored_file(path: Path, entry: Entry, decode: bool = False) -> list[Finding]:
-    """Every finding for one restored file: presence, SHA-256, and for DICOM the full parse check."""
+def check_restored_file(path: Path, entry: Entry, decode: bool = False, known_changed: bool = False) -> list[Finding]:
+    """Every finding for one restored file: presence, SHA-256, and for DICOM the full parse check.
+
+    `known_changed`: the backup's own cross-check (catalog) saw this file change while it was backed up.
+    """
     from backupctl.dicom.parse import check_file
 
     subject = entry.path
@@ -74,20 +77,21 @@ def check_restored_file(path: Path, entry: Entry, decode: bool = False) -> list[
         return [] if path.is_symlink() else [Finding(ERROR, "altered", subject, "was a symlink")]
     if entry.kind == UNREADABLE:
         return [Finding(WARNING, "source-unreadable", subject, entry.error or "could not be read at backup time")]
-    changed = st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns
     try:
         digest = _sha256(path)
     except OSError as exc:
         return [Finding(ERROR, "unreadable", subject, f"cannot read the restored file: {exc.strerror}")]
-    if changed:
-        # restic read another version than the manifest pass: the manifest cannot vouch for it
-        return [Finding(WARNING, "changed-during-backup", subject,
-                        f"size/mtime differ from the manifest ({st.st_size} vs {entry.size} bytes)")]
-    findings: list[Finding] = []
     intact = digest == entry.sha256
+    # restic restores the mtime it read: another mtime means restic read another version than the
+    # manifest pass did, and the manifest cannot vouch for it (the same mtime with other bytes is damage)
+    if not intact and (known_changed or st.st_mtime_ns != entry.mtime_ns):
+        return [Finding(WARNING, "changed-during-backup", subject,
+                        "modified between the manifest pass and restic's read; the manifest cannot vouch for it")]
+    findings: list[Finding] = []
     if not intact:
+        size = f"; {st.st_size} bytes, the manifest says {entry.size}" if st.st_size != entry.size else ""
         findings.append(Finding(ERROR, "hash-mismatch", subject,
-                                f"SHA-256 {digest[:12]}… differs from the manifest's {entry.sha256[:12]}…"))
+                                f"SHA-256 {digest[:12]}… differs from the manifest's {entry.sha256[:12]}…{size}"))
     if entry.kind == DICOM or (entry.kind in (OTHER, UNPARSEABLE) and path.suffix.lower() == ".dcm") or not intact:
         findings += _dicom_findings(path, entry, decode, intact, check_file)
     return findings
@@ -137,37 +141,42 @@ def _decode_set(entries: list[Entry], count: int, seed: int | None) -> set[str]:
     return set(random.Random(seed).sample(dicom, min(count, len(dicom))))
 
 
-def _check_batch(root: str, batch: list[tuple[Entry, bool]]) -> list[list[Finding]]:
+Work = tuple[Entry, bool, bool]   # entry, decode its pixels, known to have changed during backup
+
+
+def _check_batch(root: str, batch: list[Work]) -> list[list[Finding]]:
     base = Path(root)
-    return [check_restored_file(restored_path(base, e.path), e, decode) for e, decode in batch]
+    return [check_restored_file(restored_path(base, e.path), e, decode, changed) for e, decode, changed in batch]
 
 
-def _batches(items: list[tuple[Entry, bool]]) -> Iterator[list[tuple[Entry, bool]]]:
+def _batches(items: list[Work]) -> Iterator[list[Work]]:
     for i in range(0, len(items), BATCH_FILES):
         yield items[i:i + BATCH_FILES]
 
 
 def verify_restored_tree(root: Path, manifest: Manifest, *, entries: list[Entry] | None = None,
                          decode: int = 0, seed: int | None = None, workers: int | None = None,
-                         progress: Progress | None = None) -> TreeCheck:
+                         progress: Progress | None = None, changed: set[str] | frozenset[str] = frozenset(),
+                         ) -> TreeCheck:
     """Check the restored files under `root` against `manifest` (all entries, or `entries` only).
 
     `decode` DICOM files (chosen at random with `seed`) also get their pixel data decoded. When every
-    entry is checked, files restored but absent from the manifest are reported too.
+    entry is checked, files restored but absent from the manifest are reported too. `changed`: paths the
+    backup's own cross-check saw change while it ran (from the catalog, when there is one).
     """
     progress = progress or NullProgress()
     started = time.monotonic()
     whole = entries is None
     chosen = list(manifest.entries if entries is None else entries)
     to_decode = _decode_set(chosen, decode, seed)
-    work = [(e, e.path in to_decode) for e in chosen]
+    work = [(e, e.path in to_decode, e.path in changed) for e in chosen]
     workers = workers or os.cpu_count() or 1
     result = TreeCheck()
     per_entry: list[tuple[Entry, list[Finding]]] = []
     with progress.task("verify restored files", total=sum(e.size for e in chosen), unit="B") as task:
         if workers <= 1 or len(work) < INPROCESS_BELOW:
-            for e, dec in work:
-                per_entry.append((e, check_restored_file(restored_path(root, e.path), e, dec)))
+            for e, dec, chg in work:
+                per_entry.append((e, check_restored_file(restored_path(root, e.path), e, dec, chg)))
                 task.advance(e.size)
         else:
             per_entry = _run_pool(root, work, workers, task)
@@ -189,14 +198,14 @@ def verify_restored_tree(root: Path, manifest: Manifest, *, entries: list[Entry]
     return result
 
 
-def _run_pool(root: Path, work: list[tuple[Entry, bool]], workers: int, task) -> list[tuple[Entry, list[Finding]]]:  # noqa: ANN001
+def _run_pool(root: Path, work: list[Work], workers: int, task: Task) -> list[tuple[Entry, list[Finding]]]:
     out: list[tuple[Entry, list[Finding]]] = []
     with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-        pending: dict[Future[list[list[Finding]]], list[tuple[Entry, bool]]] = {}
+        pending: dict[Future[list[list[Finding]]], list[Work]] = {}
 
         def collect(fut: Future[list[list[Finding]]]) -> None:
             batch = pending.pop(fut)
-            for (e, _), found in zip(batch, fut.result(), strict=True):
+            for (e, _, _), found in zip(batch, fut.result(), strict=True):
                 out.append((e, found))
                 task.advance(e.size)
 

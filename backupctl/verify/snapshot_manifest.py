@@ -88,6 +88,9 @@ def prepare_manifest(config: Config, job: Job, sources: list[Path], progress: Pr
             log.warning("previous manifest of job %s not reused: %s", job.name, exc.one_line())
     manifest, stats = build_manifest(job.name, sources, key, excludes=list(job.excludes), previous=previous,
                                      workers=workers or config.settings.verify.workers, progress=progress)
+    if stats.id_in_path:
+        log.warning("job %s: %d DICOM files carry their Patient ID in their path; manifests, snapshots and "
+                    "findings show paths as they are (the ID itself is never logged)", job.name, stats.id_in_path)
     _, sha, rewritten = write_manifest(manifest, folder, key)
     return PreparedManifest(folder, manifest, sha, stats, key.key_id, rewritten)
 
