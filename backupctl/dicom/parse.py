@@ -111,6 +111,7 @@ class DicomCheck:
 
     status: str = "ok"               # ok | not-dicom | truncated | corrupt | pixel-length | uid-mismatch | decode
     problems: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)    # the kind of each problem, in order
     facts: dict[str, str | None] = field(default_factory=dict)
     decoded: bool = False
     notes: list[str] = field(default_factory=list)   # not failures: e.g. no decoder for a compressed syntax
@@ -123,6 +124,14 @@ class DicomCheck:
         if self.status == "ok":
             self.status = status
         self.problems.append(problem)
+        self.kinds.append(status)
+
+    def by_kind(self) -> dict[str, str]:
+        """Each kind of problem found, with its problems in words (one finding per kind)."""
+        out: dict[str, list[str]] = {}
+        for kind, problem in zip(self.kinds, self.problems, strict=True):
+            out.setdefault(kind, []).append(problem)
+        return {k: "; ".join(v) for k, v in out.items()}
 
 
 def expected_pixel_bytes(ds: Dataset) -> int | None:

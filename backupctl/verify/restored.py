@@ -111,7 +111,7 @@ def _dicom_findings(path: Path, entry: Entry, decode: bool, intact: bool, check_
     if not result.ok:
         # intact bytes but failing parse: the file was damaged before it was backed up
         severity, origin = (WARNING, "; it was so at backup time (source problem)") if intact else (ERROR, "")
-        out.append(Finding(severity, result.status, entry.path, "; ".join(result.problems) + origin))
+        out += [Finding(severity, kind, entry.path, words + origin) for kind, words in result.by_kind().items()]
     out += [Finding(NOTE, "not-decoded", entry.path, n) for n in result.notes]
     return out
 
