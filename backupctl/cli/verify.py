@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from backupctl.catalog import open_catalog
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json, short_time
+from backupctl.cli.common import table as make_table
 from backupctl.errors import IntegrityError, UsageError
 from backupctl.verify.findings import ERROR, WARNING, LevelResult
 from backupctl.verify.rebuild import rebuild_catalog
@@ -86,7 +86,7 @@ DETAIL_KEYS = ("snapshot", "scope", "dicom_parsed", "decoded", "slice", "packs_t
 
 
 def _print_report(results: list[LevelResult]) -> None:
-    table = Table("level", "subject", "checked", "size", "seconds", "errors", "warnings", "result", box=None)
+    table = make_table("level", "subject", "checked", "size", "seconds", "errors", "warnings", "result")
     for r in results:
         verdict = "[yellow]skipped[/]" if r.skipped else ("[green]ok[/]" if r.ok else "[red]FAILED[/]")
         subject = str(r.figures.get("snapshot") or r.subject)
@@ -115,8 +115,8 @@ def _status(config: Any, json_output: bool) -> None:
     if json_output:
         print_json(status)
     else:
-        table = Table("what", "total", "never verified", "last read failed", "oldest unverified", "bound", "",
-                      box=None)
+        table = make_table("what", "total", "never verified", "last read failed", "oldest unverified", "bound",
+                           "")
         for c in status["coverage"]:
             age = "never" if c["never_verified"] and c["what"] == "replicas" else (
                 "-" if c["oldest_unverified_days"] is None else f"{c['oldest_unverified_days']:.1f} days")
@@ -146,7 +146,7 @@ def find(
     if json_output:
         print_json({"study": study, "series": series, "snapshots": rows, "ok": bool(rows)})
     elif rows:
-        table = Table("snapshot", "job", "time", "series", "instances", "size", "replicas", box=None)
+        table = make_table("snapshot", "job", "time", "series", "instances", "size", "replicas")
         for r in rows:
             table.add_row(r["short_id"], r["job"], short_time(r["time"]), str(r.get("series", "-")),
                           str(r["instances"]), human_bytes(r.get("bytes")),
