@@ -51,6 +51,12 @@ def backup_run(
     else:
         out.print(f"snapshot {outcome.short_id} of job {job}: {outcome.files} files, {human_bytes(outcome.bytes)}, "
                   f"{human_bytes(outcome.bytes_added)} new, {outcome.seconds:.1f} s")
+        if m := outcome.manifest:
+            changed = f", [yellow]{m['changed_during_backup']} changed during backup[/]" \
+                if m["changed_during_backup"] else ""
+            rate = f", {m['mb_per_second']} MB/s" if m["hashed"] else ""
+            out.print(f"  signed manifest: {m['files']} files ({m['hashed']} read, {m['reused']} unchanged), "
+                      f"{m['dicom']} DICOM in {m['studies']} studies{rate}{changed}")
         for r in outcome.replicas:
             if r.ok and r.report:
                 out.print(f"  {r.target} ({r.report.location}): {r.report.uploaded} files copied, "
