@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from backupctl.actions.restore import restic_for_copy
-from backupctl.catalog import open_catalog
+from backupctl.catalog import Catalog, open_catalog
 from backupctl.catalog import runs as run_rows
 from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.catalog.db import utcnow
 from backupctl.config import Config
 from backupctl.errors import IntegrityError, UsageError
 from backupctl.progress import NullProgress, Progress
+from backupctl.restic import Restic, Snapshot
+from backupctl.signing import VerifyKey
 from backupctl.targets import make_target
 from backupctl.verify.restore import scratch_root
 from backupctl.verify.snapshot_manifest import (
@@ -110,7 +112,8 @@ def _move_sqlite(src: Path, dest: Path) -> None:
             os.replace(side, Path(f"{dest}{suffix}"))
 
 
-def _index_snapshot(catalog: Any, restic: Any, snap: Any, trusted: Any, report: RebuildReport) -> None:
+def _index_snapshot(catalog: Catalog, restic: Restic, snap: Snapshot, trusted: VerifyKey,
+                    report: RebuildReport) -> None:
     try:
         got = read_snapshot_manifest(restic, snap, trusted)
     except IntegrityError as exc:
