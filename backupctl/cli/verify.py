@@ -115,13 +115,13 @@ def _status(config: Any, json_output: bool) -> None:
     if json_output:
         print_json(status)
     else:
-        table = make_table("what", "total", "never verified", "last read failed", "oldest unverified", "bound",
-                           "")
+        table = make_table("what", "total", "never", "failed", "oldest unverified", "bound", "status")
         for c in status["coverage"]:
             age = "never" if c["never_verified"] and c["what"] == "replicas" else (
                 "-" if c["oldest_unverified_days"] is None else f"{c['oldest_unverified_days']:.1f} days")
             table.add_row(c["what"], str(c["total"]), str(c["never_verified"]), str(c["last_failed"]), age,
-                          f"{c['bound_days']:g} days", "[green]ok[/]" if c["ok"] else "[red]STALE[/]")
+                          f"{c['bound_days']:g} days",
+                          "[green]ok[/]" if c["ok"] else "[red]FAILED[/]" if c["last_failed"] else "[red]STALE[/]")
         out.print(table)
         for level, last in status["last"].items():
             when = f"{short_time(last['when'])} ({'ok' if last['ok'] else 'FAILED'})" if last else "never"
