@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,8 @@ from backupctl.verify.snapshot_manifest import (
     record_snapshot_manifest,
     sources_only,
 )
+
+log = logging.getLogger("backupctl.backup")
 
 
 @dataclass
@@ -104,7 +107,14 @@ def _record_manifest(catalog: Catalog, restic: Restic, summary: BackupSummary, p
                      progress: Progress) -> dict[str, Any] | None:
     if summary.snapshot is None:
         return None
-    return record_snapshot_manifest(catalog, restic, summary.snapshot, prepared, progress)
+    try:
+        return record_snapshot_manifest(catalog, restic, summary.snapshot, prepared, progress)
+    except BackupctlError as exc:
+        # the snapshot and its signed manifest are saved; only the cross-check and the index are missing,
+        # and `catalog rebuild` or the next verify can redo them: never fail a saved backup for this
+        log.warning("snapshot %s saved, but its manifest was not indexed: %s", summary.snapshot.short_id,
+                    exc.one_line())
+        return {"error": exc.one_line()}
 
 
 def _record(catalog: Catalog, run_id: int, job: Job, summary: BackupSummary, status: str, seconds: float,

@@ -51,7 +51,7 @@ def backup_run(
     else:
         out.print(f"snapshot {outcome.short_id} of job {job}: {outcome.files} files, {human_bytes(outcome.bytes)}, "
                   f"{human_bytes(outcome.bytes_added)} new, {outcome.seconds:.1f} s")
-        if m := outcome.manifest:
+        if (m := outcome.manifest) and "error" not in m:
             changed = f", [yellow]{m['changed_during_backup']} changed during backup[/]" \
                 if m["changed_during_backup"] else ""
             rate = f", {m['mb_per_second']} MB/s" if m["hashed"] else ""
