@@ -223,7 +223,8 @@ def walk_sources(sources: Iterable[Path], excludes: list[str] = ()) -> Iterator[
             except OSError:
                 continue
             if stat.S_ISDIR(st.st_mode):
-                subdirs.append(child.path)
+                if child.name != MANIFEST_DIR_NAME:   # a manifest never describes manifests
+                    subdirs.append(child.path)
             else:
                 yield _Found(child.path, st)
         stack.extend(reversed(subdirs))
