@@ -18,6 +18,7 @@ element values, which may be patient data and must not reach any log.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,12 +59,21 @@ def looks_like_dicom(head: bytes) -> bool:
     return len(head) >= PREAMBLE + 4 and head[PREAMBLE:PREAMBLE + 4] == MAGIC
 
 
+_PYDICOM_LOG = logging.getLogger("pydicom")
+
+
 @contextmanager
 def _quiet() -> Iterator[None]:
-    # pydicom warns (and logs) with element values in the text; values may identify a patient
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+    """pydicom warns *and logs* with element values in the text, and values may identify a patient: while
+    we parse, neither reaches anyone (we report what matters ourselves, without values)."""
+    level = _PYDICOM_LOG.level
+    _PYDICOM_LOG.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        _PYDICOM_LOG.setLevel(level)
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:
