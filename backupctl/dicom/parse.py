@@ -104,12 +104,11 @@ def header_facts(head: bytes, path: Path | str, whole_file: bool) -> dict[str, s
     source: io.BytesIO | str = io.BytesIO(head) if complete else str(path)
     try:
         with _quiet():
-            ds = pydicom.dcmread(source, stop_before_pixels=True)
+            return facts_of(pydicom.dcmread(source, stop_before_pixels=True))  # values convert lazily
     except InvalidDicomError as exc:
         raise NotDicom(str(exc)) from None
     except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, NotImplementedError) as exc:
         raise ValueError(f"header does not parse ({type(exc).__name__})") from None
-    return facts_of(ds)
 
 
 # full check of a restored file --------------------------------------------------------------------------
