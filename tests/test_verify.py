@@ -295,3 +295,13 @@ def test_no_patient_id_in_clear_in_manifest_catalog_logs_or_reports(tmp_path: Pa
     for text in texts:
         for patient in patients:
             assert patient not in text
+
+
+def test_bad_verify_arguments_are_one_line_errors(inst: Config) -> None:
+    assert_one_line_error(cli(inst, "verify", "--level", "everything"), 2, "unknown verify level")
+    assert_one_line_error(cli(inst, "find"), 2, "--study")
+    assert_one_line_error(cli(inst, "verify", "--level", "restore", "--study", "1.2.3"), 2, "not in this snapshot")
+    assert_one_line_error(cli(inst, "verify", "--level", "restore", "--job", "nope"), 2, "no job named")
+    with open_catalog(inst.catalog_path) as catalog:
+        failed = catalog.query("SELECT COUNT(*) FROM runs WHERE kind='verify:restore' AND status='failed'")[0][0]
+    assert failed == 1          # the run that started is recorded as failed, with its reason

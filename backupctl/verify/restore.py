@@ -25,6 +25,7 @@ from backupctl.errors import IntegrityError, UsageError
 from backupctl.manifest import Entry, Manifest
 from backupctl.progress import Progress
 from backupctl.restic import Restic, Snapshot, job_tag
+from backupctl.signing import SignatureInvalid
 from backupctl.verify.findings import ERROR, Finding, LevelResult
 from backupctl.verify.restored import verify_restored_tree
 from backupctl.verify.snapshot_manifest import read_snapshot_manifest, trusted_key
@@ -141,7 +142,8 @@ def verify_restore(config: Config, catalog: Catalog | None, run_id: int | None, 
         try:
             got = read_snapshot_manifest(restic, snap, trusted)
         except IntegrityError as exc:
-            result.findings.append(Finding(ERROR, "signature", f"snapshot {snap.short_id}", exc.one_line()))
+            kind = "signature" if isinstance(exc, SignatureInvalid) else "manifest"
+            result.findings.append(Finding(ERROR, kind, f"snapshot {snap.short_id}", exc.one_line()))
             result.seconds = time.monotonic() - started
             return result
         scope = scope_of(got.manifest, catalog, sample, studies, seed)
