@@ -26,7 +26,7 @@ from backupctl.sources import check_sources
 from backupctl.verify.repo import in_slice
 from backupctl.verify.restore import verify_restore
 from backupctl.verify.restored import verify_restored_tree
-from backupctl.verify.run import run_verify
+from backupctl.verify.run import VerifyOptions, run_verify
 from backupctl.verify.snapshot_manifest import (
     prepare_manifest,
     read_snapshot_manifest,
@@ -305,3 +305,14 @@ def test_bad_verify_arguments_are_one_line_errors(inst: Config) -> None:
     with open_catalog(inst.catalog_path) as catalog:
         failed = catalog.query("SELECT COUNT(*) FROM runs WHERE kind='verify:restore' AND status='failed'")[0][0]
     assert failed == 1          # the run that started is recorded as failed, with its reason
+
+
+def test_sampled_restores_walk_every_study(inst: Config) -> None:
+    picked: list[set[str]] = []
+    for seed in range(3):        # 5 studies, 2 per run: the never-verified ones come first
+        result = run_verify(inst, ["restore"], VerifyOptions(sample=2, seed=seed)).results[0]
+        assert result.ok and result.figures["scope"] == "2 studies"
+        with open_catalog(inst.catalog_path) as catalog:
+            reads = verify_rows.study_reads(catalog)
+        picked.append(set(reads))
+    assert len(picked[0]) == 2 and len(picked[1]) == 4 and len(picked[2]) == 5
