@@ -21,7 +21,14 @@ from backupctl.actions.restore import restic_for_copy
 from backupctl.catalog import Catalog
 from backupctl.catalog import verify as verify_rows
 from backupctl.config import Config
-from backupctl.errors import IntegrityError, UsageError
+from backupctl.errors import (
+    IntegrityError,
+    RepositoryLocked,
+    RepositoryNotFound,
+    ResticError,
+    UsageError,
+    WrongPassword,
+)
 from backupctl.manifest import Entry, Manifest
 from backupctl.progress import Progress
 from backupctl.restic import Restic, Snapshot, job_tag
@@ -150,7 +157,14 @@ def verify_restore(config: Config, catalog: Catalog | None, run_id: int | None, 
         target = scratch / "restored"
         target.mkdir()
         restore_started = time.monotonic()
-        restore_entries(restic, snap, got.manifest, scope.entries, target, progress)
+        restore_error = None
+        try:
+            restore_entries(restic, snap, got.manifest, scope.entries, target, progress)
+        except (RepositoryLocked, RepositoryNotFound, WrongPassword):
+            raise
+        except ResticError as exc:
+            # restic restores what it can and names damaged blobs; the file checks below name the files
+            restore_error = Finding(ERROR, "restore-failed", f"snapshot {snap.short_id}", exc.one_line())
         restore_seconds = time.monotonic() - restore_started
         changed = set(verify_rows.changed_during_backup(catalog, snap.id)) if catalog is not None else set()
         tree = verify_restored_tree(target, got.manifest, entries=scope.entries, decode=settings.decode_sample,
@@ -158,7 +172,7 @@ def verify_restore(config: Config, catalog: Catalog | None, run_id: int | None, 
                                     progress=progress, changed=changed)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    result.findings = tree.findings
+    result.findings = ([restore_error] if restore_error else []) + tree.findings
     result.checked, result.bytes = tree.files, tree.bytes
     result.seconds = time.monotonic() - started
     result.figures = {
