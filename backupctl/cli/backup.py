@@ -19,7 +19,7 @@ from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json, short_time
 from backupctl.cli.common import table as make_table
-from backupctl.errors import PartialRun, TargetError, UsageError
+from backupctl.errors import IntegrityError, PartialRun, TargetError, UsageError
 from backupctl.pacs.orthanc import read_credentials
 from backupctl.pacs.restore import outcome_dict, restore_as_orthanc, restore_to_pacs
 from backupctl.repository import staging_restic
@@ -54,6 +54,12 @@ def backup_run(
     else:
         out.print(f"snapshot {outcome.short_id} of job {job}: {outcome.files} files, {human_bytes(outcome.bytes)}, "
                   f"{human_bytes(outcome.bytes_added)} new, {outcome.seconds:.1f} s")
+        if (m := outcome.manifest) and "error" not in m:
+            changed = f", [yellow]{m['changed_during_backup']} changed during backup[/]" \
+                if m["changed_during_backup"] else ""
+            rate = f", {m['mb_per_second']} MB/s" if m["hashed"] else ""
+            out.print(f"  signed manifest: {m['files']} files ({m['hashed']} read, {m['reused']} unchanged), "
+                      f"{m['dicom']} DICOM in {m['studies']} studies{rate}{changed}")
         for r in outcome.replicas:
             if r.ok and r.report:
                 out.print(f"  {r.target} ({r.report.location}): {r.report.uploaded} files copied, "
@@ -118,10 +124,13 @@ def snapshots(
 
 
 def restore(
-    snapshot: Annotated[str, typer.Argument(help="Snapshot id (or unique prefix), or 'latest'.")],
+    snapshot: Annotated[str | None, typer.Argument(
+        help="Snapshot id (or unique prefix), or 'latest'; with --study, default the newest holding it.")] = None,
     to: Annotated[Path | None, typer.Option("--to", help="Empty folder to restore into (with --to-pacs: "
                                                           "keep the files there).")] = None,
     include: Annotated[list[str] | None, typer.Option("--include", help="Only this path (repeatable).")] = None,
+    study: Annotated[list[str] | None, typer.Option(
+        "--study", help="Only this study's files (Study Instance UID, repeatable), verified after restore.")] = None,
     from_target: Annotated[str, typer.Option("--from", help="Copy to read: staging or a target name.")] = "staging",
     force: Annotated[bool, typer.Option("--force", help="Restore into a non-empty folder.")] = False,
     to_pacs: Annotated[str | None, typer.Option("--to-pacs", metavar="URL",
@@ -137,12 +146,19 @@ def restore(
                                                          "from a snapshot of an orthanc source.")] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Restore a snapshot (all of it, or --include paths) from staging or a replica: into a folder, into a
-    running PACS (--to-pacs), or as a ready-to-start Orthanc (--as-orthanc)."""
+    """Restore a snapshot (all of it, --include paths, or --study UIDs) from staging or a replica: into a
+    folder, into a running PACS (--to-pacs), or as a ready-to-start Orthanc (--as-orthanc)."""
     if sum(x is not None for x in (to_pacs, as_orthanc)) > 1 or (as_orthanc and to):
         raise UsageError("choose one of --to, --to-pacs (optionally with --to) and --as-orthanc")
     if to is None and to_pacs is None and as_orthanc is None:
         raise UsageError("say where to restore: --to DIR, --to-pacs URL or --as-orthanc DIR")
+    if study:
+        if to is None or to_pacs or as_orthanc:
+            raise UsageError("--study restores into a folder: give --to DIR (without --to-pacs/--as-orthanc)")
+        restore_study_cmd(snapshot, to, study, from_target, force, json_output)
+        return
+    if snapshot is None:
+        raise UsageError("name the snapshot to restore (an id, or 'latest'), or give --study UID")
     config = common.load()
     progress = common.progress(json_output)
     if to_pacs is not None:
@@ -187,6 +203,27 @@ def _restore_to_pacs(config, snapshot: str, url: str, keep: Path | None, include
         first = sent.rejected[0]
         raise PartialRun(f"the PACS refused {len(sent.rejected)} of {sent.dicom_files} files "
                          f"(first: {first['file']}: {first['reason']})")
+
+
+def restore_study_cmd(snapshot: str | None, to: Path, studies: list[str], copy: str, force: bool,
+                      json_output: bool) -> None:
+    from backupctl.verify.study import restore_studies
+
+    config = common.load()
+    with open_catalog(config.catalog_path) as catalog:
+        outcome = restore_studies(config, catalog, studies, to, snapshot=None if snapshot == "latest" else snapshot,
+                                  copy=copy, force=force, progress=common.progress(json_output))
+    if json_output:
+        print_json({**outcome.as_dict(), "ok": outcome.verified})
+    else:
+        out.print(f"restored {len(studies)} study(ies): {outcome.files} files ({human_bytes(outcome.bytes)}) of "
+                  f"snapshot {outcome.snapshot_id[:8]} from {outcome.source} into {outcome.to} in "
+                  f"{outcome.seconds:.1f} s; " + ("verified against the signed manifest" if outcome.verified
+                                                 else "[red]verification FAILED[/]"))
+    if not outcome.verified:
+        bad = [f for f in outcome.findings if f.severity == "error"]
+        raise IntegrityError(f"restored files fail verification: {bad[0].line()}"
+                             + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""))
 
 
 def runs(
