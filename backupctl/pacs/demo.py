@@ -5,7 +5,8 @@
 2. a job with an `[orthanc]` source backs it up (stop, copy, start): the downtime is measured;
 3. the snapshot is restored and drilled at depth `pacs` (a throw-away Orthanc on the restored index:
    per-study REST and C-FIND checks against the archive, MD5 of every stored file);
-4. the snapshot is also sent with `restore --to-pacs` into another fresh Orthanc over REST.
+4. meanwhile the snapshot is also sent with `restore --to-pacs` into another fresh Orthanc over REST, and
+   the service Orthanc is stopped (all three mostly wait on Orthanc processes).
 
 Every figure is measured. The service Orthanc is stopped at the end whatever happened.
 """
@@ -13,6 +14,7 @@ Every figure is measured. The service Orthanc is stopped at the end whatever hap
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,10 @@ from backupctl.actions.backup import run_backup
 from backupctl.actions.restore import restore_snapshot
 from backupctl.config import Config, load_config
 from backupctl.errors import BackupctlError
-from backupctl.pacs.drill import expected_from_files, run_pacs_drill
+from backupctl.pacs.drill import PacsDrillResult, expected_from_files, run_pacs_drill
 from backupctl.pacs.ingest import iter_dicom_files
 from backupctl.pacs.orthanc import OrthancProcess, find_dcmtk, find_orthanc
-from backupctl.pacs.restore import restore_to_pacs
+from backupctl.pacs.restore import PacsRestoreOutcome, restore_to_pacs
 from backupctl.pacs.service import ServicePacs
 from backupctl.progress import NullProgress, Progress
 
@@ -68,15 +70,26 @@ def _run(config: Config, workdir: Path, archive: Path, service: ServicePacs, pro
     copy = backup.pacs or {}
     running_again = service.pid() is not None and bool(service.client().system())
 
-    restored = workdir / "restored"
-    restore_snapshot(config, backup.snapshot_id or "latest", restored, progress=progress)
+    snapshot = backup.snapshot_id or "latest"
     expected = expected_from_files(files)              # what the modality sent: the archive itself
-    drill = run_pacs_drill(restored, workdir / "drill", expected=expected, progress=progress)
 
-    with OrthancProcess(workdir / "fresh", name="demo-fresh") as fresh:
-        pushed = restore_to_pacs(config, backup.snapshot_id or "latest", fresh.url,
-                                 credentials=fresh.credentials, progress=progress)
-        in_fresh = fresh.api().counts()["instances"]
+    def drill_it() -> PacsDrillResult:
+        restored = workdir / "restored"
+        restore_snapshot(config, snapshot, restored)
+        return run_pacs_drill(restored, workdir / "drill", expected=expected)
+
+    def send_it() -> tuple[PacsRestoreOutcome, int]:
+        with OrthancProcess(workdir / "fresh", name="demo-fresh") as fresh:
+            pushed = restore_to_pacs(config, snapshot, fresh.url, credentials=fresh.credentials)
+            return pushed, fresh.api().counts()["instances"]
+
+    # three independent waits (mostly on Orthanc processes starting and stopping): side by side
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="demo-pacs") as pool:
+        stopping = pool.submit(service.kill)
+        drilled, sent = pool.submit(drill_it), pool.submit(send_it)
+        drill = drilled.result()
+        pushed, in_fresh = sent.result()
+        stopping.result()
 
     ok = (stored == len(files) > 0 and backup.status == "success" and running_again and drill.ok
           and drill.matched_instances == stored and in_fresh == stored and pushed.ok)
