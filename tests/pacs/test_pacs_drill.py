@@ -15,12 +15,11 @@ from backupctl.config import Config
 from backupctl.dicom.synth import WrittenInstance
 from backupctl.pacs.drill import (
     DRILL_AET,
-    SCU_AET,
     expected_from_files,
     findscu_study_counts,
     run_pacs_drill,
 )
-from backupctl.pacs.orthanc import OrthancProcess, pid_alive
+from backupctl.pacs.orthanc import pid_alive
 from tests.helpers import cli, make_installation
 from tests.pacs.conftest import PACS_SPEC
 
@@ -87,15 +86,6 @@ def test_drill_on_an_orthanc_that_cannot_start_fails_and_leaves_no_process(tmp_p
     assert not _orthanc_processes_under(tmp_path)
 
 
-def test_drill_orthanc_answers_c_find_only_to_its_own_client(
-        tmp_path: Path, pacs_archive: tuple[Path, list[WrittenInstance]]) -> None:
-    with OrthancProcess(tmp_path / "o", dicom=True, aet=DRILL_AET, dicom_clients=(SCU_AET,)) as orthanc:
-        orthanc.api().upload(pacs_archive[1][0].path.read_bytes())
-        assert findscu_study_counts(orthanc.dicom_port, DRILL_AET) == {pacs_archive[1][0].study_uid: 1}
-        assert findscu_study_counts(orthanc.dicom_port, DRILL_AET, calling_aet="INTRUDER") == {}
-        assert findscu_study_counts(orthanc.dicom_port, "WRONGAET") == {}
-
-
 def _orthanc_processes_under(root: Path) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -136,7 +126,12 @@ def test_drill_runner_step_ingests_queries_and_names_the_missing_study(
         ingested = step.ingest(files, NullProgress())
         assert ingested.files == len(files) and not ingested.findings
         queried = step.query(studies, NullProgress())
-        pid = step.orthanc.pid if step.orthanc else None
+        assert step.orthanc is not None
+        pid, port = step.orthanc.pid, step.orthanc.dicom_port
+        # its DICOM port answers C-FIND to backupctl's own AET only, and only when called by its AET
+        assert len(findscu_study_counts(port, DRILL_AET)) == 3
+        assert findscu_study_counts(port, DRILL_AET, calling_aet="INTRUDER") == {}
+        assert findscu_study_counts(port, "WRONGAET") == {}
     finally:
         step.close()
     assert queried.checked == 4

@@ -7,11 +7,12 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from backupctl.actions.backup import run_backup
+from backupctl.actions.backup import BackupOutcome, run_backup
 from backupctl.actions.init import initialize
 from backupctl.actions.restore import restore_snapshot
 from backupctl.catalog import open_catalog
@@ -28,7 +29,7 @@ from backupctl.errors import (
 )
 from backupctl.pacs import source as pacs_source
 from backupctl.pacs.drill import expected_from_files, run_pacs_drill
-from backupctl.pacs.orthanc import OrthancClient, OrthancProcess, find_orthanc, free_port, pid_alive
+from backupctl.pacs.orthanc import OrthancClient, find_orthanc, free_port, pid_alive
 from backupctl.repository import staging_restic
 from tests.helpers import CONFIG_TEXT, assert_one_line_error, cli, wait_for
 from tests.pacs.support import LivePacs, StoringLoop
@@ -54,10 +55,33 @@ def make_config(install_root: Path, live_pacs: LivePacs) -> Iterator:
     yield make
 
 
-def _run(config: Config, run_id: int) -> dict:
-    with open_catalog(config.catalog_path) as catalog:
-        rows = [r for r in run_rows.list_runs(catalog, "pacs", limit=50) if r["id"] == run_id]
-        return rows[0]
+@dataclass
+class BusyBackup:
+    config: Config
+    outcome: BackupOutcome
+    acked: list[tuple[str, str]]          # (SOP UID, UTC time) acknowledged by the live PACS
+    acked_after: int                      # acknowledgements once the backup returned
+    refused: int
+    pid_before: int | None
+
+
+@pytest.fixture(scope="module")
+def busy_backup(install_root: Path, live_pacs_session: LivePacs,
+                more_instances: list[WrittenInstance]) -> BusyBackup:
+    """One backup of the live PACS taken while storescu keeps storing into it; shared by the tests that
+    look at the snapshot in different ways."""
+    pacs = live_pacs_session
+    if pacs.pid() is None:
+        pacs.start()
+    (install_root / "jobs" / "pacs.toml").write_text(pacs.job_toml())
+    config = load_config(install_root / "backupctl.toml")
+    pid_before = pacs.pid()
+    with StoringLoop(pacs, [(w.path, w.sop_uid) for w in more_instances]) as loop:
+        wait_for(lambda: len(loop.acked) >= 3, timeout=60, what="storescu to store into the live PACS")
+        outcome = run_backup(config, "pacs", replicate=False)
+        acked_at_end = len(loop.acked)
+        wait_for(lambda: len(loop.acked) > acked_at_end, timeout=60, what="the PACS to accept stores again")
+    return BusyBackup(config, outcome, list(loop.acked), len(loop.acked) - acked_at_end, loop.refused, pid_before)
 
 
 def _last_run_and_copy(config: Config) -> tuple[dict, dict | None]:
@@ -70,14 +94,6 @@ def _snapshot_count(config: Config) -> int:
     return len(staging_restic(config).snapshots())
 
 
-def _restored_uids(config: Config, snapshot_id: str, scratch: Path) -> set[str]:
-    """Restore the snapshot and start a fresh Orthanc on its index + storage: the SOP UIDs it reports."""
-    layout = _restore_layout(config, snapshot_id, scratch)
-    with OrthancProcess(scratch / "fresh", storage=layout / "storage", index=layout / "index") as fresh:
-        found = fresh.api().find("Instance", expand=True)
-        return {i["MainDicomTags"]["SOPInstanceUID"] for i in found}
-
-
 def _restore_layout(config: Config, snapshot_id: str, scratch: Path) -> Path:
     restored = scratch / "restored"
     if not restored.exists():
@@ -87,31 +103,30 @@ def _restore_layout(config: Config, snapshot_id: str, scratch: Path) -> Path:
 
 @pytest.mark.slow
 def test_backup_of_a_busy_orthanc_keeps_every_acknowledged_instance(
-        make_config, live_pacs: LivePacs, more_instances: list[WrittenInstance],
-        pacs_archive: tuple[Path, list[WrittenInstance]], tmp_path: Path) -> None:
-    config = make_config()
-    pid_before = live_pacs.pid()
-    with StoringLoop(live_pacs, [(w.path, w.sop_uid) for w in more_instances]) as loop:
-        wait_for(lambda: len(loop.acked) >= 3, timeout=60, what="storescu to store into the live PACS")
-        outcome = run_backup(config, "pacs", replicate=False)
-        acked_at_end = len(loop.acked)
-        wait_for(lambda: len(loop.acked) > acked_at_end, timeout=60, what="the PACS to accept stores again")
+        busy_backup: BusyBackup, live_pacs: LivePacs, pacs_archive: tuple[Path, list[WrittenInstance]],
+        tmp_path: Path) -> None:
+    config, outcome = busy_backup.config, busy_backup.outcome
     copy = outcome.pacs
     assert outcome.status == "success" and copy is not None and copy["status"] == "ok"
     assert copy["restarted_at"] is not None and 0 < copy["downtime_seconds"] < 60
     assert copy["storage_files"] >= len(pacs_archive[1])
-    # Orthanc runs again (a new process, since it was stopped for the copy) and the copy folder is gone
-    assert live_pacs.pid() is not None and live_pacs.pid() != pid_before
+    # Orthanc runs again (a new process, since it was stopped for the copy), stores again, and the copy
+    # folder is gone
+    assert busy_backup.acked_after >= 1
+    assert live_pacs.pid() is not None and live_pacs.pid() != busy_backup.pid_before
     assert not (config.state_dir / "pacs" / "pacs").exists()
-    # every instance acknowledged before the stop is in the snapshot
-    before_stop = {uid for uid, at in loop.acked if at < copy["stopped_at"]}
-    assert before_stop, "storescu should have stored some instances before the stop"
-    restored = _restored_uids(config, outcome.snapshot_id, tmp_path)
-    assert {w.sop_uid for w in pacs_archive[1]} <= restored
-    assert before_stop <= restored
-    assert loop.refused >= 1 or len(before_stop) == len(loop.acked)   # storescu saw the downtime, or raced it
-    # the snapshot's layout: marker, index copied (not linked into storage), config with private credentials
+    # a fresh Orthanc on the restored index + storage holds every instance acknowledged before the stop:
+    # the drill checks it holds exactly what the restored storage files are (REST, C-FIND, MD5 of each)
     layout = _restore_layout(config, outcome.snapshot_id, tmp_path)
+    restored = expected_from_files(p for p in (layout / "storage").rglob("*") if p.is_file())
+    before_stop = {uid for uid, at in busy_backup.acked if at < copy["stopped_at"]}
+    assert before_stop, "storescu should have stored some instances before the stop"
+    assert {w.sop_uid for w in pacs_archive[1]} | before_stop <= set(restored.instances)
+    drill = run_pacs_drill(tmp_path / "restored", tmp_path / "drill", expected=restored)
+    assert drill.ok and drill.mode == "orthanc-index", drill.findings
+    assert drill.found["instances"] == drill.matched_instances == len(restored.instances)
+    assert busy_backup.refused >= 1 or len(before_stop) == len(busy_backup.acked)   # it saw the downtime
+    # the snapshot's layout: marker, index copied (not linked into storage), config with private credentials
     marker = json.loads((layout / pacs_source.MARKER).read_text())
     assert marker["kind"] == "orthanc" and marker["source"]["storage_dir"] == str(live_pacs.storage)
     assert marker["copy"]["downtime_seconds"] > 0
@@ -235,10 +250,8 @@ def test_bad_orthanc_source_is_refused_before_anything_stops(make_config, live_p
 
 @pytest.mark.slow
 def test_pacs_drill_on_an_orthanc_copy_names_the_study_whose_files_are_lost(
-        make_config, live_pacs: LivePacs, tmp_path: Path) -> None:
-    config = make_config(stop_command=[str(live_pacs.stop_script)])
-    outcome = run_backup(config, "pacs", replicate=False)
-    layout = _restore_layout(config, outcome.snapshot_id, tmp_path)
+        busy_backup: BusyBackup, tmp_path: Path) -> None:
+    layout = _restore_layout(busy_backup.config, busy_backup.outcome.snapshot_id, tmp_path)
     files = sorted(p for p in (layout / "storage").rglob("*") if p.is_file())
     expected = expected_from_files(files)                     # stands for the snapshot's manifest
     victim = sorted(expected.studies())[0]
@@ -255,15 +268,14 @@ def test_pacs_drill_on_an_orthanc_copy_names_the_study_whose_files_are_lost(
 
 @pytest.mark.slow
 def test_as_orthanc_lays_out_an_orthanc_that_starts_with_the_same_studies(
-        make_config, live_pacs: LivePacs, tmp_path: Path) -> None:
-    config = make_config(stop_command=[str(live_pacs.stop_script)])
-    counts = live_pacs.client().counts()
-    outcome = run_backup(config, "pacs", replicate=False)
+        busy_backup: BusyBackup, live_pacs: LivePacs, tmp_path: Path) -> None:
+    config, outcome = busy_backup.config, busy_backup.outcome
     dest = tmp_path / "orthanc"
     result = cli(config, "restore", outcome.snapshot_id[:8], "--as-orthanc", str(dest), "--json")
     assert result.returncode == 0, result.stderr
     made = json.loads(result.stdout)
-    assert made["start_command"] == f"Orthanc {dest / 'config'}" and made["storage_files"] == counts["instances"]
+    stored = expected_from_files(p for p in (dest / "storage").rglob("*") if p.is_file()).counts()
+    assert made["start_command"] == f"Orthanc {dest / 'config'}" and made["storage_files"] == stored["instances"]
     cfg = json.loads((dest / "config" / "orthanc.json").read_text())
     assert cfg["StorageDirectory"] == str(dest / "storage") and cfg["IndexDirectory"] == str(dest / "index")
     # start it as an operator would (on other ports than the live PACS), with the restored credentials
@@ -274,7 +286,7 @@ def test_as_orthanc_lays_out_an_orthanc_that_starts_with_the_same_studies(
     try:
         client = OrthancClient(f"http://127.0.0.1:{cfg['HttpPort']}", live_pacs.credentials)
         client.wait_ready(time.monotonic() + 30)
-        assert client.counts() == counts
+        assert client.counts() == {k: stored[k] for k in ("patients", "studies", "series", "instances")}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
