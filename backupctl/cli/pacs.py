@@ -10,13 +10,13 @@ import typer
 from backupctl.catalog import open_catalog
 from backupctl.catalog import pacs as pacs_rows
 from backupctl.cli import common
-from backupctl.cli.common import human_bytes, out, print_json, short_time
+from backupctl.cli.common import err, human_bytes, out, print_json, short_time
 from backupctl.cli.common import table as make_table
 from backupctl.errors import BackupctlError, IntegrityError, OrthancError, UsageError
 from backupctl.pacs.drill import expected_from_files, run_pacs_drill
 from backupctl.pacs.ingest import iter_dicom_files
 from backupctl.pacs.orthanc import index_lock_holder
-from backupctl.pacs.source import resolve_orthanc
+from backupctl.pacs.source import resolve_orthanc, restart_if_left_stopped
 
 app = typer.Typer(help="PACS (Orthanc): check a job's source, downtime history, drill a restored folder.",
                   no_args_is_help=True)
@@ -33,6 +33,9 @@ def check(job: Annotated[str, typer.Argument(help="A job with an [orthanc] sourc
     if spec.orthanc is None:
         raise UsageError(f"job {job} has no [orthanc] source")
     src = resolve_orthanc(config, spec)
+    restarted = restart_if_left_stopped(src)
+    if restarted:
+        err.print(f"[yellow]{restarted}[/]")
     holder = index_lock_holder(src.index_file)
     facts: dict[str, object] = {"job": job, "url": src.cfg.url, "index_lock_holder": holder,
                                 "snapshot_dir": str(src.snapshot_dir)}

@@ -423,8 +423,11 @@ def take_copy(src: ResolvedOrthanc, progress: Progress | None = None) -> Orthanc
     progress = progress or NullProgress()
     root = src.snapshot_dir
     copy = OrthancCopy(root=root)
+    restarted = restart_if_left_stopped(src)
     prepare_snapshot_dir(root)
     try:
+        if restarted:
+            copy.notes.append(restarted)
         copy.was_running = is_running(src)
         _remember_live_facts(src, copy)
         began = time.monotonic()
@@ -449,6 +452,31 @@ def take_copy(src: ResolvedOrthanc, progress: Progress | None = None) -> Orthanc
     return copy
 
 
+def _stopped_flag(src: ResolvedOrthanc) -> Path:
+    """Beside the snapshot folder: exists while backupctl has Orthanc stopped (and not seen it back)."""
+    return src.snapshot_dir.with_name(src.snapshot_dir.name + ".orthanc-stopped")
+
+
+def restart_if_left_stopped(src: ResolvedOrthanc) -> str | None:
+    """An earlier run stopped Orthanc and died before it was back (killed, power loss): start it now.
+
+    Only an Orthanc that backupctl itself stopped is started; returns a note saying so, or None."""
+    flag = _stopped_flag(src)
+    if not flag.exists():
+        return None
+    try:
+        stopped = json.loads(flag.read_text()).get("stopped_at", "?")
+    except (OSError, ValueError):
+        stopped = "?"
+    if is_running(src):
+        flag.unlink(missing_ok=True)
+        return None
+    log.warning("orthanc %s: left stopped by an interrupted run (stopped at %s); starting it", src.job, stopped)
+    _start_with_retry(src, time.monotonic() + src.cfg.command_timeout_seconds)
+    flag.unlink(missing_ok=True)
+    return f"Orthanc had been left stopped by an interrupted run (stopped at {stopped}); started it again"
+
+
 def _remember_live_facts(src: ResolvedOrthanc, copy: OrthancCopy) -> None:
     if not copy.was_running:
         return
@@ -465,6 +493,8 @@ def _stopped_copy(src: ResolvedOrthanc, copy: OrthancCopy) -> None:
     copy.stopped_at = utcnow()
     failure: BaseException | None = None
     started_again = False
+    # if backupctl dies (SIGKILL, power) while Orthanc is down, the next run sees this and starts it
+    _stopped_flag(src).write_text(json.dumps({"pid": os.getpid(), "stopped_at": copy.stopped_at}))
     try:
         stop_orthanc(src, deadline)
         copy.stop_seconds = time.monotonic() - t0
@@ -489,6 +519,8 @@ def _stopped_copy(src: ResolvedOrthanc, copy: OrthancCopy) -> None:
         copy.start_seconds = time.monotonic() - restart_began
         copy.downtime_seconds = time.monotonic() - t0
         copy.restarted_at = utcnow() if started_again or _ready(src.client(2), src.credentials) else None
+        if copy.restarted_at is not None:
+            _stopped_flag(src).unlink(missing_ok=True)
     if failure is not None:
         raise failure
     if copy.downtime_seconds > cfg.max_downtime_seconds:

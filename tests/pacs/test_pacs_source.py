@@ -290,3 +290,18 @@ def test_as_orthanc_lays_out_an_orthanc_that_starts_with_the_same_studies(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_orthanc_left_stopped_by_a_killed_run_is_started_by_the_next_one(
+        make_config, live_pacs: LivePacs) -> None:
+    config = make_config(stop_command=[str(live_pacs.stop_script)])
+    # what a run killed (SIGKILL, power loss) while Orthanc was down leaves: the flag, a stopped Orthanc
+    flag = config.state_dir / "pacs" / "pacs.orthanc-stopped"
+    flag.parent.mkdir(parents=True, exist_ok=True)
+    flag.write_text('{"pid": 1, "stopped_at": "2026-01-01T02:00:00+00:00"}')
+    subprocess.run([str(live_pacs.stop_script)], check=True, timeout=60)
+    assert live_pacs.pid() is None
+    outcome = run_backup(config, "pacs", replicate=False)
+    assert outcome.status == "success" and outcome.pacs is not None and outcome.pacs["was_running"] == 1
+    assert live_pacs.pid() is not None and not flag.exists()
