@@ -139,6 +139,9 @@ def has(feature: str) -> bool:
 
 def _classify(returncode: int, stderr: str, repo: str) -> ResticError:
     """One function decides what a failed restic run means."""
+    if returncode < 0:
+        return ResticError(f"restic was killed by signal {-returncode} while working on {repo}",
+                           hint="run again; the next run removes its stale lock", stderr_tail=stderr)
     tail = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {returncode}"
     tail = tail.removeprefix("Fatal: ")
     if has("exit_codes_10_11_12") and returncode in (10, 11, 12):
@@ -416,7 +419,15 @@ _UNREADABLE = re.compile(r"^error: (?:open|lstat|read) (\S+?): (.*)$")
 
 
 def _unreadable_from_stderr(stderr: str) -> list[str]:
-    return [m[1] for line in stderr.splitlines() if (m := _UNREADABLE.match(line.strip()))]
+    """Items restic could not read: JSON error lines (backup --json) or plain `error: open ...` lines."""
+    found: list[str] = []
+    for line in stderr.splitlines():
+        msg = _parse_json_line(line.strip())
+        if isinstance(msg, dict) and msg.get("message_type") == "error":
+            found.append(str(msg.get("item") or (msg.get("error") or {}).get("Path", "?")))
+        elif m := _UNREADABLE.match(line.strip()):
+            found.append(m[1])
+    return found
 
 
 def job_tag(job: str) -> str:

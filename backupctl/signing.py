@@ -15,10 +15,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -27,6 +27,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from backupctl.errors import IntegrityError, SecretError, UsageError
 from backupctl.fsutil import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from backupctl.config import Config
 
 _PATIENT_HASH_INFO = b"backupctl patient-id hmac-sha256 v1"
 
@@ -118,6 +121,12 @@ def ensure_key(key_file: Path) -> tuple[SigningKey, bool]:
     return load_signing_key(key_file), False
 
 
+def init_signing_key(config: Config) -> list[str]:
+    """`backupctl init` step: create the signing key pair unless it exists."""
+    _, created = ensure_key(config.signing_key)
+    return [f"signing key {config.signing_key} (public part {public_key_path(config.signing_key)})"] if created else []
+
+
 def load_signing_key(key_file: Path) -> SigningKey:
     """Load the private key, refusing one that others can read."""
     try:
@@ -184,7 +193,3 @@ def verify_document(trusted: VerifyKey, data: bytes, doc: dict[str, object], wha
     except SignatureInvalid:
         raise SignatureInvalid(f"{what}: signature does not verify with key {trusted.key_id}",
                                hint="the file was altered after signing") from None
-
-
-def file_mode_ok(path: Path) -> bool:
-    return not (os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from backupctl.actions.replicate import ReplicationOutcome, replicate_to
 from backupctl.catalog import Catalog, open_catalog
@@ -16,6 +17,7 @@ from backupctl.progress import NullProgress, Progress
 from backupctl.repository import staging_restic
 from backupctl.restic import BackupSummary, Restic, Terminated, job_tag
 from backupctl.sources import check_sources, prepared_sources
+from backupctl.verify.snapshot_manifest import PreparedManifest, prepare_manifest, record_snapshot_manifest
 
 
 @dataclass
@@ -33,6 +35,7 @@ class BackupOutcome:
     seconds: float
     unreadable: list[str] = field(default_factory=list)
     replicas: list[ReplicationOutcome] = field(default_factory=list)
+    manifest: dict[str, Any] | None = None   # the signed manifest stored in the snapshot (verify)
 
     @property
     def replicated_ok(self) -> bool:
@@ -63,12 +66,15 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
     try:
         restic.unlock()  # stale locks of killed runs would block later exclusive operations (check, prune)
         with prepared_sources(config, job) as paths:
+            # the signed manifest goes into the same snapshot: it is written before restic reads
+            prepared = prepare_manifest(config, job, paths, progress)
             try:
-                summary = restic.backup(paths, excludes=job.excludes, tags=[job_tag(job.name), *job.tags],
-                                        progress=progress)
+                summary = restic.backup([*paths, prepared.folder], excludes=job.excludes,
+                                        tags=[job_tag(job.name), *job.tags], progress=progress)
             except PartialSnapshot as partial:
                 summary, status = partial.summary, "partial"  # saved, but some files were unreadable
                 _record(catalog, run_id, job, summary, status, time.monotonic() - started, partial.one_line())
+                _record_manifest(catalog, restic, summary, prepared, progress)
                 raise
     except PartialSnapshot:
         raise
@@ -82,7 +88,16 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
         run_rows.finish_run(catalog, run_id, "failed", error=f"internal error: {exc!r}")
         raise
     _record(catalog, run_id, job, summary, status, time.monotonic() - started, None)
-    return _outcome(job, run_id, summary, status, time.monotonic() - started)
+    outcome = _outcome(job, run_id, summary, status, time.monotonic() - started)
+    outcome.manifest = _record_manifest(catalog, restic, summary, prepared, progress)
+    return outcome
+
+
+def _record_manifest(catalog: Catalog, restic: Restic, summary: BackupSummary, prepared: PreparedManifest,
+                     progress: Progress) -> dict[str, Any] | None:
+    if summary.snapshot is None:
+        return None
+    return record_snapshot_manifest(catalog, restic, summary.snapshot, prepared, progress)
 
 
 def _record(catalog: Catalog, run_id: int, job: Job, summary: BackupSummary, status: str, seconds: float,
