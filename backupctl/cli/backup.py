@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from backupctl.actions.backup import run_backup
 from backupctl.actions.replicate import replicate_to
@@ -17,6 +16,7 @@ from backupctl.catalog import runs as run_rows
 from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json, short_time
+from backupctl.cli.common import table as make_table
 from backupctl.errors import TargetError, UsageError
 from backupctl.repository import staging_restic
 
@@ -99,7 +99,7 @@ def snapshots(
     if json_output:
         print_json(rows)
         return
-    table = Table("id", "job", "time", "files", "size", "status", "replicas", box=None)
+    table = make_table("id", "job", "time", "files", "size", "status", "replicas")
     for r in rows:
         table.add_row(r["short_id"], r["job"], short_time(r["time"]), str(r["files"]), human_bytes(r["size"]),
                       r["status"], ", ".join(f"{x['target']}:{x['location']}" for x in r["replicas"]) or "-")
@@ -137,7 +137,7 @@ def runs(
     if json_output:
         print_json(rows)
         return
-    table = Table("run", "kind", "job", "started", "status", "seconds", "files", "added", "error", box=None)
+    table = make_table("run", "kind", "job", "started", "status", "seconds", "files", "added", "error")
     for r in rows:
         colour = {"success": "green", "partial": "yellow", "running": "cyan"}.get(r["status"], "red")
         table.add_row(str(r["id"]), r["kind"], r["job"], short_time(r["started"]), f"[{colour}]{r['status']}[/]",
