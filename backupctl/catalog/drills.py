@@ -1,4 +1,4 @@
-"""Restore drills: one `drill_runs` row per drill (keyed by its run id) with its phases, checks, failures and
+"""Restore drills: one `drill_runs` row per drill (keyed by its run id) with its phases, checks, problems and
 studies. The run's status, start, end and error stay in `runs`."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from backupctl.catalog.db import Catalog
-from backupctl.drills.model import MAX_FAILURES_RECORDED, DrillResult
+from backupctl.drills.model import ERROR, MAX_PROBLEMS_RECORDED, DrillResult
 
 _DRILL_COLUMNS = (
     "name", "job", "copy", "snapshot_rule", "snapshot_id", "snapshot_time", "scope", "depth", "seed",
@@ -35,7 +35,7 @@ def save_drill(catalog: Catalog, result: DrillResult) -> None:
     with catalog.transaction() as tx:
         tx.execute(f"UPDATE drill_runs SET {', '.join(f'{c}=?' for c in _DRILL_COLUMNS)} WHERE run_id=?",
                    (*row, result.run_id))
-        for table in ("drill_phases", "drill_checks", "drill_failures", "drill_studies"):
+        for table in ("drill_phases", "drill_checks", "drill_problems", "drill_studies"):
             tx.execute(f"DELETE FROM {table} WHERE run_id=?", (result.run_id,))
         tx.executemany(
             "INSERT INTO drill_phases (run_id, seq, phase, status, seconds, bytes, files, detail) "
@@ -43,14 +43,18 @@ def save_drill(catalog: Catalog, result: DrillResult) -> None:
             [(result.run_id, i, p.name, p.status, p.seconds, p.bytes, p.files, p.detail)
              for i, p in enumerate(result.phases)])
         tx.executemany(
-            "INSERT INTO drill_checks (run_id, seq, name, status, checked, failed, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO drill_checks (run_id, seq, name, status, checked, failed, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(result.run_id, i, c.name, c.status, c.checked, c.failed, c.detail) for i, c in enumerate(result.checks)])
+        # errors first, so the cap never hides an error behind warnings
+        kept = sorted(result.problems, key=lambda p: p.severity != ERROR)[:MAX_PROBLEMS_RECORDED]
         tx.executemany(
-            "INSERT INTO drill_failures (run_id, seq, check_name, path, kind, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            [(result.run_id, i, f.check, f.path, f.kind, f.detail)
-             for i, f in enumerate(result.failures[:MAX_FAILURES_RECORDED])])
+            "INSERT INTO drill_problems (run_id, seq, check_name, severity, kind, path, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(result.run_id, i, p.check, p.severity, p.kind, p.path, p.detail) for i, p in enumerate(kept)])
         tx.executemany(
-            "INSERT INTO drill_studies (run_id, study_uid, files, bytes, ok, verified_seconds) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO drill_studies (run_id, study_uid, files, bytes, ok, verified_seconds) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             [(result.run_id, s.study_uid, s.files, s.bytes, int(s.ok), s.verified_seconds) for s in result.studies])
 
 
@@ -98,8 +102,8 @@ def with_details(catalog: Catalog, drill: dict[str, Any]) -> dict[str, Any]:
         p["files_per_second"] = round(p["files"] / p["seconds"], 2) if p["files"] and p["seconds"] > 0 else None
     drill["checks"] = [dict(r) for r in catalog.query(
         "SELECT name, status, checked, failed, detail FROM drill_checks WHERE run_id=? ORDER BY seq", (run_id,))]
-    drill["failures"] = [dict(r) for r in catalog.query(
-        "SELECT check_name AS 'check', kind, path, detail FROM drill_failures WHERE run_id=? ORDER BY seq",
+    drill["problems"] = [dict(r) for r in catalog.query(
+        "SELECT check_name AS 'check', severity, kind, path, detail FROM drill_problems WHERE run_id=? ORDER BY seq",
         (run_id,))]
     drill["studies"] = [dict(r) | {"ok": bool(r["ok"])} for r in catalog.query(
         "SELECT study_uid, files, bytes, ok, verified_seconds FROM drill_studies WHERE run_id=? ORDER BY study_uid",

@@ -12,12 +12,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# In the order a drill runs them. fetch runs only for a remote copy, dicom only for depth dicom/pacs,
-# ingest/query only for depth pacs.
-PHASES = ("select", "fetch", "restore", "hash", "dicom", "ingest", "query", "cleanup")
+# In the order a drill runs them. fetch does work only for a remote copy (S3: the repository is brought to
+# scratch first; select needs it), dicom only for depth dicom/pacs, ingest/query only for depth pacs.
+PHASES = ("fetch", "select", "restore", "hash", "dicom", "ingest", "query", "cleanup")
 # The checks a drill can make, in the order they are reported.
-CHECKS = ("snapshot", "manifest", "scope", "space", "restore", "hash", "dicom", "ingest", "query", "rto")
-MAX_FAILURES_RECORDED = 200
+CHECKS = ("copy", "snapshot", "manifest", "scope", "space", "restore", "hash", "dicom", "ingest", "query", "rto")
+MAX_PROBLEMS_RECORDED = 200
+ERROR, WARNING = "error", "warning"
 
 
 @dataclass
@@ -59,10 +60,13 @@ class Check:
 
 
 @dataclass(frozen=True)
-class Failure:
+class Problem:
+    """One thing a check found: an error fails the check, a warning is reported and does not."""
+
     check: str
-    kind: str                        # missing | altered | extra | truncated | uid-mismatch | restore | ...
-    path: str | None = None
+    severity: str                    # error | warning
+    kind: str                        # missing | hash-mismatch | truncated | uid-mismatch | restore-error | ...
+    path: str | None = None          # the file, as its path in the snapshot
     detail: str = ""
 
 
@@ -128,7 +132,7 @@ class DrillResult:
     snapshot_time: str | None = None
     phases: list[Phase] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
     studies: list[StudyResult] = field(default_factory=list)
     recovery_seconds: float | None = None
     rto_basis: str | None = None
@@ -164,17 +168,17 @@ class DrillResult:
         out = []
         for c in self.checks:
             if not c.ok:
-                paths = [f.path for f in self.failures if f.check == c.name and f.path][:1]
+                paths = [p.path for p in self.problems if p.check == c.name and p.severity == ERROR and p.path][:1]
                 where = f" (first: {paths[0]})" if paths else ""
                 out.append(f"{c.name}: {c.detail}{where}")
         return out[:n]
 
     def as_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k not in ("phases", "checks", "failures", "studies")}
+        data = {k: v for k, v in asdict(self).items() if k not in ("phases", "checks", "problems", "studies")}
         data["passed"] = self.passed
         data["phases"] = [p.as_dict() for p in self.phases]
         data["checks"] = [asdict(c) for c in self.checks]
-        data["failures"] = [asdict(f) for f in self.failures]
+        data["problems"] = [asdict(p) for p in self.problems]
         data["studies"] = [asdict(s) for s in self.studies]
         for key in ("recovery_seconds", "first_study_seconds", "estimated_full_seconds"):
             data[key] = _round(data[key])

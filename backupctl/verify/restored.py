@@ -61,36 +61,48 @@ def _sha256(path: Path) -> str:
 
 def check_restored_file(path: Path, entry: Entry, decode: bool = False) -> list[Finding]:
     """Every finding for one restored file: presence, SHA-256, and for DICOM the full parse check."""
-    from backupctl.dicom.parse import check_file
+    findings, intact = hash_restored_file(path, entry)
+    if intact is None:
+        return findings
+    return findings + dicom_restored_file(path, entry, decode, intact)
 
+
+def hash_restored_file(path: Path, entry: Entry) -> tuple[list[Finding], bool | None]:
+    """The presence and SHA-256 half of `check_restored_file`: (findings, intact). `intact` is None when no
+    content check applies (missing, symlink, changed during backup, ...), else whether the bytes match."""
     subject = entry.path
     if entry.kind == SPECIAL:
-        return []
+        return [], None
     try:
         st = path.lstat()
     except FileNotFoundError:
-        return [Finding(ERROR, "missing", subject, "in the manifest but not restored")]
+        return [Finding(ERROR, "missing", subject, "in the manifest but not restored")], None
     if entry.kind == SYMLINK:
-        return [] if path.is_symlink() else [Finding(ERROR, "altered", subject, "was a symlink")]
+        return ([] if path.is_symlink() else [Finding(ERROR, "altered", subject, "was a symlink")]), None
     if entry.kind == UNREADABLE:
-        return [Finding(WARNING, "source-unreadable", subject, entry.error or "could not be read at backup time")]
+        return [Finding(WARNING, "source-unreadable", subject, entry.error or "could not be read at backup time")], None
     changed = st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns
     try:
         digest = _sha256(path)
     except OSError as exc:
-        return [Finding(ERROR, "unreadable", subject, f"cannot read the restored file: {exc.strerror}")]
+        return [Finding(ERROR, "unreadable", subject, f"cannot read the restored file: {exc.strerror}")], None
     if changed:
         # restic read another version than the manifest pass: the manifest cannot vouch for it
         return [Finding(WARNING, "changed-during-backup", subject,
-                        f"size/mtime differ from the manifest ({st.st_size} vs {entry.size} bytes)")]
-    findings: list[Finding] = []
-    intact = digest == entry.sha256
-    if not intact:
-        findings.append(Finding(ERROR, "hash-mismatch", subject,
-                                f"SHA-256 {digest[:12]}… differs from the manifest's {entry.sha256[:12]}…"))
+                        f"size/mtime differ from the manifest ({st.st_size} vs {entry.size} bytes)")], None
+    if digest != entry.sha256:
+        return [Finding(ERROR, "hash-mismatch", subject,
+                        f"SHA-256 {digest[:12]}… differs from the manifest's {entry.sha256[:12]}…")], False
+    return [], True
+
+
+def dicom_restored_file(path: Path, entry: Entry, decode: bool, intact: bool) -> list[Finding]:
+    """The DICOM half of `check_restored_file`, for a file whose hash check said `intact`."""
+    from backupctl.dicom.parse import check_file
+
     if entry.kind == DICOM or (entry.kind in (OTHER, UNPARSEABLE) and path.suffix.lower() == ".dcm") or not intact:
-        findings += _dicom_findings(path, entry, decode, intact, check_file)
-    return findings
+        return _dicom_findings(path, entry, decode, intact, check_file)
+    return []
 
 
 def _dicom_findings(path: Path, entry: Entry, decode: bool, intact: bool, check_file) -> list[Finding]:  # noqa: ANN001
@@ -137,9 +149,17 @@ def _decode_set(entries: list[Entry], count: int, seed: int | None) -> set[str]:
     return set(random.Random(seed).sample(dicom, min(count, len(dicom))))
 
 
-def _check_batch(root: str, batch: list[tuple[Entry, bool]]) -> list[list[Finding]]:
+def _check_one(path: Path, entry: Entry, decode: bool, only: str | None) -> list[Finding]:
+    if only == "hash":
+        return hash_restored_file(path, entry)[0]
+    if only == "dicom":  # the caller passes only entries whose hash check held
+        return dicom_restored_file(path, entry, decode, True)
+    return check_restored_file(path, entry, decode)
+
+
+def _check_batch(root: str, batch: list[tuple[Entry, bool]], only: str | None = None) -> list[list[Finding]]:
     base = Path(root)
-    return [check_restored_file(restored_path(base, e.path), e, decode) for e, decode in batch]
+    return [_check_one(restored_path(base, e.path), e, decode, only) for e, decode in batch]
 
 
 def _batches(items: list[tuple[Entry, bool]]) -> Iterator[list[tuple[Entry, bool]]]:
@@ -149,15 +169,18 @@ def _batches(items: list[tuple[Entry, bool]]) -> Iterator[list[tuple[Entry, bool
 
 def verify_restored_tree(root: Path, manifest: Manifest, *, entries: list[Entry] | None = None,
                          decode: int = 0, seed: int | None = None, workers: int | None = None,
-                         progress: Progress | None = None) -> TreeCheck:
+                         progress: Progress | None = None, only: str | None = None,
+                         unlisted: bool | None = None) -> TreeCheck:
     """Check the restored files under `root` against `manifest` (all entries, or `entries` only).
 
     `decode` DICOM files (chosen at random with `seed`) also get their pixel data decoded. When every
-    entry is checked, files restored but absent from the manifest are reported too.
+    entry is checked (or `unlisted` is true), files restored but absent from the manifest are reported too.
+    `only` runs one half of the check: "hash" (presence and SHA-256) or "dicom" (the parse check, for
+    entries whose hash check already held), so restore drills can time the two apart.
     """
     progress = progress or NullProgress()
     started = time.monotonic()
-    whole = entries is None
+    whole = entries is None if unlisted is None else unlisted
     chosen = list(manifest.entries if entries is None else entries)
     to_decode = _decode_set(chosen, decode, seed)
     work = [(e, e.path in to_decode) for e in chosen]
@@ -167,10 +190,10 @@ def verify_restored_tree(root: Path, manifest: Manifest, *, entries: list[Entry]
     with progress.task("verify restored files", total=sum(e.size for e in chosen), unit="B") as task:
         if workers <= 1 or len(work) < INPROCESS_BELOW:
             for e, dec in work:
-                per_entry.append((e, check_restored_file(restored_path(root, e.path), e, dec)))
+                per_entry.append((e, _check_one(restored_path(root, e.path), e, dec, only)))
                 task.advance(e.size)
         else:
-            per_entry = _run_pool(root, work, workers, task)
+            per_entry = _run_pool(root, work, workers, task, only)
     for e, found in per_entry:
         result.findings += found
         if e.sha256 is not None:
@@ -189,7 +212,8 @@ def verify_restored_tree(root: Path, manifest: Manifest, *, entries: list[Entry]
     return result
 
 
-def _run_pool(root: Path, work: list[tuple[Entry, bool]], workers: int, task) -> list[tuple[Entry, list[Finding]]]:  # noqa: ANN001
+def _run_pool(root: Path, work: list[tuple[Entry, bool]], workers: int, task,  # noqa: ANN001
+              only: str | None = None) -> list[tuple[Entry, list[Finding]]]:
     out: list[tuple[Entry, list[Finding]]] = []
     with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
         pending: dict[Future[list[list[Finding]]], list[tuple[Entry, bool]]] = {}
@@ -201,7 +225,7 @@ def _run_pool(root: Path, work: list[tuple[Entry, bool]], workers: int, task) ->
                 task.advance(e.size)
 
         for batch in _batches(work):
-            pending[pool.submit(_check_batch, str(root), batch)] = batch
+            pending[pool.submit(_check_batch, str(root), batch, only)] = batch
             if len(pending) >= workers * 3:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:

@@ -34,7 +34,7 @@ CREATE INDEX drill_runs_name ON drill_runs(name, run_id);
 CREATE TABLE drill_phases (
     run_id      INTEGER NOT NULL REFERENCES drill_runs(run_id),
     seq         INTEGER NOT NULL,
-    phase       TEXT NOT NULL,                         -- select | fetch | restore | hash | dicom | ingest | query | cleanup
+    phase       TEXT NOT NULL,                         -- fetch | select | restore | hash | dicom | ingest | query | cleanup
     status      TEXT NOT NULL,                         -- ok | failed | skipped | not-run
     seconds     REAL NOT NULL DEFAULT 0,
     bytes       INTEGER NOT NULL DEFAULT 0,
@@ -47,7 +47,7 @@ CREATE TABLE drill_phases (
 CREATE TABLE drill_checks (
     run_id      INTEGER NOT NULL REFERENCES drill_runs(run_id),
     seq         INTEGER NOT NULL,
-    name        TEXT NOT NULL,                         -- snapshot | manifest | scope | space | restore | hash | dicom | ...
+    name        TEXT NOT NULL,                         -- copy | snapshot | manifest | scope | space | restore | hash | dicom | ... | rto
     status      TEXT NOT NULL,                         -- pass | fail | skipped
     checked     INTEGER NOT NULL DEFAULT 0,
     failed      INTEGER NOT NULL DEFAULT 0,
@@ -55,13 +55,14 @@ CREATE TABLE drill_checks (
     PRIMARY KEY (run_id, name)
 );
 
--- What failed, file by file (capped per drill; the check row keeps the full count).
-CREATE TABLE drill_failures (
+-- What the checks found, file by file (capped per drill; the check row keeps the full count).
+CREATE TABLE drill_problems (
     run_id      INTEGER NOT NULL REFERENCES drill_runs(run_id),
     seq         INTEGER NOT NULL,
     check_name  TEXT NOT NULL,
-    path        TEXT,
-    kind        TEXT NOT NULL,                         -- missing | altered | extra | truncated | uid-mismatch | ...
+    severity    TEXT NOT NULL,                         -- error (fails the check) | warning
+    kind        TEXT NOT NULL,                         -- missing | hash-mismatch | truncated | restore-error | ...
+    path        TEXT,                                  -- the file, as its path in the snapshot
     detail      TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (run_id, seq)
 );
