@@ -25,7 +25,16 @@ from backupctl.catalog import drills as drill_rows
 from backupctl.catalog import runs as run_rows
 from backupctl.config import Config, Drill
 from backupctl.drills import pacs_step
-from backupctl.drills.model import ERROR, WARNING, Check, DrillResult, PhaseClock, Problem, StudyResult
+from backupctl.drills.model import (
+    ERROR,
+    WARNING,
+    Check,
+    DrillResult,
+    PhaseClock,
+    Problem,
+    StudyResult,
+    duration_text,
+)
 from backupctl.drills.scratch import make_scratch, remove_scratch, remove_stale_scratch, scratch_root
 from backupctl.drills.select import Scope, SelectionError, choose_scope, choose_snapshot, patterns_for
 from backupctl.errors import BackupctlError, IntegrityError, Interrupted, UsageError
@@ -379,7 +388,7 @@ def _finish(state: _Drilling) -> None:
     result.rto_met = compared <= result.rto_seconds
     how = "estimated for the whole snapshot" if sampled else "measured"
     result.add_check(Check("rto", "pass" if result.rto_met else "fail", 1, int(not result.rto_met),
-                           f"recovery {_minutes(compared)} ({how}), target {_minutes(result.rto_seconds)}"))
+                           f"recovery {duration_text(compared)} ({how}), target {duration_text(result.rto_seconds)}"))
 
 
 def _extrapolate(state: _Drilling) -> float | None:
@@ -397,10 +406,6 @@ def _extrapolate(state: _Drilling) -> float | None:
     scaled = (phases["restore"].seconds + phases["hash"].seconds) * by_bytes + \
         (phases["dicom"].seconds + phases["ingest"].seconds + phases["query"].seconds) * by_dicom
     return once + scaled
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.2f} min" if seconds < 600 else f"{seconds / 60:.0f} min"
 
 
 def describe_seed(result: DrillResult) -> str:

@@ -19,6 +19,7 @@ from backupctl import __version__
 from backupctl.cli import backup as backup_cmds
 from backupctl.cli import demo as demo_cmds
 from backupctl.cli import dev as dev_cmds
+from backupctl.cli import drill as drill_cmds
 from backupctl.cli import media as media_cmds
 from backupctl.cli import setup as setup_cmds
 from backupctl.cli.common import OPTIONS, err
@@ -59,6 +60,7 @@ setup_cmds.register(app)
 backup_cmds.register(app)
 app.add_typer(media_cmds.app, name="media")
 app.add_typer(dev_cmds.app, name="dev")
+app.add_typer(drill_cmds.app, name="drill")
 demo_cmds.register(app)
 
 

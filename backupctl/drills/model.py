@@ -185,5 +185,12 @@ class DrillResult:
         return data
 
 
+def duration_text(seconds: float | None) -> str:
+    """Seconds under a minute, minutes above: how long, in the unit a reader expects."""
+    if seconds is None:
+        return "-"
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
