@@ -66,7 +66,7 @@ class _Drilling:
     drill: Drill
     result: DrillResult
     clock: PhaseClock
-    scratch: Path
+    scratch: Path                        # the scratch root until the drill's own folder is made
     rng: random.Random
     progress: Progress
     trusted: VerifyKey
@@ -104,10 +104,8 @@ def run_drill(config: Config, name: str, progress: Progress | None = None, *, se
         result = DrillResult(run_id=run_id, name=drill.name, job=drill.job, copy=drill.copy_from,
                              snapshot_rule=drill.snapshot, scope=drill.scope, depth=drill.depth, seed=seed,
                              rto_seconds=drill.rto_minutes * 60)
-        scratch = make_scratch(root, run_id)
-        result.scratch = str(scratch)
         drill_rows.start_drill(catalog, result)
-        state = _Drilling(config, drill, result, PhaseClock(), scratch, random.Random(seed), progress, trusted)
+        state = _Drilling(config, drill, result, PhaseClock(), root, random.Random(seed), progress, trusted)
         _run_recorded(catalog, state)
     return result
 
@@ -123,6 +121,9 @@ def _run_recorded(catalog: Catalog, state: _Drilling) -> None:
     result = state.result
     interrupted = False
     try:
+        # created inside the try: a signal arriving just after still finds the folder and removes it
+        state.scratch = make_scratch(state.scratch, result.run_id)
+        result.scratch = str(state.scratch)
         _run_phases(state)
     except StopDrill:
         pass
@@ -153,7 +154,8 @@ def _failure_line(result: DrillResult) -> str | None:
 
 def _clean_up(state: _Drilling) -> None:
     with state.clock.phase("cleanup"):
-        state.result.scratch_removed = remove_scratch(state.scratch)
+        # before make_scratch ran, state.scratch is the root: never remove that
+        state.result.scratch_removed = remove_scratch(state.scratch) if state.result.scratch else True
     if not state.result.scratch_removed:
         state.clock.fail("cleanup", f"could not remove {state.scratch}")
 
