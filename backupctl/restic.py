@@ -394,14 +394,17 @@ class Restic:
         result = self.run(args)
         return "\n".join(result.stdout_lines)
 
-    def forget(self, *, tags: Sequence[str], keep: dict[str, int], prune: bool = True) -> list[dict[str, Any]]:
-        """Apply a keep-policy to the snapshots carrying `tags`; returns restic's keep/remove groups."""
-        args = ["forget", "--group-by", "host,tags"]
+    def forget(self, *, tags: Sequence[str], keep: dict[str, int], prune: bool = True,
+               dry_run: bool = False) -> list[dict[str, Any]]:
+        """Apply a keep-policy to the snapshots carrying `tags`; returns restic's keep/remove/reasons groups."""
+        args = ["forget", "--group-by", "host"]
         for tag in tags:
             args += ["--tag", tag]
         for key, value in keep.items():
             args += [f"--{key.replace('_', '-')}", str(value)]
-        if prune:
+        if dry_run:
+            args.append("--dry-run")
+        elif prune:
             args.append("--prune")
         out = self.run([*args, "--json"]).stdout_lines
         # with --prune, restic prints prune's plain-text report after the JSON line

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from backupctl.actions.backup import run_backup
+from backupctl.actions.forget import apply_retention
 from backupctl.actions.replicate import replicate_to
 from backupctl.actions.restore import restore_snapshot
 from backupctl.catalog import open_catalog
@@ -31,6 +32,7 @@ def register(app: typer.Typer) -> None:
     app.command("restore")(restore)
     app.command("runs")(runs)
     app.command("unlock")(unlock)
+    app.command("forget")(forget)
 
 
 @backup_app.command("run")
@@ -151,3 +153,23 @@ def unlock() -> None:
     config = common.load()
     staging_restic(config).unlock()
     out.print("stale locks removed (live ones are kept)")
+
+
+def forget(
+    job: Annotated[str, typer.Argument(help="Apply this job's [retention] policy.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; change nothing.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Forget and prune the job's snapshots its retention policy no longer keeps (staging repository only;
+    replicas are never touched: S3 objects go only via `s3 expire` after their lock expired)."""
+    config = common.load()
+    outcome = apply_retention(config, job, dry_run=dry_run)
+    if json_output:
+        print_json({**asdict(outcome), "ok": True})
+        return
+    verb = "would remove" if dry_run else "removed"
+    for s in outcome.kept:
+        out.print(f"keep    {s['id'][:8]}  {short_time(s['time'])}  ({', '.join(s['reasons']) or 'policy'})")
+    for s in outcome.removed:
+        out.print(f"{verb:<7} {s['id'][:8]}  {short_time(s['time'])}")
+    out.print(f"{len(outcome.kept)} kept, {len(outcome.removed)} {verb} from the staging repository")
