@@ -24,6 +24,7 @@ from backupctl.catalog import media as media_rows
 from backupctl.catalog import open_catalog
 from backupctl.config import Config
 from backupctl.dicom.synth import ArchiveSpec, write_archive
+from backupctl.drills.demo import step_drill
 from backupctl.errors import BackupctlError
 from backupctl.progress import Progress
 from backupctl.repofiles import list_repository, name_matches_content
@@ -156,6 +157,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("backup", step_backup),
     ("media", step_media),
     ("restore", step_restore),
+    ("drill", step_drill),
 ]
 
 

@@ -135,6 +135,7 @@ def test_depth_pacs_without_the_pacs_capability_is_refused_before_starting(insta
     assert not (tmp_path / "var" / "scratch").exists()
 
 
+@pytest.mark.slow
 def test_report_input_errors_are_one_line(installation: Config, tmp_path: Path) -> None:
     assert_one_line_error(cli(installation, "drill", "report", "--since", "soon"), 2, "--since")
     assert_one_line_error(cli(installation, "drill", "report", "--format", "pdf"), 2, "--format")
