@@ -145,3 +145,15 @@ def test_report_input_errors_are_one_line(installation: Config, tmp_path: Path) 
     assert_one_line_error(cli(installation, "drill", "report", "--verify", str(tmp_path / "plain.html")), 1,
                           "no backupctl signature")
     assert_one_line_error(cli(installation, "drill", "run", "nope"), 2, "no drill named 'nope'")
+
+
+def test_example_drill_definitions_are_valid() -> None:
+    import tomllib
+
+    from backupctl.config import Drill
+
+    examples = sorted((Path(__file__).parent.parent / "restore_drills").glob("*.toml"))
+    assert examples
+    for path in examples:
+        drill = Drill.model_validate({"name": path.stem, **tomllib.loads(path.read_text())})
+        assert drill.schedule and drill.rto_minutes > 0

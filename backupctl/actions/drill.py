@@ -43,7 +43,6 @@ from backupctl.progress import NullProgress, Progress
 from backupctl.repository import password_source
 from backupctl.restic import Restic, Snapshot, Terminated, job_tag
 from backupctl.signing import VerifyKey
-from backupctl.targets import make_target
 from backupctl.verify.findings import Finding
 from backupctl.verify.restored import TreeCheck, restored_path, verify_restored_tree
 from backupctl.verify.snapshot_manifest import read_snapshot_manifest, trusted_key
@@ -192,7 +191,7 @@ def _run_phases(state: _Drilling) -> None:
 
 def _fetch(state: _Drilling) -> None:
     copy = state.drill.copy_from
-    remote = copy != "staging" and make_target(state.config, copy).kind != "media"
+    remote = copy != "staging" and state.config.target(copy).type != "media"
     fetch_dir = state.scratch / "fetch"
     try:
         if not remote:
