@@ -153,3 +153,28 @@ def test_drill_list_and_show(site: Site) -> None:
     defined = json.loads(cli(config, "drill", "list", "--defined", "--json", check=True).stdout)
     assert any(d["name"] == "listed" and d["last"].startswith(f"#{done.run_id}") for d in defined)
     assert_one_line_error(cli(config, "drill", "show", "99999"), 2, "no drill #99999")
+
+
+def test_manifest_signed_by_another_key_fails_the_drill_before_restoring(site: Site) -> None:
+    from backupctl.signing import generate_key, public_key_path
+
+    config = site.define("trust", 'job = "pacs"\nscope = "sample:1"\nrto_minutes = 30\n')
+    pub = public_key_path(config.signing_key)
+    genuine = pub.read_bytes()
+    other = generate_key(site.root / "impostor.key")
+    try:
+        pub.write_bytes(public_key_path(other.path).read_bytes())
+        result = run_drill(config, "trust", seed=1)
+    finally:
+        pub.write_bytes(genuine)
+    assert not result.passed
+    assert result.check("manifest").status == "fail" and "another key" in result.check("manifest").detail
+    assert result.check("restore") is None and result.rto_met is None
+    assert {p.name: p.status for p in result.phases}["restore"] == "not-run"
+    assert result.scratch_removed
+
+
+def test_listed_study_missing_from_the_snapshot_fails_the_scope_check(site: Site) -> None:
+    config = site.define("listed-missing", 'job = "pacs"\nscope = "studies"\nstudies = ["1.2.3.999"]\n')
+    result = cli(config, "drill", "run", "listed-missing")
+    assert_one_line_error(result, 1, "scope", "1.2.3.999")

@@ -37,7 +37,7 @@ from backupctl.drills.model import (
 )
 from backupctl.drills.scratch import make_scratch, remove_scratch, remove_stale_scratch, scratch_root
 from backupctl.drills.select import Scope, SelectionError, choose_scope, choose_snapshot, patterns_for
-from backupctl.errors import BackupctlError, IntegrityError, Interrupted, UsageError
+from backupctl.errors import BackupctlError, IntegrityError, Interrupted, ResticError, UsageError
 from backupctl.manifest import DICOM, Entry, Manifest
 from backupctl.progress import NullProgress, Progress
 from backupctl.repository import password_source
@@ -51,6 +51,10 @@ log = logging.getLogger("backupctl.drills")
 
 MAX_PATTERNS_PER_CALL = 1000         # restic argv stays far below the kernel's limit
 SPACE_MARGIN_BYTES = 64 << 20        # room kept free beyond what the restore needs
+
+
+# what reading the copy may raise that is a finding of the drill, not a fault of the drill itself
+_ReadFailure = (IntegrityError, ResticError)
 
 
 class StopDrill(Exception):
@@ -73,6 +77,7 @@ class _Drilling:
     snapshot: Snapshot | None = None
     manifest: Manifest | None = None
     scope: Scope | None = None
+    decode_left: int = 0                 # DICOM files still to decode: the budget spans both passes
 
     @property
     def target(self) -> Path:
@@ -104,7 +109,8 @@ def run_drill(config: Config, name: str, progress: Progress | None = None, *, se
                              snapshot_rule=drill.snapshot, scope=drill.scope, depth=drill.depth, seed=seed,
                              rto_seconds=drill.rto_minutes * 60)
         drill_rows.start_drill(catalog, result)
-        state = _Drilling(config, drill, result, PhaseClock(), root, random.Random(seed), progress, trusted)
+        state = _Drilling(config, drill, result, PhaseClock(), root, random.Random(seed), progress, trusted,
+                          decode_left=drill.decode_files)
         _run_recorded(catalog, state)
     return result
 
@@ -217,16 +223,17 @@ def _select(state: _Drilling) -> None:
         try:
             snapshots = state.restic.snapshots(tags=[job_tag(drill.job)])
             snap = choose_snapshot(snapshots, drill.snapshot, state.rng)
-        except SelectionError as exc:
+        except (SelectionError, IntegrityError, ResticError) as exc:
             phase.status = "failed"
-            state.check("snapshot", False, f"{exc} (rule '{drill.snapshot}', copy '{drill.copy_from}')")
+            why = exc.one_line() if isinstance(exc, BackupctlError) else str(exc)
+            state.check("snapshot", False, f"{why} (rule '{drill.snapshot}', copy '{drill.copy_from}')")
         state.snapshot = snap
         result.snapshot_id, result.snapshot_time = snap.id, snap.time
         state.check("snapshot", True, f"{snap.short_id} of {snap.time[:19].replace('T', ' ')} "
                                       f"(rule '{drill.snapshot}', {len(snapshots)} in the copy)")
         try:
             found = read_snapshot_manifest(state.restic, snap, state.trusted)
-        except IntegrityError as exc:
+        except _ReadFailure as exc:  # altered, signed by another key, missing, or unreadable from the copy
             phase.status = "failed"
             state.check("manifest", False, exc.one_line())
         state.manifest = found.manifest
@@ -296,9 +303,13 @@ def _restore(state: _Drilling, includes: list[str], excludes: list[str], everyth
 def _verify(state: _Drilling, part: str, entries: list[Entry], unlisted: bool = False) -> TreeCheck:
     """One half of the check of restored files against the signed manifest: 'hash' or 'dicom'."""
     assert state.manifest is not None
-    decode = state.drill.decode_files if part == "dicom" else 0
+    decode = 0
     if part == "dicom":
         entries = [e for e in entries if e.kind == DICOM or e.path.lower().endswith(".dcm")]
+        # the first study gets one decode at most, so the sample spreads over the archive
+        decode = min(state.decode_left, sum(1 for e in entries if e.kind == DICOM),
+                     1 if not state.result.studies else state.decode_left)
+        state.decode_left -= decode
     with state.clock.phase(part) as phase:
         tree = verify_restored_tree(state.target, state.manifest, entries=entries, decode=decode,
                                     seed=state.result.seed, workers=state.config.settings.verify.workers,
