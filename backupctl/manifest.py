@@ -28,7 +28,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from backupctl.catalog.db import utcnow
 from backupctl.errors import IntegrityError, UsageError
 from backupctl.fsutil import atomic_write_bytes
 from backupctl.progress import NullProgress, Progress
@@ -145,6 +144,7 @@ class BuildStats:
     dicom_parsed: int = 0          # DICOM headers parsed this time
     not_dicom: int = 0
     problems: int = 0              # unreadable or unparseable
+    id_in_path: int = 0            # DICOM files whose path contains their own Patient ID
     seconds: float = 0.0
     workers: int = 1
 
@@ -178,8 +178,15 @@ def _match_parts(parts: list[str], names: list[str]) -> bool:
     return bool(names) and fnmatchcase(names[0], head) and _match_parts(parts[1:], names[1:])
 
 
-def is_excluded(path: str, patterns: Iterable[str]) -> bool:
+def _matches(path: str, patterns: Iterable[str]) -> bool:
     return any(_restic_pattern_match(p, path) for p in patterns)
+
+
+def is_excluded(path: str, patterns: Iterable[str]) -> bool:
+    """True when restic would skip `path`: it, or a folder above it, matches a pattern."""
+    patterns = list(patterns)
+    parts = path.rstrip("/").split("/")
+    return any(_matches("/".join(parts[:i]) or "/", patterns) for i in range(2, len(parts) + 1))
 
 
 @dataclass(slots=True)
@@ -209,14 +216,15 @@ def walk_sources(sources: Iterable[Path], excludes: list[str] = ()) -> Iterator[
             continue  # restic reports unreadable folders; nothing of it can be listed here either
         subdirs = []
         for child in children:
-            if excludes and is_excluded(child.path, excludes):
+            if excludes and _matches(child.path, excludes):  # the folders above were checked already
                 continue
             try:
                 st = child.stat(follow_symlinks=False)
             except OSError:
                 continue
             if stat.S_ISDIR(st.st_mode):
-                subdirs.append(child.path)
+                if child.name != MANIFEST_DIR_NAME:   # a manifest never describes manifests
+                    subdirs.append(child.path)
             else:
                 yield _Found(child.path, st)
         stack.extend(reversed(subdirs))
@@ -279,6 +287,8 @@ def read_file_entry(path: str, patient_key: bytes, buf: bytearray | None = None)
         return entry
     patient = facts.pop("patient_id", None)
     facts["patient"] = patient_hash(patient_key, patient) if patient else None
+    if patient and patient in path:
+        facts["id_in_path"] = "yes"   # the layout names folders by Patient ID: paths themselves identify
     entry.kind, entry.dicom = DICOM, facts
     return entry
 
@@ -380,8 +390,10 @@ def build_manifest(job: str, sources: list[Path], key: SigningKey, *, excludes: 
         stats.dicom += e.kind == DICOM
         stats.not_dicom += e.kind == OTHER
         stats.problems += e.kind in (UNREADABLE, UNPARSEABLE)
+        stats.id_in_path += bool(e.dicom and e.dicom.get("id_in_path"))
     stats.seconds = time.monotonic() - started
-    header = {"type": "header", "format": FORMAT, "job": job, "created": utcnow(), "host": os.uname().nodename,
+    # no timestamp: an unchanged archive gives a byte-identical manifest, which restic then skips
+    header = {"type": "header", "format": FORMAT, "job": job, "host": os.uname().nodename,
               "sources": [os.path.abspath(os.fspath(s)) for s in sources], "key_id": key.key_id,
               "patient_id": "hmac-sha256"}
     return Manifest(header, ordered), stats
@@ -419,16 +431,33 @@ def parse(data: bytes, what: str = "manifest") -> Manifest:
     return Manifest(rows[0], entries)
 
 
-def write_manifest(manifest: Manifest, folder: Path, key: SigningKey) -> tuple[Path, str]:
-    """Write manifest + detached signature into `folder` (atomically); return (path, manifest sha256)."""
+def write_manifest(manifest: Manifest, folder: Path, key: SigningKey) -> tuple[Path, str, bool]:
+    """Write manifest + detached signature into `folder` (atomically).
+
+    Returns (path, manifest sha256, rewritten). Identical content is not rewritten, so restic sees the
+    files unmodified (Ed25519 signatures are deterministic: same bytes, same signature).
+    """
     data = serialize(manifest)
     doc = signature_document(key, data)
     folder.mkdir(parents=True, exist_ok=True)
+    if _holds(folder / MANIFEST_NAME, data) and _holds(folder / SIGNATURE_NAME, _sig_bytes(doc)):
+        return folder / MANIFEST_NAME, doc["sha256"], False
     # the signature first: a crash between the two renames leaves a manifest that fails to verify, never
     # an unsigned one that looks complete
-    atomic_write_bytes(folder / SIGNATURE_NAME, (json.dumps(doc, indent=1) + "\n").encode(), mode=0o644)
+    atomic_write_bytes(folder / SIGNATURE_NAME, _sig_bytes(doc), mode=0o644)
     atomic_write_bytes(folder / MANIFEST_NAME, data, mode=0o644)
-    return folder / MANIFEST_NAME, doc["sha256"]
+    return folder / MANIFEST_NAME, doc["sha256"], True
+
+
+def _sig_bytes(doc: dict[str, str]) -> bytes:
+    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except FileNotFoundError:
+        return False
 
 
 def verify_bytes(data: bytes, signature: bytes, trusted: VerifyKey, what: str = "manifest") -> Manifest:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,14 @@ from backupctl.progress import NullProgress, Progress
 from backupctl.repository import staging_restic
 from backupctl.restic import BackupSummary, Restic, Terminated, job_tag
 from backupctl.sources import check_sources, prepared_sources
-from backupctl.verify.snapshot_manifest import PreparedManifest, prepare_manifest, record_snapshot_manifest
+from backupctl.verify.snapshot_manifest import (
+    PreparedManifest,
+    prepare_manifest,
+    record_snapshot_manifest,
+    sources_only,
+)
+
+log = logging.getLogger("backupctl.backup")
 
 
 @dataclass
@@ -71,8 +79,10 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
             try:
                 summary = restic.backup([*paths, prepared.folder], excludes=job.excludes,
                                         tags=[job_tag(job.name), *job.tags], progress=progress)
+                summary = sources_only(summary, prepared)
             except PartialSnapshot as partial:
-                summary, status = partial.summary, "partial"  # saved, but some files were unreadable
+                # saved, but some files were unreadable
+                summary, status = sources_only(partial.summary, prepared), "partial"
                 _record(catalog, run_id, job, summary, status, time.monotonic() - started, partial.one_line())
                 _record_manifest(catalog, restic, summary, prepared, progress)
                 raise
@@ -97,7 +107,14 @@ def _record_manifest(catalog: Catalog, restic: Restic, summary: BackupSummary, p
                      progress: Progress) -> dict[str, Any] | None:
     if summary.snapshot is None:
         return None
-    return record_snapshot_manifest(catalog, restic, summary.snapshot, prepared, progress)
+    try:
+        return record_snapshot_manifest(catalog, restic, summary.snapshot, prepared, progress)
+    except BackupctlError as exc:
+        # the snapshot and its signed manifest are saved; only the cross-check and the index are missing,
+        # and `catalog rebuild` or the next verify can redo them: never fail a saved backup for this
+        log.warning("snapshot %s saved, but its manifest was not indexed: %s", summary.snapshot.short_id,
+                    exc.one_line())
+        return {"error": exc.one_line()}
 
 
 def _record(catalog: Catalog, run_id: int, job: Job, summary: BackupSummary, status: str, seconds: float,

@@ -18,6 +18,7 @@ element values, which may be patient data and must not reach any log.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,12 +59,21 @@ def looks_like_dicom(head: bytes) -> bool:
     return len(head) >= PREAMBLE + 4 and head[PREAMBLE:PREAMBLE + 4] == MAGIC
 
 
+_PYDICOM_LOG = logging.getLogger("pydicom")
+
+
 @contextmanager
 def _quiet() -> Iterator[None]:
-    # pydicom warns (and logs) with element values in the text; values may identify a patient
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+    """pydicom warns *and logs* with element values in the text, and values may identify a patient: while
+    we parse, neither reaches anyone (we report what matters ourselves, without values)."""
+    level = _PYDICOM_LOG.level
+    _PYDICOM_LOG.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        _PYDICOM_LOG.setLevel(level)
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:
@@ -94,12 +104,11 @@ def header_facts(head: bytes, path: Path | str, whole_file: bool) -> dict[str, s
     source: io.BytesIO | str = io.BytesIO(head) if complete else str(path)
     try:
         with _quiet():
-            ds = pydicom.dcmread(source, stop_before_pixels=True)
+            return facts_of(pydicom.dcmread(source, stop_before_pixels=True))  # values convert lazily
     except InvalidDicomError as exc:
         raise NotDicom(str(exc)) from None
     except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, NotImplementedError) as exc:
         raise ValueError(f"header does not parse ({type(exc).__name__})") from None
-    return facts_of(ds)
 
 
 # full check of a restored file --------------------------------------------------------------------------
@@ -111,6 +120,7 @@ class DicomCheck:
 
     status: str = "ok"               # ok | not-dicom | truncated | corrupt | pixel-length | uid-mismatch | decode
     problems: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)    # the kind of each problem, in order
     facts: dict[str, str | None] = field(default_factory=dict)
     decoded: bool = False
     notes: list[str] = field(default_factory=list)   # not failures: e.g. no decoder for a compressed syntax
@@ -123,6 +133,14 @@ class DicomCheck:
         if self.status == "ok":
             self.status = status
         self.problems.append(problem)
+        self.kinds.append(status)
+
+    def by_kind(self) -> dict[str, str]:
+        """Each kind of problem found, with its problems in words (one finding per kind)."""
+        out: dict[str, list[str]] = {}
+        for kind, problem in zip(self.kinds, self.problems, strict=True):
+            out.setdefault(kind, []).append(problem)
+        return {k: "; ".join(v) for k, v in out.items()}
 
 
 def expected_pixel_bytes(ds: Dataset) -> int | None:

@@ -37,7 +37,7 @@ from backupctl.manifest import (
     Entry,
     Manifest,
 )
-from backupctl.progress import NullProgress, Progress
+from backupctl.progress import NullProgress, Progress, Task
 from backupctl.verify.findings import ERROR, NOTE, WARNING, Finding
 
 BATCH_FILES = 32
@@ -59,15 +59,18 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_restored_file(path: Path, entry: Entry, decode: bool = False) -> list[Finding]:
-    """Every finding for one restored file: presence, SHA-256, and for DICOM the full parse check."""
-    findings, intact = hash_restored_file(path, entry)
+def check_restored_file(path: Path, entry: Entry, decode: bool = False, known_changed: bool = False) -> list[Finding]:
+    """Every finding for one restored file: presence, SHA-256, and for DICOM the full parse check.
+
+    `known_changed`: the backup's own cross-check (catalog) saw this file change while it was backed up.
+    """
+    findings, intact = hash_restored_file(path, entry, known_changed)
     if intact is None:
         return findings
     return findings + dicom_restored_file(path, entry, decode, intact)
 
 
-def hash_restored_file(path: Path, entry: Entry) -> tuple[list[Finding], bool | None]:
+def hash_restored_file(path: Path, entry: Entry, known_changed: bool = False) -> tuple[list[Finding], bool | None]:
     """The presence and SHA-256 half of `check_restored_file`: (findings, intact). `intact` is None when no
     content check applies (missing, symlink, changed during backup, ...), else whether the bytes match."""
     subject = entry.path
@@ -81,18 +84,20 @@ def hash_restored_file(path: Path, entry: Entry) -> tuple[list[Finding], bool | 
         return ([] if path.is_symlink() else [Finding(ERROR, "altered", subject, "was a symlink")]), None
     if entry.kind == UNREADABLE:
         return [Finding(WARNING, "source-unreadable", subject, entry.error or "could not be read at backup time")], None
-    changed = st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns
     try:
         digest = _sha256(path)
     except OSError as exc:
         return [Finding(ERROR, "unreadable", subject, f"cannot read the restored file: {exc.strerror}")], None
-    if changed:
-        # restic read another version than the manifest pass: the manifest cannot vouch for it
+    intact = digest == entry.sha256
+    # restic restores the mtime it read: another mtime means restic read another version than the
+    # manifest pass did, and the manifest cannot vouch for it (the same mtime with other bytes is damage)
+    if not intact and (known_changed or st.st_mtime_ns != entry.mtime_ns):
         return [Finding(WARNING, "changed-during-backup", subject,
-                        f"size/mtime differ from the manifest ({st.st_size} vs {entry.size} bytes)")], None
-    if digest != entry.sha256:
+                        "modified between the manifest pass and restic's read; the manifest cannot vouch for it")], None
+    if not intact:
+        size = f"; {st.st_size} bytes, the manifest says {entry.size}" if st.st_size != entry.size else ""
         return [Finding(ERROR, "hash-mismatch", subject,
-                        f"SHA-256 {digest[:12]}… differs from the manifest's {entry.sha256[:12]}…")], False
+                        f"SHA-256 {digest[:12]}… differs from the manifest's {entry.sha256[:12]}…{size}")], False
     return [], True
 
 
@@ -119,7 +124,7 @@ def _dicom_findings(path: Path, entry: Entry, decode: bool, intact: bool, check_
     if not result.ok:
         # intact bytes but failing parse: the file was damaged before it was backed up
         severity, origin = (WARNING, "; it was so at backup time (source problem)") if intact else (ERROR, "")
-        out.append(Finding(severity, result.status, entry.path, "; ".join(result.problems) + origin))
+        out += [Finding(severity, kind, entry.path, words + origin) for kind, words in result.by_kind().items()]
     out += [Finding(NOTE, "not-decoded", entry.path, n) for n in result.notes]
     return out
 
@@ -149,33 +154,37 @@ def _decode_set(entries: list[Entry], count: int, seed: int | None) -> set[str]:
     return set(random.Random(seed).sample(dicom, min(count, len(dicom))))
 
 
-def _check_one(path: Path, entry: Entry, decode: bool, only: str | None) -> list[Finding]:
+Work = tuple[Entry, bool, bool]   # entry, decode its pixels, known to have changed during backup
+
+
+def _check_one(path: Path, entry: Entry, decode: bool, changed: bool, only: str | None) -> list[Finding]:
     if only == "hash":
-        return hash_restored_file(path, entry)[0]
+        return hash_restored_file(path, entry, changed)[0]
     if only == "dicom":  # the caller passes only entries whose hash check held
         return dicom_restored_file(path, entry, decode, True)
-    return check_restored_file(path, entry, decode)
+    return check_restored_file(path, entry, decode, changed)
 
 
-def _check_batch(root: str, batch: list[tuple[Entry, bool]], only: str | None = None) -> list[list[Finding]]:
+def _check_batch(root: str, batch: list[Work], only: str | None = None) -> list[list[Finding]]:
     base = Path(root)
-    return [_check_one(restored_path(base, e.path), e, decode, only) for e, decode in batch]
+    return [_check_one(restored_path(base, e.path), e, decode, changed, only) for e, decode, changed in batch]
 
 
-def _batches(items: list[tuple[Entry, bool]]) -> Iterator[list[tuple[Entry, bool]]]:
+def _batches(items: list[Work]) -> Iterator[list[Work]]:
     for i in range(0, len(items), BATCH_FILES):
         yield items[i:i + BATCH_FILES]
 
 
 def verify_restored_tree(root: Path, manifest: Manifest, *, entries: list[Entry] | None = None,
                          decode: int = 0, seed: int | None = None, workers: int | None = None,
-                         progress: Progress | None = None, only: str | None = None,
-                         unlisted: bool | None = None) -> TreeCheck:
+                         progress: Progress | None = None, changed: set[str] | frozenset[str] = frozenset(),
+                         only: str | None = None, unlisted: bool | None = None) -> TreeCheck:
     """Check the restored files under `root` against `manifest` (all entries, or `entries` only).
 
     `decode` DICOM files (chosen at random with `seed`) also get their pixel data decoded. When every
     entry is checked (or `unlisted` is true), files restored but absent from the manifest are reported too.
-    `only` runs one half of the check: "hash" (presence and SHA-256) or "dicom" (the parse check, for
+    `changed`: paths the backup's own cross-check saw change while it ran (from the catalog, when there is
+    one). `only` runs one half of the check: "hash" (presence and SHA-256) or "dicom" (the parse check, for
     entries whose hash check already held), so restore drills can time the two apart.
     """
     progress = progress or NullProgress()
@@ -183,14 +192,14 @@ def verify_restored_tree(root: Path, manifest: Manifest, *, entries: list[Entry]
     whole = entries is None if unlisted is None else unlisted
     chosen = list(manifest.entries if entries is None else entries)
     to_decode = _decode_set(chosen, decode, seed)
-    work = [(e, e.path in to_decode) for e in chosen]
+    work = [(e, e.path in to_decode, e.path in changed) for e in chosen]
     workers = workers or os.cpu_count() or 1
     result = TreeCheck()
     per_entry: list[tuple[Entry, list[Finding]]] = []
     with progress.task("verify restored files", total=sum(e.size for e in chosen), unit="B") as task:
         if workers <= 1 or len(work) < INPROCESS_BELOW:
-            for e, dec in work:
-                per_entry.append((e, _check_one(restored_path(root, e.path), e, dec, only)))
+            for e, dec, chg in work:
+                per_entry.append((e, _check_one(restored_path(root, e.path), e, dec, chg, only)))
                 task.advance(e.size)
         else:
             per_entry = _run_pool(root, work, workers, task, only)
@@ -212,15 +221,15 @@ def verify_restored_tree(root: Path, manifest: Manifest, *, entries: list[Entry]
     return result
 
 
-def _run_pool(root: Path, work: list[tuple[Entry, bool]], workers: int, task,  # noqa: ANN001
+def _run_pool(root: Path, work: list[Work], workers: int, task: Task,
               only: str | None = None) -> list[tuple[Entry, list[Finding]]]:
     out: list[tuple[Entry, list[Finding]]] = []
     with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-        pending: dict[Future[list[list[Finding]]], list[tuple[Entry, bool]]] = {}
+        pending: dict[Future[list[list[Finding]]], list[Work]] = {}
 
         def collect(fut: Future[list[list[Finding]]]) -> None:
             batch = pending.pop(fut)
-            for (e, _), found in zip(batch, fut.result(), strict=True):
+            for (e, _, _), found in zip(batch, fut.result(), strict=True):
                 out.append((e, found))
                 task.advance(e.size)
 

@@ -13,9 +13,11 @@ signature: all a restore needs to be verified when the backup host and its catal
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import re
-from dataclasses import dataclass
+import tarfile
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,12 +35,13 @@ from backupctl.manifest import (
     Manifest,
     ManifestError,
     build_manifest,
+    find_manifest_dir,
     load_manifest,
     verify_bytes,
     write_manifest,
 )
 from backupctl.progress import NullProgress, Progress
-from backupctl.restic import Restic, Snapshot
+from backupctl.restic import BackupSummary, Restic, Snapshot
 from backupctl.signing import SigningKey, VerifyKey, ensure_key, load_verify_key
 
 log = logging.getLogger("backupctl.verify")
@@ -69,6 +72,7 @@ class PreparedManifest:
     sha256: str
     stats: BuildStats
     key_id: str
+    rewritten: bool = True          # False: byte-identical to the previous manifest, left untouched
 
 
 def prepare_manifest(config: Config, job: Job, sources: list[Path], progress: Progress | None = None,
@@ -84,8 +88,31 @@ def prepare_manifest(config: Config, job: Job, sources: list[Path], progress: Pr
             log.warning("previous manifest of job %s not reused: %s", job.name, exc.one_line())
     manifest, stats = build_manifest(job.name, sources, key, excludes=list(job.excludes), previous=previous,
                                      workers=workers or config.settings.verify.workers, progress=progress)
-    _, sha = write_manifest(manifest, folder, key)
-    return PreparedManifest(folder, manifest, sha, stats, key.key_id)
+    if stats.id_in_path:
+        log.warning("job %s: %d DICOM files carry their Patient ID in their path; manifests, snapshots and "
+                    "findings show paths as they are (the ID itself is never logged)", job.name, stats.id_in_path)
+    _, sha, rewritten = write_manifest(manifest, folder, key)
+    return PreparedManifest(folder, manifest, sha, stats, key.key_id, rewritten)
+
+
+def sources_only(summary: BackupSummary, prepared: PreparedManifest) -> BackupSummary:
+    """restic's figures without the manifest folder, so they describe the job's sources.
+
+    restic compares with the parent snapshot (same paths, so it holds the manifest folder too): without a
+    parent both manifest files are new; a rewritten manifest counts as changed; else unmodified.
+    """
+    files = sum(1 for p in prepared.folder.iterdir() if p.is_file())
+    size = sum(p.stat().st_size for p in prepared.folder.iterdir() if p.is_file())
+    snap = summary.snapshot
+    adjusted = replace(summary, total_files=max(0, summary.total_files - files),
+                       total_bytes=max(0, summary.total_bytes - size))
+    if snap is not None and snap.parent is None:
+        adjusted.files_new = max(0, summary.files_new - files)
+    elif prepared.rewritten:
+        adjusted.files_changed = max(0, summary.files_changed - files)
+    else:
+        adjusted.files_unmodified = max(0, summary.files_unmodified - files)
+    return adjusted
 
 
 # after the snapshot -----------------------------------------------------------------------------------------
@@ -180,13 +207,30 @@ class SnapshotManifest:
 
 def read_snapshot_manifest(restic: Restic, snapshot: Snapshot, trusted: VerifyKey) -> SnapshotManifest:
     """Dump the manifest and its signature from a snapshot; verify the signature; parse."""
-    from backupctl.manifest import find_manifest_dir
-
     folder = find_manifest_dir(snapshot.paths)
     if folder is None:
         raise ManifestError(f"snapshot {snapshot.short_id} holds no manifest (taken without verification?)",
                             hint="take a new backup; older snapshots can be checked with `restic check` only")
-    data = restic.dump(snapshot.id, f"{folder}/{MANIFEST_NAME}")
-    signature = restic.dump(snapshot.id, f"{folder}/{SIGNATURE_NAME}")
+    data, signature = _dump_manifest_folder(restic, snapshot, folder)
     manifest = verify_bytes(data, signature, trusted, what=f"manifest of snapshot {snapshot.short_id}")
     return SnapshotManifest(manifest, folder, hashlib.sha256(data).hexdigest())
+
+
+def _dump_manifest_folder(restic: Restic, snapshot: Snapshot, folder: str) -> tuple[bytes, bytes]:
+    """Both manifest files with one restic run: `restic dump` of a folder is a tar stream."""
+    raw = restic.dump(snapshot.id, folder)
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+            for member in tar.getmembers():
+                name = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and name in (MANIFEST_NAME, SIGNATURE_NAME):
+                    fh = tar.extractfile(member)
+                    found[name] = fh.read() if fh is not None else b""
+    except tarfile.TarError as exc:
+        raise ManifestError(f"snapshot {snapshot.short_id}: manifest folder unreadable ({exc})") from None
+    if MANIFEST_NAME not in found or SIGNATURE_NAME not in found:
+        missing = MANIFEST_NAME if MANIFEST_NAME not in found else SIGNATURE_NAME
+        raise ManifestError(f"snapshot {snapshot.short_id}: {missing} is missing from {folder}",
+                            hint="an unsigned or incomplete manifest cannot vouch for the snapshot")
+    return found[MANIFEST_NAME], found[SIGNATURE_NAME]
