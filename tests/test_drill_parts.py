@@ -12,7 +12,7 @@ from backupctl.cli.drill import parse_since
 from backupctl.config import Config
 from backupctl.drills.charts import nice_ticks
 from backupctl.drills.model import PhaseClock
-from backupctl.drills.select import SelectionError, choose_scope, choose_snapshot, patterns_for, study_patterns
+from backupctl.drills.select import SelectionError, choose_scope, choose_snapshot
 from backupctl.errors import UsageError
 from backupctl.manifest import DICOM, OTHER, Entry, Manifest
 from backupctl.restic import Snapshot
@@ -83,16 +83,6 @@ def test_listed_studies_must_be_in_the_snapshot() -> None:
     assert choose_scope(manifest, "studies", ["1.2.3", "1.2.1"], random.Random(0)).studies == ["1.2.3", "1.2.1"]
     with pytest.raises(SelectionError, match="1 listed study is not in the snapshot: 9.9"):
         choose_scope(manifest, "studies", ["1.2.3", "9.9"], random.Random(0))
-
-
-def test_study_patterns_name_the_study_folder_or_else_each_file() -> None:
-    manifest = _manifest(FOLDERS)
-    scope = choose_scope(manifest, "all", [], random.Random(0))
-    assert study_patterns(scope.by_study["1.2.3"], manifest) == ["/pacs/P1/1.2.3/s1"]
-    flat = _manifest({"A": ["/flat/a1.dcm", "/flat/a2.dcm"], "B": ["/flat/b[1].dcm"]})
-    scope = choose_scope(flat, "all", [], random.Random(0))
-    assert study_patterns(scope.by_study["A"], flat) == ["/flat/a1.dcm", "/flat/a2.dcm"]
-    assert patterns_for(["B"], scope, flat) == [r"/flat/b\[1\].dcm"]    # glob characters are literal
 
 
 def test_phase_clock_adds_up_stretches_of_a_phase() -> None:

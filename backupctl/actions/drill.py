@@ -23,6 +23,7 @@ from backupctl.actions.restore import restic_for_copy, tree_size
 from backupctl.catalog import Catalog, open_catalog
 from backupctl.catalog import drills as drill_rows
 from backupctl.catalog import runs as run_rows
+from backupctl.catalog import verify as verify_rows
 from backupctl.config import Config, Drill
 from backupctl.drills import pacs_step
 from backupctl.drills.model import (
@@ -36,7 +37,7 @@ from backupctl.drills.model import (
     duration_text,
 )
 from backupctl.drills.scratch import make_scratch, remove_scratch, remove_stale_scratch, scratch_root
-from backupctl.drills.select import Scope, SelectionError, choose_scope, choose_snapshot, patterns_for
+from backupctl.drills.select import Scope, SelectionError, choose_scope, choose_snapshot
 from backupctl.errors import BackupctlError, IntegrityError, Interrupted, ResticError, UsageError
 from backupctl.manifest import DICOM, Entry, Manifest
 from backupctl.progress import NullProgress, Progress
@@ -44,6 +45,7 @@ from backupctl.repository import password_source
 from backupctl.restic import Restic, Snapshot, Terminated, job_tag
 from backupctl.signing import VerifyKey
 from backupctl.verify.findings import Finding
+from backupctl.verify.restore import include_patterns
 from backupctl.verify.restored import TreeCheck, restored_path, verify_restored_tree
 from backupctl.verify.snapshot_manifest import read_snapshot_manifest, trusted_key
 
@@ -66,6 +68,7 @@ class _Drilling:
     """The state of one drill while it runs."""
 
     config: Config
+    catalog: Catalog
     drill: Drill
     result: DrillResult
     clock: PhaseClock
@@ -77,6 +80,7 @@ class _Drilling:
     snapshot: Snapshot | None = None
     manifest: Manifest | None = None
     scope: Scope | None = None
+    changed: frozenset[str] = frozenset()   # files the backup saw change while it ran (catalog, if any)
     decode_left: int = 0                 # DICOM files still to decode: the budget spans both passes
 
     @property
@@ -109,9 +113,9 @@ def run_drill(config: Config, name: str, progress: Progress | None = None, *, se
                              snapshot_rule=drill.snapshot, scope=drill.scope, depth=drill.depth, seed=seed,
                              rto_seconds=drill.rto_minutes * 60)
         drill_rows.start_drill(catalog, result)
-        state = _Drilling(config, drill, result, PhaseClock(), root, random.Random(seed), progress, trusted,
-                          decode_left=drill.decode_files)
-        _run_recorded(catalog, state)
+        state = _Drilling(config, catalog, drill, result, PhaseClock(), root, random.Random(seed), progress,
+                          trusted, decode_left=drill.decode_files)
+        _run_recorded(state)
     return result
 
 
@@ -121,9 +125,9 @@ def _check_depth_available(drill: Drill) -> None:
                          "lacks", hint="use depth 'dicom', or install the PACS (Orthanc) integration")
 
 
-def _run_recorded(catalog: Catalog, state: _Drilling) -> None:
+def _run_recorded(state: _Drilling) -> None:
     """Run the phases; whatever happens, clean up, then record the outcome."""
-    result = state.result
+    result, catalog = state.result, state.catalog
     interrupted = False
     try:
         # created inside the try: a signal arriving just after still finds the folder and removes it
@@ -176,23 +180,29 @@ def _run_phases(state: _Drilling) -> None:
     state.target.mkdir()
     first = scope.studies[:1]
     if first:
-        _restore_and_verify(state, first, includes=patterns_for(first, scope, state.manifest))
+        _restore_and_verify(state, first, includes=_patterns(state, first))
         ok = all(s.ok for s in result.studies if s.study_uid == first[0])
         result.first_study_uid = first[0]
         result.first_study_seconds = state.clock.elapsed() if ok else None
     rest = scope.studies[1:]
     if scope.whole:
-        excludes = patterns_for(first, scope, state.manifest) if first else []
+        excludes = _patterns(state, first) if first else []
         if len(excludes) > MAX_PATTERNS_PER_CALL:
             excludes = []  # too many to name: restore the first study once more with the rest
         _restore_and_verify(state, rest, excludes=excludes, everything=True)
     elif rest:
-        _restore_and_verify(state, rest, includes=patterns_for(rest, scope, state.manifest))
+        _restore_and_verify(state, rest, includes=_patterns(state, rest))
     if state.drill.depth == "pacs":
         _pacs(state)
     restored = state.clock.phases["restore"]
     restored.files, restored.bytes = tree_size(state.target)   # what restic wrote, the manifest folder too
     result.files, result.bytes = state.clock.phases["hash"].files, state.clock.phases["hash"].bytes
+
+
+def _patterns(state: _Drilling, studies: list[str]) -> list[str]:
+    """restic patterns selecting exactly the files of `studies` (as --include, or as --exclude)."""
+    assert state.scope is not None and state.manifest is not None
+    return include_patterns(state.manifest, [e for uid in studies for e in state.scope.by_study[uid]])
 
 
 def _fetch(state: _Drilling) -> None:
@@ -229,6 +239,7 @@ def _select(state: _Drilling) -> None:
             state.check("snapshot", False, f"{why} (rule '{drill.snapshot}', copy '{drill.copy_from}')")
         state.snapshot = snap
         result.snapshot_id, result.snapshot_time = snap.id, snap.time
+        state.changed = frozenset(verify_rows.changed_during_backup(state.catalog, snap.id))
         state.check("snapshot", True, f"{snap.short_id} of {snap.time[:19].replace('T', ' ')} "
                                       f"(rule '{drill.snapshot}', {len(snapshots)} in the copy)")
         try:
@@ -313,7 +324,7 @@ def _verify(state: _Drilling, part: str, entries: list[Entry], unlisted: bool = 
     with state.clock.phase(part) as phase:
         tree = verify_restored_tree(state.target, state.manifest, entries=entries, decode=decode,
                                     seed=state.result.seed, workers=state.config.settings.verify.workers,
-                                    progress=state.progress, only=part, unlisted=unlisted)
+                                    progress=state.progress, changed=state.changed, only=part, unlisted=unlisted)
         phase.files += len(entries)
         phase.bytes += sum(e.size for e in entries if e.sha256 is not None)
     _add_findings(state, part, tree.findings, checked=len(entries))
@@ -344,8 +355,12 @@ def _record_studies(state: _Drilling, studies: list[str], hashed: TreeCheck, che
     assert state.scope is not None
     scope, result = state.scope, state.result
     now = state.clock.elapsed()
-    for uid in studies:
-        ok = hashed.studies.get(uid, True) and (checked.studies.get(uid, True) if checked else True)
+    outcome = {uid: hashed.studies.get(uid, True) and (checked.studies.get(uid, True) if checked else True)
+               for uid in studies}
+    if checked is not None and state.snapshot is not None:
+        # a drill's full check counts for coverage like `verify restore` (when each study was last proven)
+        verify_rows.record_study_reads(state.catalog, outcome, state.snapshot.id, result.run_id)
+    for uid, ok in outcome.items():
         is_first = uid == scope.studies[0]
         # a whole-snapshot drill keeps the first study and the failed ones, not every study of the archive
         if scope.whole and ok and not is_first:

@@ -1,4 +1,5 @@
-"""What a drill restores: which snapshot, which studies, and the restic patterns that restore just those.
+"""What a drill restores: which snapshot and which studies (the restic patterns for them come from
+`verify.restore.include_patterns`).
 
 Every random choice goes through one `random.Random(seed)`, and the seed is recorded with the drill, so a
 drill can be repeated exactly (`drill run NAME --seed N`).
@@ -6,7 +7,6 @@ drill can be repeated exactly (`drill run NAME --seed N`).
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from collections import defaultdict
@@ -109,28 +109,3 @@ def choose_scope(manifest: Manifest, scope: str, listed: list[str], rng: random.
         chosen = rng.sample(available, min(k, len(available)))
     entries = [e for uid in chosen for e in by_study[uid]]
     return Scope(chosen, entries, {uid: by_study[uid] for uid in chosen}, whole=False)
-
-
-def _escape(path: str) -> str:
-    """A literal path as a restic pattern (restic matches with Go's filepath.Match)."""
-    return re.sub(r"([*?\[\]\\])", r"\\\1", path)
-
-
-def study_patterns(entries: list[Entry], manifest: Manifest) -> list[str]:
-    """restic patterns that select exactly `entries` (one study's files): their folder when every manifest
-    entry under it is one of them (a study folder, usually), else the files one by one."""
-    wanted = {e.path for e in entries}
-    if not wanted:
-        return []
-    common = os.path.commonpath([os.path.dirname(p) for p in wanted])
-    if common != "/":
-        prefix = common + "/"
-        under = {e.path for e in manifest.entries if e.path.startswith(prefix)}
-        if under == wanted:
-            return [_escape(common)]
-    return [_escape(p) for p in sorted(wanted)]
-
-
-def patterns_for(studies: list[str], scope: Scope, manifest: Manifest) -> list[str]:
-    """restic patterns selecting the files of `studies`, study by study."""
-    return [pattern for uid in studies for pattern in study_patterns(scope.by_study[uid], manifest)]
