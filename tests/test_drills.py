@@ -17,7 +17,7 @@ from backupctl.catalog import open_catalog
 from backupctl.catalog import runs as run_rows
 from backupctl.repository import staging_restic
 from backupctl.verify.snapshot_manifest import read_snapshot_manifest, trusted_key
-from tests.drill_support import Site, archive_files, build_site, corrupt_blob_of, site_fixture  # noqa: F401
+from tests.drill_support import Site, archive_files, build_site, corrupt_blob_of
 from tests.helpers import assert_one_line_error, cli, wait_for
 
 pytestmark = pytest.mark.slow

@@ -255,7 +255,7 @@ def render_html(data: dict[str, Any]) -> str:
         "<h2>Drills</h2>",
         _drill_table(drills),
     ]
-    failed = [d for d in drills if not d.get("passed")]
+    failed = [d for d in reversed(drills) if not d.get("passed")]   # newest first
     parts.append("<h2>Failures explained</h2>")
     if not failed:
         parts.append('<p class="ok">No drill failed in this period.</p>')
@@ -337,7 +337,7 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"{(d.get('snapshot_id') or '-')[:8]} | {d['scope']} | {verdict(d)} | {_md(recovery_text(d))} | "
             f"{_md(rto_text(d))} | {minutes(d.get('first_study_seconds'))} | {d.get('files') or 0} | {phases} |")
     lines += ["", "## Failures explained", ""]
-    failed = [d for d in data["drills"] if not d.get("passed")]
+    failed = [d for d in reversed(data["drills"]) if not d.get("passed")]
     if not failed:
         lines.append("No drill failed in this period.")
     for d in failed:
