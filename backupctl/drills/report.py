@@ -48,7 +48,8 @@ def report_data(catalog: Catalog, *, since: str | None = None, key_id: str = "")
     summary = {
         "drills": len(finished),
         "passed": sum(1 for d in finished if d.get("passed")),
-        "failed": sum(1 for d in finished if not d.get("passed")),
+        "failed": sum(1 for d in finished if not d.get("passed") and d["status"] != "interrupted"),
+        "interrupted": sum(1 for d in finished if d["status"] == "interrupted"),
         "rto_met": sum(1 for d in finished if d.get("rto_met") is True),
         "rto_missed": sum(1 for d in finished if d.get("rto_met") is False),
         "latest": {name: {"id": d["id"], "started": d["started"], "passed": bool(d.get("passed")),
@@ -235,6 +236,7 @@ def render_html(data: dict[str, Any]) -> str:
         f'<div class="card">failed<b class="{"bad" if s["failed"] else "muted"}">{s["failed"]}</b></div>',
         f'<div class="card">RTO met<b class="{"ok" if not s["rto_missed"] else "bad"}">'
         f'{s["rto_met"]} / {rto_known}</b></div>',
+        f'<div class="card">interrupted<b class="muted">{s["interrupted"]}</b></div>' if s["interrupted"] else "",
         "</div>",
     ]
     if s["latest"]:
@@ -324,7 +326,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"# Restore drills — {data['host']}", "",
         f"Generated: {data['generated']} by backupctl {data['backupctl']}"
         + (f", drills since {data['since']}" if data.get("since") else ""), "",
-        f"**{s['drills']}** drill(s): **{s['passed']}** passed, **{s['failed']}** failed; "
+        f"**{s['drills']}** drill(s): **{s['passed']}** passed, **{s['failed']}** failed, "
+        f"{s['interrupted']} interrupted; "
         f"RTO met {s['rto_met']} of {s['rto_met'] + s['rto_missed']}.", "",
         "| # | started (UTC) | drill | copy | snapshot | scope | result | recovery | RTO | first study | files | "
         "phases (s) |",
