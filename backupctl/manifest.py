@@ -17,7 +17,6 @@ import gzip
 import hashlib
 import json
 import os
-import re
 import stat
 import time
 from collections.abc import Iterable, Iterator
@@ -28,7 +27,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from backupctl.errors import IntegrityError, UsageError
+from backupctl.errors import IntegrityError
 from backupctl.fsutil import atomic_write_bytes
 from backupctl.progress import NullProgress, Progress
 from backupctl.signing import SigningKey, VerifyKey, patient_hash, signature_document, verify_document
@@ -482,19 +481,9 @@ def load_manifest(folder: Path, trusted: VerifyKey) -> Manifest:
     return verify_bytes(data, sig, trusted, what=f"manifest {folder / MANIFEST_NAME}")
 
 
-def manifest_sha256(folder: Path) -> str:
-    return hashlib.sha256((folder / MANIFEST_NAME).read_bytes()).hexdigest()
-
-
 def find_manifest_dir(paths: Iterable[str]) -> str | None:
     """Among snapshot paths (or restored paths), the one that is the manifest folder."""
     for p in paths:
         if p.rstrip("/").rsplit("/", 1)[-1] == MANIFEST_DIR_NAME:
             return p.rstrip("/")
     return None
-
-
-def check_job_name(job: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", job):
-        raise UsageError(f"'{job}' is not a job name")
-    return job

@@ -127,18 +127,6 @@ def record_verification(catalog: Catalog, run_id: int, level: str, subject: str,
             [(run_id, level, f.severity, f.kind, f.subject, f.detail) for f in findings])
 
 
-def findings_of(catalog: Catalog, run_id: int) -> list[dict[str, Any]]:
-    return [dict(r) for r in catalog.query(
-        "SELECT severity, kind, subject, detail FROM verify_findings WHERE run_id=? ORDER BY id", (run_id,))]
-
-
-def recent_verifications(catalog: Catalog, limit: int = 20) -> list[dict[str, Any]]:
-    rows = catalog.query(
-        "SELECT v.*, r.started, r.finished, r.status FROM verifications v JOIN runs r ON r.id = v.run_id "
-        "ORDER BY v.run_id DESC LIMIT ?", (limit,))
-    return [dict(r) for r in rows]
-
-
 def last_verification(catalog: Catalog, level: str) -> dict[str, Any] | None:
     rows = catalog.query(
         "SELECT v.*, r.started, r.finished FROM verifications v JOIN runs r ON r.id = v.run_id "
