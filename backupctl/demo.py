@@ -24,6 +24,7 @@ from backupctl.catalog import media as media_rows
 from backupctl.catalog import open_catalog
 from backupctl.config import Config
 from backupctl.dicom.synth import ArchiveSpec, write_archive
+from backupctl.drills.demo import step_drill
 from backupctl.errors import BackupctlError
 from backupctl.pacs.demo import demo_pacs
 from backupctl.progress import Progress
@@ -173,6 +174,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("media", step_media),
     ("restore", step_restore),
     ("verify", step_verify),
+    ("drill", step_drill),
     ("pacs", step_pacs),
 ]
 

@@ -149,3 +149,13 @@ class DowntimeExceeded(OrthancError):
 
 class HookFailed(BackupctlError):
     """A job's before/after hook exited non-zero or timed out."""
+
+# restore drills ------------------------------------------------------------------------------------------
+
+
+class DrillFailed(BackupctlError):
+    """A restore drill ran to its end and a check failed or the RTO was missed (recorded in the catalog)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, drill_id: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.drill_id = drill_id

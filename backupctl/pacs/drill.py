@@ -402,31 +402,23 @@ class OrthancDrillStep:
         self.concurrency = concurrency
         self.use_findscu = use_findscu
         self.orthanc: OrthancProcess | None = None
-        self.start_error: str | None = None
 
-    def _client(self) -> OrthancClient | None:
-        if self.orthanc is None and self.start_error is None:
-            try:
-                find_orthanc()
-                if self.use_findscu:
-                    find_dcmtk("findscu")
-                self.orthanc = OrthancProcess(self.scratch / "orthanc", dicom=self.use_findscu, aet=DRILL_AET,
-                                              dicom_clients=(SCU_AET,), name="backupctl-drill")
-                self.orthanc.start()
-            except BackupctlError as exc:
-                self.start_error = exc.one_line()
-                if self.orthanc is not None:
-                    self.orthanc.stop()
-                self.orthanc = None
-        return self.orthanc.api() if self.orthanc is not None else None
-
-    def _unavailable(self) -> StepOutcome:
-        return StepOutcome(0, findings=[StepFinding(ERROR, "pacs-unavailable", None, self.start_error or "")])
+    def _client(self) -> OrthancClient:
+        """The running throw-away Orthanc's client; starts it on first use. A missing or failing Orthanc
+        raises (OrthancNotInstalled, OrthancStartError): the runner records the drill as failed with that
+        one line, and `close` still runs."""
+        if self.orthanc is None:
+            find_orthanc()
+            if self.use_findscu:
+                find_dcmtk("findscu")
+            orthanc = OrthancProcess(self.scratch / "orthanc", dicom=self.use_findscu, aet=DRILL_AET,
+                                     dicom_clients=(SCU_AET,), name="backupctl-drill")
+            orthanc.start()            # on failure it has already stopped what it started
+            self.orthanc = orthanc
+        return self.orthanc.api()
 
     def ingest(self, files: list[tuple[str, Path]], progress: Progress) -> StepOutcome:
         client = self._client()
-        if client is None:
-            return self._unavailable()
         by_path = {restored: original for original, restored in files}
         report = send_files(client, [restored for _, restored in files], total=len(files),
                             concurrency=self.concurrency, progress=progress)
@@ -438,8 +430,7 @@ class OrthancDrillStep:
 
     def query(self, studies: dict[str, int], progress: Progress) -> StepOutcome:
         client = self._client()
-        if client is None or self.orthanc is None:
-            return self._unavailable()
+        assert self.orthanc is not None
         findings: list[StepFinding] = []
         try:
             held = self._held_by_study(client)

@@ -20,7 +20,8 @@ from backupctl.pacs.drill import (
     run_pacs_drill,
 )
 from backupctl.pacs.orthanc import pid_alive
-from tests.helpers import cli, make_installation
+from tests.drill_support import Site
+from tests.helpers import assert_one_line_error, cli, make_installation
 from tests.pacs.conftest import PACS_SPEC
 
 pytestmark = pytest.mark.orthanc
@@ -139,13 +140,34 @@ def test_drill_runner_step_ingests_queries_and_names_the_missing_study(
     assert pid is not None and not pid_alive(pid) and step.orthanc is None
 
 
-def test_drill_runner_step_without_orthanc_reports_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_drill_runner_step_without_orthanc_raises_a_clear_error(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from backupctl.errors import OrthancNotInstalled
     from backupctl.pacs.drill import OrthancDrillStep
     from backupctl.progress import NullProgress
 
     monkeypatch.setenv("BACKUPCTL_ORTHANC", "/nonexistent/Orthanc")
     step = OrthancDrillStep(None, tmp_path)
-    outcome = step.ingest([], NullProgress())
+    with pytest.raises(OrthancNotInstalled) as exc:
+        step.ingest([], NullProgress())
     step.close()
-    assert [f.kind for f in outcome.findings] == ["pacs-unavailable"]
-    assert "not installed" in outcome.findings[0].detail
+    assert "not installed" in exc.value.one_line() and step.orthanc is None
+
+
+@pytest.mark.slow
+def test_drill_runner_at_depth_pacs_passes_and_without_orthanc_fails_clearly(site: Site) -> None:
+    from backupctl.actions.drill import run_drill
+
+    config = site.define("deep", 'job = "pacs"\ndepth = "pacs"\nscope = "all"\n')
+    result = run_drill(config, "deep", seed=1)
+    assert result.passed, result.first_failures()
+    checks = {c.name: c for c in result.checks}
+    assert checks["ingest"].status == "pass" and checks["query"].status == "pass"
+    assert checks["query"].checked == 6                           # the 6 studies of the drill site
+    assert {p.name: p.status for p in result.phases}["query"] == "ok"
+    assert not _orthanc_processes_under(site.scratch_root)
+    # the PACS capability is installed, the Orthanc binary is not: the drill runs, is recorded as failed and
+    # says why; no scratch and no process is left
+    failed = cli(config, "drill", "run", "deep", env={"BACKUPCTL_ORTHANC": "/nonexistent/Orthanc"})
+    assert_one_line_error(failed, 1, "Orthanc is not installed")
+    assert not any(site.scratch_root.iterdir())
