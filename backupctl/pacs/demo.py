@@ -56,11 +56,11 @@ def _run(config: Config, workdir: Path, archive: Path, service: ServicePacs, pro
     service.start()
     files = list(iter_dicom_files(archive))
     t = time.monotonic()
-    sent = service.storescu(archive)
+    errors = service.store_files(files)
     storescu_seconds = time.monotonic() - t
     stored = service.client().counts()["instances"]
-    if sent.returncode != 0:
-        return {"ok": False, "error": f"storescu exited {sent.returncode}: {sent.stderr.strip()[-200:]}"}
+    if errors:
+        return {"ok": False, "error": errors[0]}
 
     jobs = config.resolve(config.settings.paths.jobs)
     (jobs / f"{DEMO_PACS_JOB}.toml").write_text(f'name = "{DEMO_PACS_JOB}"\ntags = ["demo"]\n\n'

@@ -149,6 +149,16 @@ class ServicePacs:
         body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items() if v is not None)
         return f"[orthanc]\n{body}\n"
 
+    def store_files(self, files: list[Path], associations: int = 4, timeout: float = 300) -> list[str]:
+        """C-STORE `files` over several associations side by side (one association waits on each store's
+        round trip; a PACS takes several at once). Returns the errors (empty when all were stored)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        chunks = [files[i::associations] for i in range(associations) if files[i::associations]]
+        with ThreadPoolExecutor(max_workers=max(1, len(chunks)), thread_name_prefix="storescu") as pool:
+            done = list(pool.map(lambda chunk: self.storescu(*chunk, timeout=timeout), chunks))
+        return [f"storescu exited {r.returncode}: {r.stderr.strip()[-200:]}" for r in done if r.returncode]
+
     def storescu(self, *paths: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Store files (folders are scanned recursively) as the allowed modality would."""
         args = [str(find_dcmtk("storescu")), "-aec", self.aet, "-aet", self.modality, "-to", "5", "+sd", "+r"]
