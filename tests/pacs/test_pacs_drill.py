@@ -171,3 +171,16 @@ def test_drill_runner_at_depth_pacs_passes_and_without_orthanc_fails_clearly(sit
     failed = cli(config, "drill", "run", "deep", env={"BACKUPCTL_ORTHANC": "/nonexistent/Orthanc"})
     assert_one_line_error(failed, 1, "Orthanc is not installed")
     assert not any(site.scratch_root.iterdir())
+
+
+@pytest.mark.slow
+def test_demo_pacs_key_is_measured_and_holds(restored_snapshot: tuple[Config, Path, Path], tmp_path: Path) -> None:
+    from backupctl.pacs.demo import demo_pacs
+
+    config, archive, _ = restored_snapshot
+    result = demo_pacs(config, tmp_path / "demo", archive)
+    assert result["ok"], result
+    assert result["instances_stored"] == result["instances_restored"] == result["instances_matched"] == 12
+    assert 0 < result["downtime_seconds"] < 60 and result["orthanc_running_after_backup"] is True
+    assert result["drill"]["mode"] == "orthanc-index" and result["drill"]["md5_checked"] == 12
+    assert not _orthanc_processes_under(tmp_path)
