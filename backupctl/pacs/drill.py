@@ -397,11 +397,14 @@ class OrthancDrillStep:
     The Orthanc starts lazily at the first call, so building the step costs nothing; `close` always
     stops it. Its start time is part of the `ingest` phase."""
 
-    def __init__(self, config: Any, scratch: Path, *, concurrency: int = 4, use_findscu: bool = True) -> None:
+    def __init__(self, config: Any, scratch: Path, *, concurrency: int = 4, use_findscu: bool = True,
+                 sample: int = 5) -> None:
         self.scratch = scratch
         self.concurrency = concurrency
         self.use_findscu = use_findscu
+        self.sample = sample
         self.orthanc: OrthancProcess | None = None
+        self.sent: dict[str, tuple[str, Path]] = {}   # Orthanc instance id -> (path in snapshot, restored file)
 
     def _client(self) -> OrthancClient:
         """The running throw-away Orthanc's client; starts it on first use. A missing or failing Orthanc
@@ -424,6 +427,7 @@ class OrthancDrillStep:
                             concurrency=self.concurrency, progress=progress)
         findings = [StepFinding(ERROR, "rejected", by_path.get(r.path, str(r.path)), r.reason)
                     for r in report.rejected]
+        self.sent = {iid: (by_path.get(path, str(path)), path) for path, iid in report.instance_ids.items()}
         return StepOutcome(len(files), report.sent, report.bytes,
                            f"{report.stored} stored, {report.already} already there, {report.retries} retries",
                            findings)
@@ -457,10 +461,26 @@ class OrthancDrillStep:
                 for iid, uid, problem in pool.map(md5, ids):
                     if problem is not None:
                         findings.append(StepFinding(ERROR, "md5", uid, f"instance {iid}: {problem}"))
+            findings += self._sample_downloads(client)
         except BackupctlError as exc:
             findings.append(StepFinding(ERROR, "pacs-failed", None, exc.one_line()))
         return StepOutcome(len(studies), detail=f"{len(studies)} studies queried over REST"
-                           + (" and C-FIND" if self.use_findscu else ""), findings=findings)
+                           + (" and C-FIND" if self.use_findscu else "") + ", MD5 of every stored file, "
+                           f"{min(self.sample, len(self.sent))} downloads compared", findings=findings)
+
+    def _sample_downloads(self, client: OrthancClient) -> list[StepFinding]:
+        """REST uploads are stored byte-identical: a sample downloaded back must equal the restored file."""
+        found = []
+        for iid in _sample(sorted(self.sent), self.sample):
+            original, restored = self.sent[iid]
+            try:
+                same = hashlib.sha256(client.download(iid)).digest() == hashlib.sha256(restored.read_bytes()).digest()
+            except (OrthancError, OSError) as exc:
+                found.append(StepFinding(ERROR, "sample-unreadable", original, str(exc)))
+                continue
+            if not same:
+                found.append(StepFinding(ERROR, "sample-mismatch", original, "the PACS returns other bytes"))
+        return found
 
     @staticmethod
     def _held_by_study(client: OrthancClient) -> dict[str, list[str]]:

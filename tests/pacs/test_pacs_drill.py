@@ -121,11 +121,19 @@ def test_drill_runner_step_ingests_queries_and_names_the_missing_study(
     for w in written:
         studies[w.study_uid] = studies.get(w.study_uid, 0) + 1
     lost = written[0].study_uid
-    files = [(f"/archive/{w.path.name}", w.path) for w in written if w.study_uid != lost]
-    step = OrthancDrillStep(None, tmp_path)
+    files = []
+    for w in written:
+        if w.study_uid != lost:                        # that study's files are lost from the restore
+            shutil.copy(w.path, tmp_path / w.path.name)
+            files.append((f"/archive/{w.path.name}", tmp_path / w.path.name))
+    step = OrthancDrillStep(None, tmp_path / "scratch", sample=100)
     try:
         ingested = step.ingest(files, NullProgress())
         assert ingested.files == len(files) and not ingested.findings
+        changed = files[-1][1]                         # the restored file changes after it was sent
+        data = bytearray(changed.read_bytes())
+        data[-1] ^= 0xFF
+        changed.write_bytes(bytes(data))
         queried = step.query(studies, NullProgress())
         assert step.orthanc is not None
         pid, port = step.orthanc.pid, step.orthanc.dicom_port
@@ -136,7 +144,7 @@ def test_drill_runner_step_ingests_queries_and_names_the_missing_study(
     finally:
         step.close()
     assert queried.checked == 4
-    assert [(f.kind, f.path) for f in queried.findings] == [("not-found", lost)]
+    assert [(f.kind, f.path) for f in queried.findings] == [("not-found", lost), ("sample-mismatch", files[-1][0])]
     assert pid is not None and not pid_alive(pid) and step.orthanc is None
 
 
