@@ -79,7 +79,7 @@ def _run(config: Config, workdir: Path, archive: Path, service: ServicePacs, pro
         return run_pacs_drill(restored, workdir / "drill", expected=expected)
 
     def send_it() -> tuple[PacsRestoreOutcome, int]:
-        with OrthancProcess(workdir / "fresh", name="demo-fresh") as fresh:
+        with OrthancProcess(workdir / "fresh", name="demo-fresh", disposable=True) as fresh:
             pushed = restore_to_pacs(config, snapshot, fresh.url, credentials=fresh.credentials)
             return pushed, fresh.api().counts()["instances"]
 

@@ -210,7 +210,8 @@ def run_pacs_drill(restored: Path, workdir: Path, *, expected: ExpectedArchive |
     orthanc = OrthancProcess(workdir / "orthanc", dicom=use_findscu, aet=DRILL_AET, dicom_clients=(SCU_AET,),
                              name="backupctl-drill",
                              storage=layout / "storage" if layout else None,
-                             index=layout / "index" if layout else None, start_timeout=start_timeout)
+                             index=layout / "index" if layout else None, start_timeout=start_timeout,
+                             disposable=True)
     try:
         with _phase(result, "start"):
             orthanc.start()
@@ -415,7 +416,7 @@ class OrthancDrillStep:
             if self.use_findscu:
                 find_dcmtk("findscu")
             orthanc = OrthancProcess(self.scratch / "orthanc", dicom=self.use_findscu, aet=DRILL_AET,
-                                     dicom_clients=(SCU_AET,), name="backupctl-drill")
+                                     dicom_clients=(SCU_AET,), name="backupctl-drill", disposable=True)
             orthanc.start()            # on failure it has already stopped what it started
             self.orthanc = orthanc
         return self.orthanc.api()

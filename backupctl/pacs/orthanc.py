@@ -434,7 +434,7 @@ class OrthancProcess:
     def __init__(self, root: Path, *, storage: Path | None = None, index: Path | None = None,
                  dicom: bool = False, aet: str = "BACKUPCTL", dicom_clients: tuple[str, ...] = (),
                  name: str = "backupctl",
-                 start_timeout: float = 30.0, binary: Path | None = None) -> None:
+                 start_timeout: float = 30.0, binary: Path | None = None, disposable: bool = False) -> None:
         self.root = root
         self.storage = storage or root / "storage"
         self.index = index or root / "index"
@@ -444,6 +444,7 @@ class OrthancProcess:
         self.name = name
         self.start_timeout = start_timeout
         self.binary = binary
+        self.disposable = disposable
         self.credentials = Credentials.generate()
         self.http_port = 0
         self.dicom_port = 0
@@ -550,12 +551,19 @@ class OrthancProcess:
         return " | ".join(ln.strip() for ln in errors[-lines:])
 
     def stop(self, grace: float = 15.0) -> None:
-        """REST shutdown, then SIGTERM, then SIGKILL; returns when the process is reaped."""
+        """REST shutdown, then SIGTERM, then SIGKILL; returns when the process is reaped.
+
+        A `disposable` instance (its folders are deleted right after: drills, the demo's fresh PACS) is
+        killed at once: Orthanc 1.10 needs 3-4 s to shut down cleanly, for a state nobody keeps."""
         proc = self.proc
         if proc is None:
             return
         began = time.monotonic()
         try:
+            if self.disposable and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                _wait(proc, 10.0)
             if proc.poll() is None and self.client is not None:
                 try:
                     self.client.shutdown()

@@ -55,6 +55,7 @@ def test_private_orthanc_starts_checks_and_stops_without_orphan(
     assert not pid_alive(pid) or Path(f"/proc/{pid}").exists() is False
     assert index_lock_holder(orthanc.index / "index") is None
     assert orthanc.credentials.password not in orthanc.log_path.read_text()
+    assert "Orthanc has stopped" in orthanc.log_path.read_text()     # a clean shutdown, asked over REST
 
 
 def test_missing_orthanc_binary_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,7 +31,7 @@ def snapshot_with_a_bad_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[
 @pytest.fixture(scope="module")
 def target_pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OrthancProcess, Path]]:
     root = tmp_path_factory.mktemp("target-pacs")
-    with OrthancProcess(root / "o") as orthanc:
+    with OrthancProcess(root / "o", disposable=True) as orthanc:
         creds = root / "creds"
         creds.write_text(f"{orthanc.credentials.username}:{orthanc.credentials.password}\n")
         creds.chmod(0o600)

@@ -222,9 +222,9 @@ def test_interrupt_while_stopped_restarts_orthanc(
 
 
 @pytest.mark.slow
-def test_stopped_orthanc_is_copied_and_left_stopped(make_config, live_pacs: LivePacs, tmp_path: Path,
-                                                    pacs_archive: tuple[Path, list[WrittenInstance]]) -> None:
-    config = make_config()
+def test_stopped_orthanc_is_left_stopped_unless_backupctl_stopped_it(
+        make_config, live_pacs: LivePacs, tmp_path: Path, pacs_archive: tuple[Path, list[WrittenInstance]]) -> None:
+    config = make_config(stop_command=[str(live_pacs.stop_script)])
     live_pacs.kill()
     outcome = run_backup(config, "pacs", replicate=False)
     assert live_pacs.pid() is None                         # an operator stopped it: it stays stopped
@@ -234,6 +234,13 @@ def test_stopped_orthanc_is_copied_and_left_stopped(make_config, live_pacs: Live
     assert (layout / "index" / "index").is_file()
     stored = [p for p in (layout / "storage").rglob("*") if p.is_file()]
     assert len(stored) == outcome.pacs["storage_files"] >= len(pacs_archive[1])
+    # what a run killed (SIGKILL, power loss) while Orthanc was down leaves: the flag, a stopped Orthanc.
+    # The next run starts it first, then copies it as usual (stop, copy, start)
+    flag = config.state_dir / "pacs" / "pacs.orthanc-stopped"
+    flag.write_text('{"pid": 1, "stopped_at": "2026-01-01T02:00:00+00:00"}')
+    again = run_backup(config, "pacs", replicate=False)
+    assert again.status == "success" and again.pacs is not None and again.pacs["was_running"] == 1
+    assert live_pacs.pid() is not None and not flag.exists()
 
 
 def test_bad_orthanc_source_is_refused_before_anything_stops(make_config, live_pacs: LivePacs,
@@ -290,18 +297,3 @@ def test_as_orthanc_lays_out_an_orthanc_that_starts_with_the_same_studies(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-
-
-@pytest.mark.slow
-def test_orthanc_left_stopped_by_a_killed_run_is_started_by_the_next_one(
-        make_config, live_pacs: LivePacs) -> None:
-    config = make_config(stop_command=[str(live_pacs.stop_script)])
-    # what a run killed (SIGKILL, power loss) while Orthanc was down leaves: the flag, a stopped Orthanc
-    flag = config.state_dir / "pacs" / "pacs.orthanc-stopped"
-    flag.parent.mkdir(parents=True, exist_ok=True)
-    flag.write_text('{"pid": 1, "stopped_at": "2026-01-01T02:00:00+00:00"}')
-    subprocess.run([str(live_pacs.stop_script)], check=True, timeout=60)
-    assert live_pacs.pid() is None
-    outcome = run_backup(config, "pacs", replicate=False)
-    assert outcome.status == "success" and outcome.pacs is not None and outcome.pacs["was_running"] == 1
-    assert live_pacs.pid() is not None and not flag.exists()
