@@ -86,6 +86,12 @@ class SourceUnreadable(UsageError):
 class PartialSnapshot(PartialRun, ResticError):
     """restic exit 3: the snapshot was saved but some files could not be read."""
 
+    summary: object = None
+
+    def with_summary(self, summary: object) -> PartialSnapshot:
+        self.summary = summary
+        return self
+
 
 # targets -------------------------------------------------------------------------------------------------
 

@@ -109,11 +109,13 @@ class RichProgress:
             BarColumn,
             DownloadColumn,
             MofNCompleteColumn,
-            Progress as RichBar,
             TaskProgressColumn,
             TextColumn,
             TimeElapsedColumn,
             TransferSpeedColumn,
+        )
+        from rich.progress import (
+            Progress as RichBar,
         )
 
         amount = (DownloadColumn(), TransferSpeedColumn()) if unit == "B" else (MofNCompleteColumn(),)

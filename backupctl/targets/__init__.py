@@ -1,1 +1,18 @@
 """Replica targets: one interface (`base.Target`), implemented by `media` (offline disks) and `s3`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from backupctl.config import Config
+    from backupctl.targets.base import Target
+
+
+def make_target(config: Config, name: str) -> Target:
+    cfg = config.target(name)
+    if cfg.type == "media":
+        from backupctl.targets.media import MediaTarget
+
+        return MediaTarget(name, cfg.model_copy(update={"mount": config.resolve(cfg.mount)}))
+    raise NotImplementedError(f"target type {cfg.type}")

@@ -1,0 +1,104 @@
+"""`backup run JOB`: snapshot the job's sources into the staging repository, record it, replicate it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from backupctl.actions.replicate import ReplicationOutcome, replicate_to
+from backupctl.catalog import Catalog, open_catalog
+from backupctl.catalog import runs as run_rows
+from backupctl.catalog import snapshots as snapshot_rows
+from backupctl.config import Config, Job
+from backupctl.errors import BackupctlError, Interrupted, PartialSnapshot
+from backupctl.locking import repository_lock
+from backupctl.progress import NullProgress, Progress
+from backupctl.repository import staging_restic
+from backupctl.restic import BackupSummary, Restic, Terminated, job_tag
+from backupctl.sources import check_sources, prepared_sources
+
+
+@dataclass
+class BackupOutcome:
+    job: str
+    run_id: int
+    status: str                         # success | partial
+    snapshot_id: str | None
+    short_id: str | None
+    files: int
+    bytes: int
+    bytes_added: int
+    files_new: int
+    files_changed: int
+    seconds: float
+    unreadable: list[str] = field(default_factory=list)
+    replicas: list[ReplicationOutcome] = field(default_factory=list)
+
+    @property
+    def replicated_ok(self) -> bool:
+        return all(r.ok for r in self.replicas)
+
+
+def run_backup(config: Config, job_name: str, progress: Progress | None = None,
+               replicate: bool = True) -> BackupOutcome:
+    """Back up one job. Everything is checked before anything is recorded; every run ends in the catalog
+    as success, partial, failed or interrupted, and a snapshot is recorded only once restic saved it."""
+    progress = progress or NullProgress()
+    job = config.job(job_name)
+    check_sources(config, job)
+    restic = staging_restic(config)
+    with open_catalog(config.catalog_path) as catalog:
+        run_rows.mark_abandoned_runs(catalog)
+        with repository_lock(config.state_dir, restic.repository, config.settings.staging.lock_wait_seconds):
+            outcome = _snapshot_job(config, catalog, restic, job, progress)
+        if replicate:
+            outcome.replicas = [replicate_to(config, catalog, t, progress, job=job.name) for t in job.targets]
+    return outcome
+
+
+def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, progress: Progress) -> BackupOutcome:
+    run_id = run_rows.start_run(catalog, job.name)
+    started = time.monotonic()
+    status = "success"
+    try:
+        restic.unlock()  # stale locks of killed runs would block later exclusive operations (check, prune)
+        with prepared_sources(config, job) as paths:
+            try:
+                summary = restic.backup(paths, excludes=job.excludes, tags=[job_tag(job.name), *job.tags],
+                                        progress=progress)
+            except PartialSnapshot as partial:
+                summary, status = partial.summary, "partial"  # saved, but some files were unreadable
+                _record(catalog, run_id, job, summary, status, time.monotonic() - started, partial.one_line())
+                raise
+    except PartialSnapshot:
+        raise
+    except (KeyboardInterrupt, Terminated, Interrupted):
+        run_rows.finish_run(catalog, run_id, "interrupted", error="interrupted; restic stopped, no snapshot saved")
+        raise Interrupted("backup interrupted; restic was stopped cleanly and no snapshot was saved") from None
+    except BackupctlError as exc:
+        run_rows.finish_run(catalog, run_id, "failed", error=exc.one_line())
+        raise
+    except Exception as exc:
+        run_rows.finish_run(catalog, run_id, "failed", error=f"internal error: {exc!r}")
+        raise
+    _record(catalog, run_id, job, summary, status, time.monotonic() - started, None)
+    return _outcome(job, run_id, summary, status, time.monotonic() - started)
+
+
+def _record(catalog: Catalog, run_id: int, job: Job, summary: BackupSummary, status: str, seconds: float,
+            error: str | None) -> None:
+    snap = summary.snapshot
+    if snap is not None:
+        snapshot_rows.record_snapshot(
+            catalog, snapshot_id=snap.id, short_id=snap.short_id, job=job.name, time=snap.time, run_id=run_id,
+            size=summary.total_bytes, files=summary.total_files, tags=snap.tags, paths=snap.paths,
+            status="complete" if status == "success" else "partial")
+    run_rows.finish_run(catalog, run_id, status, run_rows.RunFigures(
+        bytes=summary.total_bytes, bytes_added=summary.data_added, files=summary.total_files, seconds=seconds,
+        snapshot_id=snap.id if snap else None), error=error)
+
+
+def _outcome(job: Job, run_id: int, s: BackupSummary, status: str, seconds: float) -> BackupOutcome:
+    return BackupOutcome(job.name, run_id, status, s.snapshot.id if s.snapshot else None,
+                         s.snapshot.short_id if s.snapshot else None, s.total_files, s.total_bytes, s.data_added,
+                         s.files_new, s.files_changed, seconds, s.unreadable)

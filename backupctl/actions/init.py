@@ -1,0 +1,51 @@
+"""`backupctl init`: a skeleton config, the password file (0600), the staging repository, the catalog."""
+
+from __future__ import annotations
+
+import base64
+import secrets as pysecrets
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+from backupctl.catalog import open_catalog
+from backupctl.config import Config, collect_config
+from backupctl.errors import ConfigError
+from backupctl.fsutil import atomic_write_text
+from backupctl.repository import staging_restic
+from backupctl.secrets import write_private_file
+
+# other capabilities add steps here (e.g. the signing key); each returns what it created
+INIT_HOOKS: list[Callable[[Config], list[str]]] = []
+
+
+def default_config_text() -> str:
+    return resources.files("backupctl.templates").joinpath("backupctl.toml").read_text()
+
+
+def initialize(directory: Path, config_text: str | None = None) -> tuple[Config, list[str]]:
+    """Create what is missing; keep what exists. Returns the config and what was created."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg_file = directory / "backupctl.toml"
+    created: list[str] = []
+    if not cfg_file.exists():
+        atomic_write_text(cfg_file, config_text or default_config_text())
+        created.append(str(cfg_file))
+    config, errors = collect_config(cfg_file)
+    if errors or config is None:
+        raise ConfigError(errors[0] if errors else f"{cfg_file}: invalid")
+    for folder in (config.settings.paths.jobs, config.settings.paths.drills, config.settings.paths.state):
+        config.resolve(folder).mkdir(parents=True, exist_ok=True)
+    password = config.settings.staging.password_file
+    if password is not None and not config.resolve(password).exists():
+        write_private_file(config.resolve(password), base64.b64encode(pysecrets.token_bytes(32)) + b"\n")
+        created.append(str(config.resolve(password)))
+    for hook in INIT_HOOKS:
+        created += hook(config)
+    restic = staging_restic(config)
+    if not restic.exists():
+        config.staging_repository.parent.mkdir(parents=True, exist_ok=True)
+        restic.init()
+        created.append(f"restic repository {config.staging_repository}")
+    open_catalog(config.catalog_path).close()
+    return config, created

@@ -1,0 +1,68 @@
+"""Snapshots of the staging repository and where their replicas live."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from backupctl.catalog.db import Catalog, utcnow
+
+
+def record_snapshot(catalog: Catalog, *, snapshot_id: str, short_id: str, job: str, time: str,
+                    run_id: int | None, size: int | None, files: int | None, tags: list[str],
+                    paths: list[str], status: str = "complete") -> None:
+    with catalog.transaction() as tx:
+        tx.execute(
+            "INSERT INTO snapshots (id, short_id, job, time, run_id, size, files, tags, paths, status, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET size=excluded.size, files=excluded.files, status=excluded.status",
+            (snapshot_id, short_id, job, time, run_id, size, files, json.dumps(tags), json.dumps(paths),
+             status, utcnow()),
+        )
+
+
+def list_snapshots(catalog: Catalog, job: str | None = None, include_forgotten: bool = False) -> list[dict]:
+    sql, params = "SELECT * FROM snapshots WHERE 1=1", []
+    if job:
+        sql += " AND job=?"
+        params.append(job)
+    if not include_forgotten:
+        sql += " AND status != 'forgotten'"
+    rows = catalog.query(sql + " ORDER BY time", tuple(params))
+    out = []
+    for r in rows:
+        d = dict(r)
+        d["tags"], d["paths"] = json.loads(d["tags"]), json.loads(d["paths"])
+        d["replicas"] = replicas_of(catalog, d["id"])
+        out.append(d)
+    return out
+
+
+def find_snapshot(catalog: Catalog, prefix: str) -> dict | None:
+    rows = catalog.query("SELECT * FROM snapshots WHERE id LIKE ? ORDER BY time", (prefix + "%",))
+    return dict(rows[0]) if len(rows) == 1 else None
+
+
+def mark_forgotten(catalog: Catalog, snapshot_ids: Iterable[str]) -> None:
+    with catalog.transaction() as tx:
+        tx.executemany("UPDATE snapshots SET status='forgotten' WHERE id=?", [(i,) for i in snapshot_ids])
+
+
+def record_replicas(catalog: Catalog, snapshot_ids: Iterable[str], target: str, location: str) -> None:
+    now = utcnow()
+    with catalog.transaction() as tx:
+        tx.executemany(
+            "INSERT INTO replicas (snapshot_id, target, location, since, last_seen) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(snapshot_id, target, location) DO UPDATE SET last_seen=excluded.last_seen",
+            [(sid, target, location, now, now) for sid in snapshot_ids],
+        )
+
+
+def replicas_of(catalog: Catalog, snapshot_id: str) -> list[dict]:
+    return [dict(r) for r in catalog.query(
+        "SELECT target, location, since, last_seen FROM replicas WHERE snapshot_id=? ORDER BY target, location",
+        (snapshot_id,))]
+
+
+def known_snapshot_ids(catalog: Catalog) -> set[str]:
+    return {r["id"] for r in catalog.query("SELECT id FROM snapshots")}

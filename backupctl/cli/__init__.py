@@ -1,0 +1,88 @@
+"""The `backupctl` command line. Thin: parses arguments, calls actions, prints; errors become one line.
+
+Every package error (`backupctl.errors`) is printed as `error: <what is wrong> (<how to fix>)` with its exit
+code: 2 bad input, 1 failed run, 3 partial, 130 interrupted. A traceback is shown only with --debug.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.markup import escape
+
+from backupctl import __version__
+from backupctl.cli import backup as backup_cmds
+from backupctl.cli import demo as demo_cmds
+from backupctl.cli import dev as dev_cmds
+from backupctl.cli import media as media_cmds
+from backupctl.cli import setup as setup_cmds
+from backupctl.cli.common import OPTIONS, err
+from backupctl.errors import BackupctlError
+from backupctl.restic import Terminated, raise_on_sigterm
+
+app = typer.Typer(
+    name="backupctl",
+    help="Keep PACS imaging archives recoverable: restic snapshots, offline media, S3 Object Lock, "
+         "verification and restore drills.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"backupctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    config: Annotated[Path | None, typer.Option("--config", "-c", envvar="BACKUPCTL_CONFIG",
+                                                help="backupctl.toml to use [default: ./backupctl.toml]")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Log debug details and show tracebacks.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    OPTIONS.config, OPTIONS.quiet, OPTIONS.debug = config, quiet, debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+setup_cmds.register(app)
+backup_cmds.register(app)
+app.add_typer(media_cmds.app, name="media")
+app.add_typer(dev_cmds.app, name="dev")
+demo_cmds.register(app)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (used by `main` and by tests)."""
+    try:
+        rc = app(args=argv, prog_name="backupctl", standalone_mode=False)
+    except BackupctlError as exc:
+        if OPTIONS.debug:
+            logging.getLogger("backupctl").exception("error")
+        err.print(f"[bold red]error:[/] {escape(exc.one_line())}", markup=True, highlight=False)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err.print("interrupted")
+        return 130
+    except (KeyboardInterrupt, Terminated):
+        err.print("interrupted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return rc if isinstance(rc, int) else 0
+
+
+def main() -> None:
+    raise_on_sigterm()
+    sys.exit(run())

@@ -1,0 +1,153 @@
+"""`backup run`, `replicate`, `snapshots`, `restore`, `runs`, `unlock`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from backupctl.actions.backup import run_backup
+from backupctl.actions.replicate import replicate_to
+from backupctl.actions.restore import restore_snapshot
+from backupctl.catalog import open_catalog
+from backupctl.catalog import runs as run_rows
+from backupctl.catalog import snapshots as snapshot_rows
+from backupctl.cli import common
+from backupctl.cli.common import human_bytes, out, print_json, short_time
+from backupctl.errors import TargetError, UsageError
+from backupctl.repository import staging_restic
+
+backup_app = typer.Typer(help="Run backups.", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(backup_app, name="backup")
+    app.command("replicate")(replicate)
+    app.command("snapshots")(snapshots)
+    app.command("restore")(restore)
+    app.command("runs")(runs)
+    app.command("unlock")(unlock)
+
+
+@backup_app.command("run")
+def backup_run(
+    job: Annotated[str, typer.Argument(help="Job name (jobs/NAME.toml).")],
+    no_replicate: Annotated[bool, typer.Option("--no-replicate", help="Skip copying to the job's targets.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Snapshot a job's sources into the staging repository, then replicate to its targets."""
+    config = common.load()
+    outcome = run_backup(config, job, common.progress(json_output), replicate=not no_replicate)
+    if json_output:
+        data = asdict(outcome)
+        data["ok"] = outcome.replicated_ok
+        print_json(data)
+    else:
+        out.print(f"snapshot {outcome.short_id} of job {job}: {outcome.files} files, {human_bytes(outcome.bytes)}, "
+                  f"{human_bytes(outcome.bytes_added)} new, {outcome.seconds:.1f} s")
+        for r in outcome.replicas:
+            if r.ok and r.report:
+                out.print(f"  {r.target} ({r.report.location}): {r.report.uploaded} files copied, "
+                          f"{human_bytes(r.report.uploaded_bytes)}, {r.report.skipped} already there")
+    failed = [r for r in outcome.replicas if not r.ok]
+    if failed:
+        raise TargetError(f"snapshot {outcome.short_id} is saved in staging, but replication failed: "
+                          + "; ".join(f"{r.target}: {r.error}" for r in failed))
+
+
+def replicate(
+    job: Annotated[str | None, typer.Argument(help="Replicate to this job's targets.")] = None,
+    all_jobs: Annotated[bool, typer.Option("--all", help="Every target of every job.")] = False,
+    target: Annotated[list[str] | None, typer.Option("--target", "-t", help="Only this target (repeatable).")] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Copy the staging repository's new files to targets (offline media, S3); resumable."""
+    config = common.load()
+    if job is None and not all_jobs and not target:
+        raise UsageError("name a job, --target NAME or --all")
+    names = list(target or [])
+    if not names:
+        jobs = config.jobs.values() if all_jobs else [config.job(job)]  # type: ignore[arg-type]
+        names = sorted({t for j in jobs for t in j.targets})
+    with open_catalog(config.catalog_path) as catalog:
+        outcomes = [replicate_to(config, catalog, name, common.progress(json_output), job=job or "-")
+                    for name in names]
+    if json_output:
+        print_json({"ok": all(o.ok for o in outcomes), "targets": [o.as_dict() for o in outcomes]})
+    else:
+        for o in outcomes:
+            if o.ok and o.report:
+                out.print(f"{o.target} ({o.report.location}): {o.report.uploaded} files copied "
+                          f"({human_bytes(o.report.uploaded_bytes)}), {o.report.skipped} already there")
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise TargetError("; ".join(f"{o.target}: {o.error}" for o in failed))
+
+
+def snapshots(
+    job: Annotated[str | None, typer.Option("--job", "-j", help="Only this job.")] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """List the snapshots the catalog knows, with where each replica lives."""
+    config = common.load()
+    with open_catalog(config.catalog_path) as catalog:
+        rows = snapshot_rows.list_snapshots(catalog, job)
+    if json_output:
+        print_json(rows)
+        return
+    table = Table("id", "job", "time", "files", "size", "status", "replicas", box=None)
+    for r in rows:
+        table.add_row(r["short_id"], r["job"], short_time(r["time"]), str(r["files"]), human_bytes(r["size"]),
+                      r["status"], ", ".join(f"{x['target']}:{x['location']}" for x in r["replicas"]) or "-")
+    out.print(table if rows else "no snapshots yet")
+
+
+def restore(
+    snapshot: Annotated[str, typer.Argument(help="Snapshot id (or unique prefix), or 'latest'.")],
+    to: Annotated[Path, typer.Option("--to", help="Empty folder to restore into.")],
+    include: Annotated[list[str] | None, typer.Option("--include", help="Only this path (repeatable).")] = None,
+    from_target: Annotated[str, typer.Option("--from", help="Copy to read: staging or a target name.")] = "staging",
+    force: Annotated[bool, typer.Option("--force", help="Restore into a non-empty folder.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Restore a snapshot (all of it, or --include paths) from staging or a replica."""
+    config = common.load()
+    outcome = restore_snapshot(config, snapshot, to, includes=include, copy=from_target, force=force,
+                               progress=common.progress(json_output))
+    if json_output:
+        print_json({**asdict(outcome), "ok": True})
+    else:
+        out.print(f"restored {outcome.files} files ({human_bytes(outcome.bytes)}) of snapshot "
+                  f"{outcome.snapshot_id[:8]} from {outcome.source} into {outcome.to} in {outcome.seconds:.1f} s")
+
+
+def runs(
+    job: Annotated[str | None, typer.Option("--job", "-j")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 20,
+    json_output: JsonOpt = False,
+) -> None:
+    """Recent runs: did they run, how did they end, and why one failed."""
+    config = common.load()
+    with open_catalog(config.catalog_path) as catalog:
+        rows = run_rows.list_runs(catalog, job, limit=limit)
+    if json_output:
+        print_json(rows)
+        return
+    table = Table("run", "kind", "job", "started", "status", "seconds", "files", "added", "error", box=None)
+    for r in rows:
+        colour = {"success": "green", "partial": "yellow", "running": "cyan"}.get(r["status"], "red")
+        table.add_row(str(r["id"]), r["kind"], r["job"], short_time(r["started"]), f"[{colour}]{r['status']}[/]",
+                      f"{r['seconds']:.1f}" if r["seconds"] is not None else "-", str(r["files"] or "-"),
+                      human_bytes(r["bytes_added"]), r["error"] or "")
+    out.print(table if rows else "no runs yet")
+
+
+def unlock() -> None:
+    """Remove stale restic locks (of killed processes) from the staging repository."""
+    config = common.load()
+    staging_restic(config).unlock()
+    out.print("stale locks removed (live ones are kept)")

@@ -1,0 +1,49 @@
+"""`init` and `config check`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from backupctl.actions.init import initialize
+from backupctl.cli.common import OPTIONS, out, print_json
+from backupctl.config import collect_config, config_path
+
+config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.add_typer(config_app, name="config")
+
+
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder for backupctl.toml, jobs/, secrets/, var/.")] = Path("."),
+) -> None:
+    """Create a skeleton config, the password file (0600) and the staging restic repository. Idempotent:
+    what exists is kept."""
+    config, created = initialize(directory)
+    for item in created:
+        out.print(f"created {item}")
+    out.print(f"ready: {config.path} (check it with `backupctl -c {config.path} config check`)")
+
+
+@config_app.command("check")
+def check(json_output: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False) -> None:
+    """Validate backupctl.toml, jobs/*.toml and restore_drills/*.toml without running anything."""
+    config, errors = collect_config(OPTIONS.config)
+    path = config_path(OPTIONS.config)
+    if json_output:
+        print_json({"config": str(path), "ok": not errors, "errors": errors,
+                    "jobs": sorted(config.jobs) if config else [], "drills": sorted(config.drills) if config else [],
+                    "targets": sorted(config.settings.targets) if config else []})
+    else:
+        for line in errors:
+            typer.echo(f"error: {line}", err=True)
+        if config and not errors:
+            out.print(f"{path}: ok — {len(config.jobs)} job(s), {len(config.drills)} drill(s), "
+                      f"{len(config.settings.targets)} target(s)")
+    if errors:
+        raise typer.Exit(2)

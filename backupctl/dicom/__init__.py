@@ -1,0 +1,1 @@
+"""Everything pydicom: synthetic archives (`synth`) and parse checks."""

@@ -1,0 +1,49 @@
+"""One lock per repository across processes (fcntl.flock on a file under the state folder).
+
+A manual `backupctl backup run` and the scheduler never run restic on the same repository at once: the
+second waits up to `wait_seconds`, then refuses with a clear message. flock is released by the kernel when
+the holder dies, so a killed process never leaves this lock stale.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from backupctl.errors import LockBusy
+
+POLL_SECONDS = 0.2
+
+
+def lock_path(state_dir: Path, repository: str) -> Path:
+    digest = hashlib.sha256(repository.encode()).hexdigest()[:16]
+    return state_dir / "locks" / f"repo-{digest}.lock"
+
+
+@contextmanager
+def repository_lock(state_dir: Path, repository: str, wait_seconds: float = 0.0) -> Iterator[None]:
+    path = lock_path(state_dir, repository)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+                    raise LockBusy(f"repository {repository} is in use by backupctl ({holder})",
+                                   hint="wait for that run to finish, or set [staging] lock_wait_seconds") from None
+                time.sleep(POLL_SECONDS)  # waiting for another process: flock has no timeout of its own
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

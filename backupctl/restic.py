@@ -1,0 +1,423 @@
+"""The restic driver: the only place that builds restic argv, runs it, reads its JSON and maps its errors.
+
+The repository password reaches restic through RESTIC_PASSWORD_FILE (or RESTIC_PASSWORD from the
+environment), never argv. stdin is closed so restic can never sit at a password prompt. On SIGINT/SIGTERM the
+child gets SIGINT, which makes restic remove its own lock before it exits; a child that does not stop in time
+is killed, and the stale lock it may leave is removed by `unlock` before the next exclusive operation.
+
+restic 0.14 (Debian 12) is the floor: its exit codes are only 0, 1, 3 and 130, so errors are told apart by
+stderr; 0.17+ adds 10/11/12, used when `version()` says they exist (see FEATURES).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from backupctl.errors import (
+    Interrupted,
+    PartialSnapshot,
+    RepositoryLocked,
+    RepositoryNotFound,
+    ResticError,
+    ResticNotInstalled,
+    WrongPassword,
+)
+from backupctl.progress import NullProgress, Progress
+from backupctl.secrets import PasswordSource
+
+log = logging.getLogger("backupctl.restic")
+
+MIN_VERSION = (0, 14, 0)
+# feature -> first restic version that has it (borgmatic's feature table, for restic)
+FEATURES: dict[str, tuple[int, int, int]] = {
+    "exit_codes_10_11_12": (0, 17, 0),  # 10 no repository, 11 lock failed, 12 wrong password
+    "restore_json": (0, 16, 0),
+    "full_snapshot_id_in_summary": (0, 15, 0),
+}
+STOP_GRACE_SECONDS = 30.0
+JOB_TAG_PREFIX = "job:"
+
+
+class Terminated(BaseException):
+    """Raised in the main thread by the SIGTERM handler the CLI installs: handled like Ctrl-C."""
+
+
+def raise_on_sigterm() -> None:
+    """Make SIGTERM behave like Ctrl-C (stop restic cleanly, record the run as interrupted)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: str
+    short_id: str
+    time: str
+    paths: list[str]
+    tags: list[str]
+    hostname: str
+    parent: str | None = None
+
+    @property
+    def job(self) -> str | None:
+        for tag in self.tags:
+            if tag.startswith(JOB_TAG_PREFIX):
+                return tag[len(JOB_TAG_PREFIX):]
+        return None
+
+
+@dataclass
+class BackupSummary:
+    snapshot: Snapshot | None
+    files_new: int = 0
+    files_changed: int = 0
+    files_unmodified: int = 0
+    total_files: int = 0
+    total_bytes: int = 0
+    data_added: int = 0
+    seconds: float = 0.0
+    unreadable: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Node:
+    path: str
+    type: str
+    size: int
+    mtime: str
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout_lines: list[str]
+    stderr_tail: str
+
+
+@cache
+def restic_binary() -> str:
+    path = shutil.which("restic")
+    if not path:
+        raise ResticNotInstalled("restic is not installed", hint="apt-get install restic, or run `make demo`")
+    return path
+
+
+@cache
+def version() -> tuple[int, int, int]:
+    out = subprocess.run([restic_binary(), "version"], capture_output=True, text=True, check=False,
+                         stdin=subprocess.DEVNULL).stdout
+    m = re.search(r"restic (\d+)\.(\d+)\.(\d+)", out)
+    if not m:
+        raise ResticError(f"cannot tell restic's version from {out.strip()[:80]!r}")
+    found = (int(m[1]), int(m[2]), int(m[3]))
+    if found < MIN_VERSION:
+        raise ResticNotInstalled(f"restic {'.'.join(map(str, found))} is too old; backupctl needs >= 0.14")
+    return found
+
+
+def has(feature: str) -> bool:
+    return version() >= FEATURES[feature]
+
+
+def _classify(returncode: int, stderr: str, repo: str) -> ResticError:
+    """One function decides what a failed restic run means."""
+    tail = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {returncode}"
+    tail = tail.removeprefix("Fatal: ")
+    if has("exit_codes_10_11_12") and returncode in (10, 11, 12):
+        returncode_kind = {10: "missing", 11: "locked", 12: "password"}[returncode]
+    elif "wrong password or no key found" in stderr:
+        returncode_kind = "password"
+    elif "Is there a repository at the following location?" in stderr or "unable to open config file" in stderr:
+        returncode_kind = "missing"
+    elif "repository is already locked" in stderr or "unable to create lock" in stderr:
+        returncode_kind = "locked"
+    else:
+        returncode_kind = "other"
+    if returncode_kind == "password":
+        return WrongPassword(f"wrong password for repository {repo}",
+                             hint="check the password file or environment variable named in the config",
+                             stderr_tail=stderr)
+    if returncode_kind == "missing":
+        return RepositoryNotFound(f"no restic repository at {repo}",
+                                  hint="run `backupctl init` or fix the repository path", stderr_tail=stderr)
+    if returncode_kind == "locked":
+        return RepositoryLocked(f"repository {repo} is locked by another restic process",
+                                hint="wait for it to finish; a stale lock is removed by `backupctl unlock`",
+                                stderr_tail=stderr)
+    return ResticError(f"restic failed on {repo}: {tail}", stderr_tail=stderr)
+
+
+class Restic:
+    """restic bound to one repository and its password source."""
+
+    def __init__(self, repository: str | Path, password: PasswordSource, *, cache_dir: Path | None = None,
+                 no_cache: bool = False, extra_env: dict[str, str] | None = None,
+                 host: str | None = None) -> None:
+        self.repository = str(repository)
+        self.password = password
+        self.cache_dir = cache_dir
+        self.no_cache = no_cache
+        self.extra_env = extra_env or {}
+        self.host = host or socket.gethostname()
+
+    # running -------------------------------------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        # restic must only see the repository and password we give it, never stray RESTIC_* settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RESTIC_")}
+        env.update(self.password.restic_env())
+        env["RESTIC_REPOSITORY"] = self.repository
+        if self.cache_dir is not None:
+            env["RESTIC_CACHE_DIR"] = str(self.cache_dir)
+        env.update(self.extra_env)
+        return env
+
+    def _argv(self, args: Sequence[str]) -> list[str]:
+        argv = [restic_binary(), *args]
+        if self.no_cache:
+            argv.insert(1, "--no-cache")
+        return argv
+
+    def run(self, args: Sequence[str], *, on_stdout: Callable[[str], None] | None = None,
+            ok_codes: tuple[int, ...] = (0,)) -> Result:
+        """Run restic; stream stdout lines to `on_stdout`; raise a typed error unless the code is ok."""
+        argv = self._argv(args)
+        log.debug("running %s", " ".join(argv))  # argv never holds a secret
+        proc = subprocess.Popen(argv, env=self._env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True)
+        stderr_tail: deque[str] = deque(maxlen=200)
+        reader = threading.Thread(target=lambda: stderr_tail.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+        reader.start()
+        lines: list[str] = []
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                if on_stdout is not None:
+                    on_stdout(line)
+                else:
+                    lines.append(line)
+            proc.wait()
+        except BaseException:
+            self._stop(proc)
+            raise Interrupted("interrupted; restic was stopped and its lock removed") from None
+        reader.join(timeout=5)
+        stderr = "".join(stderr_tail)
+        if proc.returncode == 130:
+            raise Interrupted("restic was interrupted", hint="run the command again; nothing was lost")
+        if proc.returncode not in ok_codes:
+            raise _classify(proc.returncode, stderr, self.repository)
+        return Result(proc.returncode, lines, stderr)
+
+    def _stop(self, proc: subprocess.Popen[str]) -> None:
+        """SIGINT lets restic remove its lock; SIGKILL only if it does not stop within the grace time."""
+        if proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            log.warning("restic did not stop within %.0f s and was killed; its lock is stale",
+                        STOP_GRACE_SECONDS)
+
+    def _json(self, args: Sequence[str]) -> Any:
+        out = self.run([*args, "--json"]).stdout_lines
+        text = "\n".join(out).strip()
+        try:
+            return json.loads(text) if text else None
+        except json.JSONDecodeError as exc:
+            raise ResticError(f"restic printed unexpected output for {args[0]}: {text[:120]!r}") from exc
+
+    # commands --------------------------------------------------------------------------------------------
+
+    def init(self) -> None:
+        self.run(["init"])
+
+    def exists(self) -> bool:
+        try:
+            self.run(["cat", "config"])
+        except RepositoryNotFound:
+            return False
+        return True
+
+    def config(self) -> dict[str, Any]:
+        return json.loads("\n".join(self.run(["cat", "config"]).stdout_lines))
+
+    def unlock(self) -> None:
+        """Remove stale locks only (restic's default): locks of dead processes or older than 30 min."""
+        self.run(["unlock"])
+
+    def snapshots(self, *, tags: Sequence[str] = (), ids: Sequence[str] = ()) -> list[Snapshot]:
+        args = ["snapshots"]
+        for tag in tags:
+            args += ["--tag", tag]
+        data = self._json([*args, *ids]) or []
+        return [_snapshot(s) for s in data]
+
+    def snapshot(self, snapshot_id: str) -> Snapshot:
+        found = self.snapshots(ids=[snapshot_id])
+        if not found:
+            raise ResticError(f"no snapshot {snapshot_id} in {self.repository}",
+                              hint="list them with `backupctl snapshots`")
+        return found[0]
+
+    def backup(self, paths: Sequence[Path], *, excludes: Sequence[str] = (), tags: Sequence[str] = (),
+               progress: Progress | None = None) -> BackupSummary:
+        """Back up `paths`; exit 3 (some files unreadable, snapshot saved) raises PartialSnapshot."""
+        args = ["backup", "--json", "--host", self.host]
+        for tag in tags:
+            args += ["--tag", tag]
+        for pattern in excludes:
+            args += ["--exclude", pattern]
+        args += ["--", *(str(p) for p in paths)]
+        summary: dict[str, Any] = {}
+        errors: list[str] = []
+        progress = progress or NullProgress()
+        started = time.monotonic()
+        with progress.task("backup", total=None, unit="B") as task:
+
+            def on_line(line: str) -> None:
+                msg = _parse_json_line(line)
+                if msg is None:
+                    return
+                kind = msg.get("message_type")
+                if kind == "status":
+                    task.update(completed=msg.get("bytes_done", 0), total=msg.get("total_bytes") or None)
+                elif kind == "summary":
+                    summary.update(msg)
+                elif kind == "error":
+                    errors.append(str(msg.get("item") or msg.get("error")))
+
+            try:
+                result = self.run(args, on_stdout=on_line, ok_codes=(0, 3))
+            except ResticError:
+                raise
+        errors += _unreadable_from_stderr(result.stderr_tail)
+        out = self._summary(summary, errors, time.monotonic() - started)
+        if result.returncode == 3:
+            raise PartialSnapshot(
+                f"snapshot {out.snapshot.short_id if out.snapshot else '?'} saved, but {len(errors) or 'some'} "
+                f"file(s) could not be read: {', '.join(errors[:3])}",
+                hint="check permissions on the source", stderr_tail=result.stderr_tail,
+            ).with_summary(out)
+        return out
+
+    def _summary(self, summary: dict[str, Any], errors: list[str], seconds: float) -> BackupSummary:
+        short = summary.get("snapshot_id")
+        snap = self.snapshot(short) if short else None
+        return BackupSummary(
+            snapshot=snap,
+            files_new=summary.get("files_new", 0),
+            files_changed=summary.get("files_changed", 0),
+            files_unmodified=summary.get("files_unmodified", 0),
+            total_files=summary.get("total_files_processed", 0),
+            total_bytes=summary.get("total_bytes_processed", 0),
+            data_added=summary.get("data_added", 0),
+            seconds=seconds,
+            unreadable=errors,
+        )
+
+    def restore(self, snapshot_id: str, target: Path, *, includes: Sequence[str] = (),
+                progress: Progress | None = None) -> None:
+        args = ["restore", snapshot_id, "--target", str(target)]
+        for pattern in includes:
+            args += ["--include", pattern]
+        with (progress or NullProgress()).task(f"restore {snapshot_id[:8]}", total=None):
+            self.run(args)
+
+    def ls(self, snapshot_id: str) -> Iterator[Node]:
+        """Every node of a snapshot (restic ls --json prints the snapshot first, then one node per line)."""
+        for line in self.run(["ls", "--json", snapshot_id]).stdout_lines:
+            msg = _parse_json_line(line)
+            if msg and msg.get("struct_type") == "node":
+                yield Node(msg["path"], msg["type"], msg.get("size", 0), msg.get("mtime", ""))
+
+    def dump(self, snapshot_id: str, path: str) -> bytes:
+        """One file's content from a snapshot."""
+        argv = self._argv(["dump", snapshot_id, path])
+        proc = subprocess.run(argv, env=self._env(), stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        if proc.returncode != 0:
+            raise _classify(proc.returncode, proc.stderr.decode(errors="replace"), self.repository)
+        return proc.stdout
+
+    def stats(self, snapshot_id: str | None = None, mode: str = "restore-size") -> dict[str, Any]:
+        args = ["stats", "--mode", mode]
+        if snapshot_id:
+            args.append(snapshot_id)
+        return self._json(args)
+
+    def check(self, *, read_data_subset: str | None = None, read_data: bool = False,
+              no_lock: bool = False) -> str:
+        """`restic check`; raises on any problem, returns restic's report."""
+        args = ["check"]
+        if read_data:
+            args.append("--read-data")
+        elif read_data_subset:
+            args += ["--read-data-subset", read_data_subset]
+        if no_lock:
+            args.append("--no-lock")
+        result = self.run(args)
+        return "\n".join(result.stdout_lines)
+
+    def forget(self, *, tags: Sequence[str], keep: dict[str, int], prune: bool = True) -> list[dict[str, Any]]:
+        """Apply a keep-policy to the snapshots carrying `tags`; returns restic's keep/remove groups."""
+        args = ["forget", "--group-by", "host,tags"]
+        for tag in tags:
+            args += ["--tag", tag]
+        for key, value in keep.items():
+            args += [f"--{key.replace('_', '-')}", str(value)]
+        if prune:
+            args.append("--prune")
+        out = self.run([*args, "--json"]).stdout_lines
+        # with --prune, restic prints prune's plain-text report after the JSON line
+        for line in out:
+            msg = _parse_json_line(line)
+            if isinstance(msg, list):
+                return msg
+        return []
+
+
+def _snapshot(data: dict[str, Any]) -> Snapshot:
+    return Snapshot(id=data["id"], short_id=data.get("short_id", data["id"][:8]), time=data["time"],
+                    paths=data.get("paths", []), tags=data.get("tags") or [], hostname=data.get("hostname", ""),
+                    parent=data.get("parent"))
+
+
+def _parse_json_line(line: str) -> Any:
+    if not line.startswith(("{", "[")):
+        return None
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
+
+
+_UNREADABLE = re.compile(r"^error: (?:open|lstat|read) (\S+?): (.*)$")
+
+
+def _unreadable_from_stderr(stderr: str) -> list[str]:
+    return [m[1] for line in stderr.splitlines() if (m := _UNREADABLE.match(line.strip()))]
+
+
+def job_tag(job: str) -> str:
+    return f"{JOB_TAG_PREFIX}{job}"

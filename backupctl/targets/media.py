@@ -1,0 +1,168 @@
+"""Offline media: a copy of the staging repository on a labelled removable disk.
+
+Every rotating disk of a target mounts at the same place; each carries a label file written by
+`backupctl media init`. Writing to a disk whose label is not one of the target's configured labels is
+refused, so a stray USB disk (or the wrong rotation) is never written by mistake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from backupctl.catalog.db import utcnow
+from backupctl.config import MediaTargetConfig
+from backupctl.errors import IntegrityError, MediaLabelMismatch, MediaNotMounted, TargetError, UsageError
+from backupctl.fsutil import atomic_write_text, fsync_dir
+from backupctl.progress import Progress
+from backupctl.repofiles import HASH_CHUNK, RepoFile, kind_of, list_repository, sha256_file
+from backupctl.targets.base import Finding, SyncReport, Target
+
+LABEL_FILE = "BACKUPCTL-MEDIUM.json"
+TMP_SUFFIX = ".backupctl-partial"
+
+
+@dataclass(frozen=True)
+class MediumLabel:
+    label: str
+    target: str
+    media_id: str
+    created: str
+
+
+def read_label(mount: Path) -> MediumLabel | None:
+    path = mount / LABEL_FILE
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return MediumLabel(data["label"], data["target"], data["media_id"], data["created"])
+    except (ValueError, KeyError) as exc:
+        raise TargetError(f"label file {path} is damaged: {exc}",
+                          hint="inspect the disk; re-label only a disk you mean to reuse") from None
+
+
+def init_medium(cfg: MediaTargetConfig, target: str, label: str) -> MediumLabel:
+    """Write the label file on the disk mounted at cfg.mount. Refuses a disk already labelled."""
+    if label not in cfg.labels:
+        raise UsageError(f"label '{label}' is not one of target {target}'s labels ({', '.join(cfg.labels)})",
+                         hint=f"add it to [targets.{target}] labels first")
+    _require_mounted(cfg.mount)
+    existing = read_label(cfg.mount)
+    if existing is not None:
+        raise TargetError(f"the disk at {cfg.mount} is already labelled '{existing.label}' "
+                          f"(target {existing.target})", hint="use a blank disk for a new label")
+    medium = MediumLabel(label, target, str(uuid.uuid4()), utcnow())
+    atomic_write_text(cfg.mount / LABEL_FILE, json.dumps(medium.__dict__, indent=2) + "\n")
+    (cfg.mount / cfg.folder).mkdir(exist_ok=True)
+    return medium
+
+
+def _require_mounted(mount: Path) -> None:
+    if not mount.is_dir():
+        raise MediaNotMounted(f"no medium mounted at {mount}", hint="mount the backup disk there")
+
+
+def copy_checked(src: Path, dest: Path, expected_sha256: str | None) -> int:
+    """Copy under a temporary name, hashing as we go; rename only if the content matches its name."""
+    import hashlib
+
+    tmp = dest.with_name(dest.name + TMP_SUFFIX)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    size = 0
+    with open(src, "rb", buffering=0) as fin, open(tmp, "wb", buffering=0) as fout:
+        while chunk := fin.read(HASH_CHUNK):
+            h.update(chunk)
+            fout.write(chunk)
+            size += len(chunk)
+        os.fsync(fout.fileno())
+    if expected_sha256 is not None and h.hexdigest() != expected_sha256:
+        tmp.unlink()
+        raise IntegrityError(f"staging file {src} does not match its name (SHA-256 {h.hexdigest()[:12]}…)",
+                             hint="the staging repository is damaged: run `backupctl verify --level repo`")
+    os.replace(tmp, dest)
+    return size
+
+
+class MediaTarget(Target):
+    kind = "media"
+
+    def __init__(self, name: str, cfg: MediaTargetConfig) -> None:
+        super().__init__(name)
+        self.cfg = cfg
+        self.repo = cfg.mount / cfg.folder / "repository"
+
+    def current_label(self) -> MediumLabel:
+        _require_mounted(self.cfg.mount)
+        medium = read_label(self.cfg.mount)
+        if medium is None:
+            raise MediaLabelMismatch(f"the disk at {self.cfg.mount} has no backupctl label",
+                                     hint=f"run `backupctl media init {self.name} --label LABEL` on a blank disk")
+        if medium.label not in self.cfg.labels or medium.target != self.name:
+            raise MediaLabelMismatch(
+                f"the disk at {self.cfg.mount} is labelled '{medium.label}' (target {medium.target}), "
+                f"not one of target {self.name}'s labels ({', '.join(self.cfg.labels)})",
+                hint="mount the right disk")
+        return medium
+
+    def prepare(self) -> str:
+        return self.current_label().label
+
+    def list_files(self) -> dict[str, int]:
+        if not self.repo.is_dir():
+            return {}
+        return {f.rel: f.size for f in list_repository(self.repo)}
+
+    def sync(self, staging: Path, files: list[RepoFile], progress: Progress) -> SyncReport:
+        label = self.prepare()
+        started = time.monotonic()
+        self._check_same_repository(staging)
+        present = self.list_files()
+        todo = [f for f in files if present.get(f.rel) != f.size]
+        report = SyncReport(self.name, label, skipped=len(files) - len(todo))
+        with progress.task(f"media {label}", total=sum(f.size for f in todo), unit="B") as task:
+            for f in todo:
+                expected = f.name if f.named_by_hash else None
+                report.uploaded_bytes += copy_checked(staging / f.rel, self.repo / f.rel, expected)
+                report.uploaded += 1
+                task.advance(f.size)
+        for folder in {(self.repo / f.rel).parent for f in todo}:
+            fsync_dir(folder)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _check_same_repository(self, staging: Path) -> None:
+        mine = self.repo / "config"
+        if mine.exists() and mine.read_bytes() != (staging / "config").read_bytes():
+            raise TargetError(f"the disk '{self.current_label().label}' holds a different restic repository",
+                              hint="use a disk initialised for this staging repository")
+
+    def audit(self, expected: list[RepoFile], progress: Progress) -> list[Finding]:
+        findings: list[Finding] = []
+        with progress.task(f"audit {self.name}", total=sum(f.size for f in expected), unit="B") as task:
+            for f in expected:
+                path = self.repo / f.rel
+                if not path.exists():
+                    findings.append(Finding("missing", f.rel))
+                elif f.rel == "config":
+                    pass
+                elif sha256_file(path) != f.name:
+                    findings.append(Finding("altered", f.rel, "SHA-256 differs from its name"))
+                task.advance(f.size)
+        for path in self.repo.rglob("*") if self.repo.is_dir() else ():
+            rel = path.relative_to(self.repo).as_posix()
+            if path.is_file() and kind_of(rel) is None and not rel.startswith("locks/"):
+                findings.append(Finding("extra", rel, "not a restic repository file"))
+        return findings
+
+    def local_repository(self, scratch: Path) -> Path:
+        self.prepare()
+        if not (self.repo / "config").exists():
+            raise TargetError(f"the disk '{self.current_label().label}' holds no repository yet",
+                              hint=f"run `backupctl media sync {self.name}` first")
+        return self.repo
