@@ -42,11 +42,27 @@ def check_bucket(bucket: Bucket) -> None:
             hint="enable versioning on the bucket (Object Lock needs it)")
 
 
+def bucket_exists(bucket: Bucket) -> bool:
+    # GetBucketVersioning rather than HeadBucket: a HEAD answer has no body, so no error code to report
+    with bucket.call("GetBucketVersioning"):
+        try:
+            bucket.client.get_bucket_versioning(Bucket=bucket.name)
+        except bex.ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                return False
+            raise
+    return True
+
+
 def init_bucket(bucket: Bucket) -> Literal["created", "exists"]:
     """Create the bucket with Object Lock (versioning on), or check the existing one."""
     kwargs: dict = {"Bucket": bucket.name, "ObjectLockEnabledForBucket": True}
     if bucket.cfg.region != "us-east-1":
         kwargs["CreateBucketConfiguration"] = {"LocationConstraint": bucket.cfg.region}
+    if bucket_exists(bucket):
+        # never "create" an existing bucket: some servers (moto) would then turn Object Lock on for it
+        check_bucket(bucket)
+        return "exists"
     outcome: Literal["created", "exists"] = "created"
     with bucket.call("CreateBucket"):
         try:

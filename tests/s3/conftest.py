@@ -155,3 +155,24 @@ def make_config(tmp_path: Path, staging: Staging):
         return load_config(where / "backupctl.toml")
 
     return build
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run `backupctl --config CONFIG ARGS...` in-process; returns exit code, stdout and stderr."""
+    from backupctl.cli import run
+
+    def invoke(config: Config, *args: str) -> CliResult:
+        capsys.readouterr()
+        code = run(["--config", str(config.path), "--quiet", *args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return invoke
