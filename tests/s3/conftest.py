@@ -143,15 +143,16 @@ def unique_bucket(prefix: str = "bk") -> str:
 def make_config(tmp_path: Path, staging: Staging):
     """Write an installation using `staging` with one S3 target `vault` and return its Config."""
 
-    def build(engine: Engine, bucket: str | None = None, *, folder: str = "install",
-              **overrides: object) -> Config:
+    def build(engine: Engine, bucket: str | None = None, *, folder: str = "install", job_extra: str = "",
+              sources: list[Path] | None = None, **overrides: object) -> Config:
         where = tmp_path / folder
         where.mkdir(exist_ok=True)
         (where / "jobs").mkdir(exist_ok=True)
         text = _installation_toml(staging.repository, staging.password,
                                   s3_target_toml(engine, bucket or unique_bucket(), **overrides))
         (where / "backupctl.toml").write_text(text)
-        (where / "jobs" / "pacs.toml").write_text(f'sources = ["{staging.archive}"]\ntargets = ["vault"]\n')
+        listed = ", ".join(f'"{p}"' for p in (sources or [staging.archive]))
+        (where / "jobs" / "pacs.toml").write_text(f'sources = [{listed}]\ntargets = ["vault"]\n{job_extra}')
         return load_config(where / "backupctl.toml")
 
     return build
