@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 from datetime import UTC, datetime
@@ -15,7 +14,7 @@ from rich.table import Table
 from backupctl.catalog import open_catalog
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json
-from backupctl.errors import IntegrityError, PartialRun, UsageError
+from backupctl.errors import IntegrityError, PartialRun, TargetError, UsageError
 from backupctl.repofiles import list_repository
 from backupctl.targets import make_target
 from backupctl.targets.s3 import S3Target
@@ -174,7 +173,7 @@ def probe_cmd(
     else:
         out.print(result.text())
     if not result.enforced:
-        raise PartialRun(f"{target.bucket.endpoint} allowed {len(result.findings)} of the attacks probed "
+        raise TargetError(f"{target.bucket.endpoint} allowed {len(result.findings)} of the attacks probed "
                          f"({', '.join(result.findings)})",
                          hint="see the list above; do not rely on this endpoint alone for immutable copies")
 
@@ -221,8 +220,9 @@ def s3_server(
             print_json({"endpoint": endpoint, "pid": server.proc.pid if server.proc else None})
         else:
             out.print(f"embedded S3 (moto, in memory; not for keeping backups) at {endpoint}")
-            out.print("any access key works; e.g. in backupctl.toml:\n"
-                      + json.dumps({"type": "s3", "endpoint": endpoint, "bucket": "pacs-backup"}))
+            out.print("any access key works (export AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x); in "
+                      f"backupctl.toml:\n[targets.trial]\ntype = \"s3\"\nendpoint = \"{endpoint}\"\n"
+                      'bucket = "pacs-trial"\nretention_days = 1', markup=False)
             out.print("Ctrl-C stops it (and loses everything in it)")
         while not stop.wait(1.0):
             if server.proc is None or server.proc.poll() is not None:
