@@ -75,6 +75,7 @@ def test_probe_reports_what_each_engine_enforces(engine, make_config, cli):
         assert "shorten-compliance-retention" in probe["findings"]
 
 
+@pytest.mark.slow
 def test_cli_replicate_audit_recover_restore(engine, make_config, staging, cli, tmp_path):
     config = make_config(engine)
     assert cli(config, "target", "init", "vault").code == 0
