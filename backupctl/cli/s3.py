@@ -173,8 +173,8 @@ def probe_cmd(
     else:
         out.print(result.text())
     if not result.enforced:
-        raise TargetError(f"{target.bucket.endpoint} allowed {len(result.findings)} of the attacks probed "
-                         f"({', '.join(result.findings)})",
+        open_findings = [c.name for c in result.checks if not c.good and not c.compensated]
+        raise TargetError(f"{target.bucket.endpoint} does not enforce WORM: {', '.join(open_findings)}",
                          hint="see the list above; do not rely on this endpoint alone for immutable copies")
 
 

@@ -12,8 +12,10 @@ from backupctl.catalog import open_catalog
 from backupctl.catalog import s3 as s3_rows
 from backupctl.progress import NullProgress
 from backupctl.repofiles import list_repository
+from backupctl.s3.audit import audit_target
 from backupctl.s3.bucket import init_bucket
 from backupctl.s3.client import connect
+from backupctl.targets import make_target
 from tests.s3.conftest import BIG_PACK_BYTES
 
 
@@ -58,3 +60,26 @@ def test_second_run_uploads_nothing(engine, make_config):
     assert first.ok and again.ok, (first.error, again.error)
     assert again.report.uploaded == 0
     assert again.report.skipped == first.report.uploaded
+
+
+def test_multipart_upload_gets_its_lock_set_afterwards(engine, make_config, staging):
+    # both engines drop the lock headers of a multipart upload (see the probe): backupctl must notice by
+    # reading the lock back, set it with PutObjectRetention and remember that the endpoint needs it
+    config = make_config(engine, multipart_threshold_mib=5, part_size_mib=5)
+    cfg = config.target("vault")
+    with open_catalog(config.catalog_path) as catalog:
+        target = make_target(config, "vault", catalog)
+        init_bucket(target.bucket)
+        outcome = replicate_to(config, catalog, "vault", NullProgress())
+        assert outcome.ok, outcome.error
+        recorded = target.recorded()
+        assert s3_rows.endpoint_drops_lock_headers(catalog, "vault", target.location)
+        assert audit_target(target, list_repository(staging.repository), NullProgress()).ok
+    big = [f for f in list_repository(staging.repository) if f.size > 5 * 1024 * 1024]
+    assert big
+    for f in big:
+        assert recorded[f.rel].lock_fixed and recorded[f.rel].md5.endswith("-3")
+        head = target.bucket.client.head_object(Bucket=cfg.bucket, Key=f.rel,
+                                                VersionId=recorded[f.rel].version_id)
+        assert head["ObjectLockMode"] == "COMPLIANCE"
+    assert any("dropped the lock headers" in n for n in outcome.report.notes)
