@@ -22,7 +22,7 @@ from backupctl.targets import make_target
 
 def wait_for_clock(when: datetime) -> None:
     """Let the wall clock pass `when` (servers stamp versions with it; moto keeps whole seconds)."""
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + max(0.0, (when - datetime.now(UTC)).total_seconds()) + 5
     while datetime.now(UTC) <= when:
         assert time.monotonic() < deadline
         time.sleep(0.05)

@@ -17,6 +17,7 @@ from backupctl.repofiles import list_repository
 from backupctl.repository import replica_restic
 from backupctl.s3.bucket import init_bucket
 from backupctl.s3.expire import expire
+from backupctl.s3.objects import parse_iso
 from backupctl.s3.recover import recover
 from backupctl.targets import make_target
 from tests.s3.test_s3_attack import wait_for_clock
@@ -66,31 +67,37 @@ def test_old_objects_needed_by_a_newer_snapshot_are_extended(engine, make_config
 def test_expire_deletes_only_unneeded_objects_after_their_lock(engine, make_config, staging, tmp_path):
     extra = tmp_path / "new-study"
     extra.mkdir()
-    config = make_config(engine, retention_days=6 / DAY, extend_slack_days=0,
+    (extra / "image.bin").write_bytes(os.urandom(300_000))
+    config = make_config(engine, retention_days=5 / DAY, extend_slack_days=0,
                          sources=[staging.archive, extra], job_extra="\n[retention]\nkeep_last = 1\n")
+    latest = run_backup(config, "pacs", replicate=False)       # staging now holds two snapshots
+    old_snapshot = f"snapshots/{staging.snapshots[0]}"
     with open_catalog(config.catalog_path) as catalog:
         target = make_target(config, "vault", catalog)
         init_bucket(target.bucket)
-        t0 = datetime.now(UTC)
         assert replicate_to(config, catalog, "vault", NullProgress()).ok
-        (extra / "image.bin").write_bytes(os.urandom(300_000))
-        latest = run_backup(config, "pacs", replicate=False)
-        forgotten = apply_retention(config, "pacs")
+        forgotten = apply_retention(config, "pacs")               # restic forget --keep-last 1 --prune
         assert [s["id"] for s in forgotten.removed] == staging.snapshots
         assert replicate_to(config, catalog, "vault", NullProgress()).ok
-        old_snapshot = f"snapshots/{staging.snapshots[0]}"
-
-        early = expire(target, config.staging_repository)
-        assert not early.deleted
-        assert any(k.startswith(old_snapshot) for k in early.kept_locked)
-        assert early.kept_needed == len(list_repository(config.staging_repository))
-
-        wait_for_clock(t0 + timedelta(seconds=7))
-        late = expire(target, config.staging_repository)
-        assert any(d.startswith(old_snapshot) for d in late.deleted)
-        assert not late.refused
         needed = {f.rel for f in list_repository(config.staging_repository)}
-        assert not any(d.split("@")[0] in needed for d in late.deleted)
+        unneeded = {rel: parse_iso(o.retain_until) for rel, o in target.recorded().items() if rel not in needed}
+        assert old_snapshot in unneeded
+
+        started = datetime.now(UTC)
+        early = expire(target, config.staging_repository)
+        assert early.kept_needed == len(needed)
+        assert not early.refused
+        for item in early.deleted:                      # only what was already unlocked when expire began
+            assert unneeded[item.split("@")[0]] <= datetime.now(UTC), item
+        if unneeded[old_snapshot] > datetime.now(UTC):   # 5 s locks: normally still locked here
+            assert any(k.startswith(old_snapshot) for k in early.kept_locked)
+        assert started < unneeded[old_snapshot]
+
+        wait_for_clock(max(unneeded.values()) + timedelta(seconds=1))
+        late = expire(target, config.staging_repository)
+        gone = {d.split("@")[0] for d in early.deleted + late.deleted}
+        assert gone == set(unneeded)
+        assert not late.kept_locked and not late.refused and late.kept_needed == len(needed)
 
         rebuilt = recover(target, tmp_path / "rebuilt", as_of=None)
     assert rebuilt.ok, rebuilt.skipped
