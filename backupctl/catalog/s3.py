@@ -101,3 +101,24 @@ def record_probe(catalog: Catalog, target: str, location: str, endpoint: str, re
     with catalog.transaction() as tx:
         tx.execute("UPDATE s3_endpoints SET last_probe=? WHERE target=? AND location=?",
                    (json.dumps(result, sort_keys=True), target, location))
+
+
+def summary(catalog: Catalog, target: str, location: str) -> dict[str, Any]:
+    """What the catalog knows about one S3 copy: object counts, lock range, endpoint quirks, last probe."""
+    row = catalog.query(
+        "SELECT count(*) AS objects, coalesce(sum(size), 0) AS bytes, min(retain_until) AS earliest_unlock, "
+        "max(retain_until) AS latest_unlock, coalesce(sum(lock_fixed), 0) AS locks_set_afterwards, "
+        "max(uploaded) AS last_upload, max(extended) AS last_extension "
+        "FROM s3_objects WHERE target=? AND location=? AND state='live'", (target, location))[0]
+    states = {r["state"]: r["n"] for r in catalog.query(
+        "SELECT state, count(*) AS n FROM s3_objects WHERE target=? AND location=? GROUP BY state",
+        (target, location))}
+    endpoint = catalog.query("SELECT * FROM s3_endpoints WHERE target=? AND location=?", (target, location))
+    info = dict(row)
+    info["versions_by_state"] = states
+    if endpoint:
+        e = endpoint[0]
+        info["endpoint"] = e["endpoint"]
+        info["drops_lock_headers"] = bool(e["drops_lock_headers"])
+        info["last_probe"] = json.loads(e["last_probe"]) if e["last_probe"] else None
+    return info

@@ -30,6 +30,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(target_app, name="target")
     app.add_typer(s3_app, name="s3")
     dev.app.command("s3-server")(s3_server)
+    dev.app.command("rgw-up")(rgw_up)
+    dev.app.command("rgw-down")(rgw_down)
 
 
 def _s3_target(config, name: str, catalog) -> S3Target:  # noqa: ANN001
@@ -71,6 +73,32 @@ def target_init(
         out.print(f"{verb} bucket '{target.cfg.bucket}' at {target.bucket.endpoint}: versioning Enabled, "
                   f"Object Lock on; objects will be locked {target.cfg.lock_mode} for "
                   f"{target.cfg.retention_days:g} days")
+
+
+@s3_app.command("status")
+def status(
+    name: Annotated[str, typer.Argument(help="S3 target name.")],
+    json_output: JsonOpt = False,
+) -> None:
+    """What the catalog knows about an S3 copy (no network): objects, lock range, endpoint quirks."""
+    from backupctl.catalog import s3 as s3_rows
+
+    config = common.load()
+    with open_catalog(config.catalog_path) as catalog:
+        target = _s3_target(config, name, catalog)
+        info = {"target": name, "location": target.location, **s3_rows.summary(catalog, name, target.location)}
+    if json_output:
+        print_json(info)
+        return
+    out.print(f"{name} ({info['location']}): {info['objects']} objects ({human_bytes(info['bytes'])}) recorded; "
+              f"locks run out between {info['earliest_unlock'] or '-'} and {info['latest_unlock'] or '-'}")
+    if info.get("drops_lock_headers"):
+        out.print(f"  the endpoint dropped lock headers before; {info['locks_set_afterwards']} locks were set "
+                  "afterwards with PutObjectRetention")
+    probe = info.get("last_probe")
+    if probe:
+        verdict = "enforces WORM" if probe.get("enforced") else f"findings: {', '.join(probe['findings'])}"
+        out.print(f"  last probe: {verdict}")
 
 
 @s3_app.command("audit")
@@ -229,3 +257,33 @@ def s3_server(
                 raise UsageError("the embedded S3 server exited")
     finally:
         server.stop()
+
+
+def rgw_up(
+    base: Annotated[Path, typer.Option("--base", help="Folder for the cluster's state (created).")],
+    json_output: JsonOpt = False,
+) -> None:
+    """Start a single-node Ceph RGW on 127.0.0.1 (memstore: all data in RAM). For tests and probes only.
+    Writes BASE/s3-credentials (0600) for `credentials.source = "file"`; never prints the secret key."""
+    from backupctl.dev.rgw import RgwCluster
+    from backupctl.fsutil import atomic_write_text
+
+    info = RgwCluster(base).up()
+    creds = base.absolute() / "s3-credentials"
+    atomic_write_text(creds, f"[default]\naws_access_key_id = {info.access_key}\n"
+                             f"aws_secret_access_key = {info.secret_key}\n", mode=0o600)
+    if json_output:
+        print_json({"endpoint": info.endpoint, "credentials_file": str(creds)})
+    else:
+        out.print(f"Ceph RGW at {info.endpoint}; credentials in {creds}; stop it with "
+                  f"`backupctl dev rgw-down --base {base}`")
+
+
+def rgw_down(
+    base: Annotated[Path, typer.Option("--base", help="The folder given to rgw-up.")],
+) -> None:
+    """Stop the daemons `dev rgw-up` started (by their PID files)."""
+    from backupctl.dev.rgw import RgwCluster
+
+    clean = RgwCluster(base).down()
+    out.print("stopped" if clean else "stopped (some daemons needed SIGKILL)")

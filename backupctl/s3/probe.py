@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 import botocore.exceptions as bex
 
 from backupctl.progress import NullProgress, Progress
-from backupctl.s3.client import Bucket, error_code
+from backupctl.s3.client import Bucket, error_code, translate_errors
 from backupctl.s3.objects import lock_deadline
 
 MIB = 1024 * 1024
@@ -252,5 +252,5 @@ class _Probe:
 def probe(bucket: Bucket, *, canary_seconds: int = 5, progress: Progress | None = None) -> ProbeResult:
     """Probe the endpoint and credential of `bucket` (the backup bucket itself is never touched)."""
     runner = _Probe(bucket, canary_seconds)
-    with bucket.call("the WORM probe"):
+    with translate_errors("the WORM probe", bucket.endpoint, runner.name):
         return runner.run(progress or NullProgress())

@@ -147,6 +147,9 @@ class S3Target(Target):
     def _check_same_repository(self, staging: Path, listing: dict[str, KeyVersions],
                                recorded: dict[str, S3Object]) -> None:
         """Never mix two restic repositories under one prefix."""
+        if not (staging / "config").is_file():
+            raise TargetError(f"{staging} is not a restic repository (no config file)",
+                              hint="run `backupctl init`, or fix [staging] repository")
         digest = s3obj.digest_file(staging / "config")
         mine = recorded.get("config")
         theirs = listing.get("config")

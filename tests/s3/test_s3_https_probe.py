@@ -81,6 +81,8 @@ def test_cli_replicate_audit_recover_restore(engine, make_config, staging, cli, 
     assert cli(config, "target", "init", "vault").code == 0
     assert cli(config, "target", "init", "vault").code == 0          # idempotent: checks the bucket
     assert cli(config, "replicate", "--target", "vault").code == 0
+    status = json.loads(cli(config, "s3", "status", "vault", "--json").out)
+    assert status["objects"] > 0 and status["earliest_unlock"] <= status["latest_unlock"]
     audit = cli(config, "s3", "audit", "vault", "--json")
     report = json.loads(audit.out)
     assert audit.code == 0 and report["ok"] and report["objects"] == report["locked"] > 0
