@@ -6,7 +6,7 @@ backupctl additionally checks each file against its name, reads each lock back a
 the catalog; the target is >= 0.9x the plain loop's throughput. Then an incremental run with nothing new
 must list the bucket once and upload nothing (requests are counted with botocore's event hooks).
 
-    python -m benchmarks.s3_replication [--mib 96] [--rounds 2] [--json]
+    python -m benchmarks.s3_replication [--mib 160] [--rounds 3] [--json]
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def count_requests(client: Any) -> Counter:
     return counts
 
 
-def run(mib: int = 96, rounds: int = 2) -> dict[str, Any]:
+def run(mib: int = 160, rounds: int = 3) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-s3-") as tmp, EmbeddedS3() as server:
         config = load_config(build_staging(Path(tmp), server.endpoint, mib))
         staging = config.staging_repository
@@ -127,8 +127,8 @@ def run(mib: int = 96, rounds: int = 2) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mib", type=int, default=96)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--mib", type=int, default=160)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = run(args.mib, args.rounds)

@@ -65,6 +65,22 @@ def digest_file(path: Path) -> Digest:
     return Digest(size, sha.hexdigest(), md5.hexdigest())
 
 
+def digest_bytes(data: bytes) -> Digest:
+    return Digest(len(data), hashlib.sha256(data).hexdigest(), hashlib.md5(data, usedforsecurity=False).hexdigest())
+
+
+# files up to this size are read once: the bytes hashed are the bytes sent (restic packs are ~16-128 MiB)
+IN_MEMORY_LIMIT = 256 * 1024 * 1024
+
+
+def read_for_upload(path: Path) -> tuple[bytes | None, Digest]:
+    """The file's bytes (None when too big to hold) and their digest."""
+    if path.stat().st_size <= IN_MEMORY_LIMIT:
+        data = path.read_bytes()
+        return data, digest_bytes(data)
+    return None, digest_file(path)
+
+
 def lock_deadline(now: datetime, days: float) -> datetime:
     """now + days, rounded up to a whole second (servers keep seconds; rounding up never shortens)."""
     t = now + timedelta(days=days)
@@ -122,8 +138,10 @@ def _check_stored(bucket: Bucket, key: str, digest: Digest, etag: str, head: dic
                              hint="retry the replication; a new version is uploaded")
 
 
-def _put_single(bucket: Bucket, key: str, path: Path, digest: Digest, mode: str, until: datetime) -> dict:
-    with open(path, "rb") as body, bucket.call(f"PutObject {key}"):
+def _put_single(bucket: Bucket, key: str, path: Path, digest: Digest, mode: str, until: datetime,
+                data: bytes | None) -> dict:
+    with contextlib.ExitStack() as stack, bucket.call(f"PutObject {key}"):
+        body = data if data is not None else stack.enter_context(open(path, "rb"))
         return bucket.client.put_object(
             Bucket=bucket.name, Key=key, Body=body, ContentLength=digest.size,
             ContentMD5=digest.md5_b64, ChecksumAlgorithm="SHA256", ChecksumSHA256=digest.sha256_b64,
@@ -164,13 +182,14 @@ def _put_multipart(bucket: Bucket, key: str, path: Path, part_size: int, mode: s
 
 
 def upload_locked(bucket: Bucket, rel: str, path: Path, digest: Digest, mode: str, until: datetime,
-                  required: datetime, *, multipart_threshold: int, part_size: int) -> S3Object:
+                  required: datetime, *, multipart_threshold: int, part_size: int,
+                  data: bytes | None = None) -> S3Object:
     """Upload one file as a new locked version and prove it: bytes, ETag and lock read back."""
     key = bucket.key(rel)
     if digest.size > multipart_threshold:
         answer, expected_etag = _put_multipart(bucket, key, path, part_size, mode, until)
     else:
-        answer, expected_etag = _put_single(bucket, key, path, digest, mode, until), digest.md5
+        answer, expected_etag = _put_single(bucket, key, path, digest, mode, until, data), digest.md5
     version_id = answer.get("VersionId")
     if not version_id or version_id == "null":
         raise S3BucketNotLocked(f"bucket '{bucket.name}' did not version {key}",

@@ -242,7 +242,7 @@ class S3Target(Target):
                   deadlines: Deadlines) -> Callable[[], S3Object]:
         def run() -> S3Object:
             path = staging / f.rel
-            digest = s3obj.digest_file(path)
+            data, digest = s3obj.read_for_upload(path)
             if f.named_by_hash and digest.sha256 != f.name:
                 raise IntegrityError(f"staging file {path} does not match its name (SHA-256 "
                                      f"{digest.sha256[:12]}…); not uploaded",
@@ -258,7 +258,7 @@ class S3Target(Target):
             return s3obj.upload_locked(self.bucket, f.rel, path, digest, self.cfg.lock_mode, until,
                                        deadlines.required,
                                        multipart_threshold=self.cfg.multipart_threshold_mib * MIB,
-                                       part_size=self.cfg.part_size_mib * MIB)
+                                       part_size=self.cfg.part_size_mib * MIB, data=data)
         return run
 
     def _extender(self, f: RepoFile, rec: S3Object, deadlines: Deadlines) -> Callable[[], S3Object]:
