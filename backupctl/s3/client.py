@@ -6,6 +6,7 @@ Keys never leave this module: they are not logged, not put in messages and never
 from __future__ import annotations
 
 import configparser
+import logging
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -162,9 +163,19 @@ def tls_verify(cfg: S3TargetConfig, resolve: Resolve) -> bool | str:
     return cfg.verify_tls
 
 
+def _quiet_wire_logs() -> None:
+    """botocore's debug log shows request headers (the access key id, signatures): never let it through,
+    not even with --debug."""
+    for name in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
+
+
 def connect(target: str, cfg: S3TargetConfig, resolve: Resolve, *, credentials: S3Credentials | None = None,
             max_attempts: int | None = None) -> Bucket:
     """A client for `target` with its writer credential (or `credentials`, e.g. the expire one)."""
+    _quiet_wire_logs()
     session = make_session(credentials or cfg.credentials, resolve)
     client = session.client("s3", endpoint_url=cfg.endpoint, verify=tls_verify(cfg, resolve),
                             config=botocore_config(cfg, max_attempts=max_attempts))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import boto3
 import pytest
 
+from backupctl.cli import run
 from backupctl.config import load_config
 from backupctl.s3.server import free_port
 from tests.s3.conftest import unique_bucket
@@ -113,10 +117,19 @@ def test_config_errors_are_one_line(moto_engine, make_config, cli, setting, mess
     at = lines.index("[targets.vault]") + 1
     lines.insert(at, setting)
     config.path.write_text("\n".join(lines) + "\n")
-    from backupctl.cli import run
-
     code = run(["--config", str(config.path), "target", "init", "vault"])
     assert code == 2
     with pytest.raises(Exception) as info:
         load_config(config.path)
     assert message in str(info.value)
+
+
+
+def test_debug_log_never_shows_the_access_key(moto_engine, make_config):
+    # botocore's debug log prints request headers (Credential=<access key id>/...): --debug must not
+    config = make_config(moto_engine)
+    proc = subprocess.run([sys.executable, "-m", "backupctl", "--config", str(config.path), "--debug",
+                           "target", "init", "vault"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "testing-writer" not in proc.stderr + proc.stdout   # without the guard it shows 6 times
+    assert "testing-secret" not in proc.stderr + proc.stdout
