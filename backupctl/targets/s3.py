@@ -131,11 +131,14 @@ class S3Target(Target):
 
     def local_repository(self, scratch: Path) -> Path:
         """A restic repository rebuilt under `scratch` from the versions the catalog recorded (never from
-        whatever is current in the bucket, which an attacker may have overwritten)."""
+        whatever is current in the bucket, which an attacker may have overwritten). With no record at all
+        (the backup host and its catalog were lost) it takes the current versions, each still checked
+        against its name, falling back to older versions where the current one is damaged."""
         from backupctl.s3.recover import recover
 
         dest = scratch / f"s3-{self.name}"
-        outcome = recover(self, dest, as_of=None)
+        as_of = None if self.recorded() else datetime.now(UTC)
+        outcome = recover(self, dest, as_of=as_of)
         if not outcome.ok:
             raise TargetError(f"the S3 copy {self.location} could not be rebuilt completely: "
                               f"{len(outcome.skipped)} files skipped (first: {outcome.skipped[0]})",

@@ -85,3 +85,18 @@ def test_restore_from_target_uses_recorded_versions(engine, make_config, staging
     outcome = restore_snapshot(config, staging.snapshots[0], tmp_path / "out", copy="vault")
     assert outcome.files > 0
     assert same_tree(staging.archive, tmp_path / "out" / staging.archive.relative_to("/"))
+
+
+def test_restore_from_target_after_losing_the_catalog(engine, make_config, staging, tmp_path):
+    config = make_config(engine)
+    with open_catalog(config.catalog_path) as catalog:
+        target = make_target(config, "vault", catalog)
+        init_bucket(target.bucket)
+        assert replicate_to(config, catalog, "vault", NullProgress()).ok
+        pack = next(f for f in list_repository(staging.repository) if f.kind == "data")
+        target.bucket.client.put_object(Bucket=target.cfg.bucket, Key=pack.rel, Body=b"garbage")
+    for leftover in config.catalog_path.parent.glob(config.catalog_path.name + "*"):
+        leftover.unlink()                              # the backup host's catalog is gone
+    outcome = restore_snapshot(config, staging.snapshots[0], tmp_path / "out", copy="vault")
+    assert outcome.files > 0
+    assert same_tree(staging.archive, tmp_path / "out" / staging.archive.relative_to("/"))
