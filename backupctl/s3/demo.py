@@ -1,8 +1,10 @@
 """The S3 part of `backupctl demo`: replicate to the embedded S3, audit, attack, recover, probe.
 
-Wiring (in `backupctl.demo`): start `demo_s3_server(workdir)` before the backup step and put the TOML body it
-yields into `ctx.extra_targets[DEMO_TARGET]`; after the backup step call `demo_s3(config, DEMO_TARGET,
-progress)` for the `"s3"` key; leave the context when the demo ends (it stops the server).
+Wiring (in `backupctl.demo`), either of:
+- `("s3", step_s3)` in STEPS after the backup step: self-contained, it starts the embedded server, adds the
+  `vault` target to the demo's backupctl.toml as an operator would, runs `demo_s3` and stops the server;
+- or, to keep the server for the whole demo: enter `demo_s3_server(workdir)` before the backup step, put the
+  TOML body it yields into `ctx.extra_targets[DEMO_TARGET]`, and call `demo_s3(config, DEMO_TARGET, progress)`.
 """
 
 from __future__ import annotations
@@ -120,3 +122,17 @@ def _attack_and_recover(config: Config, target: S3Target, files: list, progress:
     return {"ok": outcome.ok and {pack.rel, snap.rel} <= named and locked_delete_refused,
             "audit_findings": len(found), "named": sorted(named), "locked_delete_refused": locked_delete_refused,
             "recovered_files": outcome.files, "restic_check": "passed"}
+
+
+def step_s3(ctx: Any) -> dict[str, Any]:
+    """A `backupctl.demo` step: needs `ctx.config` with a staging repository holding a snapshot."""
+    from backupctl.config import load_config
+
+    config = ctx.config
+    assert config is not None
+    with demo_s3_server(ctx.workdir) as body:
+        text = config.path.read_text()
+        if f"[targets.{DEMO_TARGET}]" not in text:
+            config.path.write_text(f"{text.rstrip()}\n\n[targets.{DEMO_TARGET}]\n{body}")
+        ctx.config = config = load_config(config.path)
+        return demo_s3(config, DEMO_TARGET, ctx.progress)
