@@ -143,3 +143,14 @@ class S3BucketNotLocked(S3Error):
 
 class S3LockNotHonoured(S3Error):
     """The server kept an object without the lock it was asked for, even after PutObjectRetention."""
+
+
+# restore drills ------------------------------------------------------------------------------------------
+
+
+class DrillFailed(BackupctlError):
+    """A restore drill ran to its end and a check failed or the RTO was missed (recorded in the catalog)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, drill_id: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.drill_id = drill_id
