@@ -130,9 +130,10 @@ def step_s3(ctx: Any) -> dict[str, Any]:
 
     config = ctx.config
     assert config is not None
-    with demo_s3_server(ctx.workdir) as body:
-        text = config.path.read_text()
-        if f"[targets.{DEMO_TARGET}]" not in text:
-            config.path.write_text(f"{text.rstrip()}\n\n[targets.{DEMO_TARGET}]\n{body}")
-        ctx.config = config = load_config(config.path)
-        return demo_s3(config, DEMO_TARGET, ctx.progress)
+    # the server outlives this step: the drill after it restores from this immutable copy
+    body = ctx.resources.enter_context(demo_s3_server(ctx.workdir))
+    text = config.path.read_text()
+    if f"[targets.{DEMO_TARGET}]" not in text:
+        config.path.write_text(f"{text.rstrip()}\n\n[targets.{DEMO_TARGET}]\n{body}")
+    ctx.config = config = load_config(config.path)
+    return demo_s3(config, DEMO_TARGET, ctx.progress)
