@@ -33,11 +33,12 @@ def _check_name(value: str) -> str:
 
 
 def validate_cron(expr: str, timezone: str = "UTC") -> str:
-    from apscheduler.triggers.cron import CronTrigger
+    # crontab weekday numbers (0 = Sunday) are translated there; APScheduler 3.x counts from Monday
+    from backupctl.scheduler.triggers import cron_trigger
 
     try:
-        CronTrigger.from_crontab(expr, timezone=timezone)
-    except (ValueError, KeyError) as exc:
+        cron_trigger(expr, timezone)
+    except (ValueError, KeyError, LookupError) as exc:
         raise ValueError(f"a 5-field cron expression like '0 2 * * *' ({exc})") from None
     return expr
 
@@ -121,12 +122,98 @@ class S3TargetConfig(Strict):
 TargetConfig = Annotated[MediaTargetConfig | S3TargetConfig, Field(discriminator="type")]
 
 
+# scheduler and notifications --------------------------------------------------------------------------
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+class SchedulerConfig(Strict):
+    """`backupctl scheduler run`: catch-up policy, stopping, locks, metrics and logs of the daemon."""
+
+    misfire_grace_seconds: float = Field(default=6 * 3600, ge=1)   # a run missed by less still runs (once)
+    stop_grace_seconds: float = Field(default=300, ge=0)           # SIGTERM: let running jobs finish this long
+    lock_wait_seconds: float = Field(default=4 * 3600, ge=0)       # scheduled runs queue for the repository lock
+    max_parallel_jobs: int = Field(default=2, ge=1, le=16)
+    metrics_textfile: Path | None = Path("var/metrics/backupctl.prom")   # "" = none
+    metrics_listen: str | None = None        # "127.0.0.1:9898": serve /metrics on loopback
+    log_format: Literal["text", "json"] = "text"
+    stale_factor: float = Field(default=1.5, gt=1)   # stale when the last success is older than factor x interval
+
+    @field_validator("metrics_textfile", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _loopback(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        host, sep, port = value.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected HOST:PORT such as '127.0.0.1:9898'")
+        if host not in LOOPBACK_HOSTS:
+            raise ValueError("expected a loopback address (127.0.0.1, ::1 or localhost); put a TLS proxy in front "
+                             "to expose metrics further")
+        return value
+
+
+NotifyEvent = Literal["start", "success", "failure"]
+
+
+class NotifyConfig(Strict):
+    """Where a job's outcome is reported. URLs carry tokens: they come from a file (0600) or an environment
+    variable, never from this file, and are never logged in full."""
+
+    webhook_url_file: Path | None = None
+    webhook_url_env: str | None = None
+    webhook_events: list[NotifyEvent] = ["failure"]
+    ping_url_file: Path | None = None        # healthchecks-style: URL/start, URL (success), URL/fail
+    ping_url_env: str | None = None
+    email_to: list[str] = []
+    email_events: list[NotifyEvent] = ["failure"]
+    timeout_seconds: float = Field(default=10, gt=0, le=300)
+    retries: int = Field(default=3, ge=0, le=10)           # after the first attempt
+    backoff_seconds: float = Field(default=2, ge=0, le=600)  # doubled after each failed attempt
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> NotifyConfig:
+        if self.webhook_url_file is not None and self.webhook_url_env is not None:
+            raise ValueError("set webhook_url_file or webhook_url_env, not both")
+        if self.ping_url_file is not None and self.ping_url_env is not None:
+            raise ValueError("set ping_url_file or ping_url_env, not both")
+        return self
+
+    def merged(self, override: NotifyConfig | None) -> NotifyConfig:
+        """These defaults with the fields `override` sets explicitly (a job's [notify] over the global one)."""
+        if override is None:
+            return self
+        return self.model_copy(update={k: getattr(override, k) for k in override.model_fields_set})
+
+
+class SmtpConfig(Strict):
+    """Optional e-mail for notifications (`email_to` in [notify])."""
+
+    host: str
+    port: int = Field(default=587, gt=0, lt=65536)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    sender: str
+    timeout_seconds: float = Field(default=30, gt=0)
+
+
 class Settings(Strict):
     catalog: CatalogConfig = CatalogConfig()
     staging: StagingConfig = StagingConfig()
     paths: PathsConfig = PathsConfig()
     signing: SigningConfig = SigningConfig()
     targets: dict[str, TargetConfig] = {}
+    scheduler: SchedulerConfig = SchedulerConfig()
+    notify: NotifyConfig = NotifyConfig()     # defaults for every job and drill; their [notify] overrides
+    smtp: SmtpConfig | None = None
 
     @field_validator("targets")
     @classmethod
@@ -163,6 +250,7 @@ class Job(Strict):
     retention: Retention = Retention()
     tags: list[str] = []
     expected_interval_hours: float | None = Field(default=None, gt=0)
+    notify: NotifyConfig | None = None
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
 
@@ -191,6 +279,7 @@ class Drill(Strict):
     schedule: str | None = None
     timezone: str = "UTC"
     scratch: Path | None = None
+    notify: NotifyConfig | None = None
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
 
