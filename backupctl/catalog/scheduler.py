@@ -109,5 +109,10 @@ def failure_counts(catalog: Catalog, like: str) -> dict[tuple[str, str], int]:
     return {(r["kind"], r["job"]): int(r["n"]) for r in rows}
 
 
+def last_run_like(catalog: Catalog, job: str, like: str) -> dict | None:
+    rows = catalog.query("SELECT * FROM runs WHERE job=? AND kind LIKE ? ORDER BY id DESC LIMIT 1", (job, like))
+    return dict(rows[0]) if rows else None
+
+
 def table_exists(catalog: Catalog, name: str) -> bool:
     return bool(catalog.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)))
