@@ -87,9 +87,21 @@ def job_freshness(config: Config, catalog: Catalog, now: datetime | None = None)
     factor = config.settings.scheduler.stale_factor
     last = sched_rows.last_runs_by_kind(catalog, "backup")
     ok = sched_rows.last_runs_by_kind(catalog, "backup", "success")
-    return [_freshness("backup", name, last.get(("backup", name)), ok.get(("backup", name)),
+    executions = sched_rows.last_executions(catalog)
+    return [_freshness("backup", name, _latest(last.get(("backup", name)), executions.get(f"backup:{name}")),
+                       ok.get(("backup", name)),
                        expected_seconds(job.schedule, job.timezone, job.expected_interval_hours, now), factor, now)
             for name, job in sorted(config.jobs.items())]
+
+
+def _latest(run: dict | None, execution: dict | None) -> dict | None:
+    """The job's latest outcome: its last backup run, or a later scheduled execution that failed before any
+    run was recorded (sources missing, config broken) or was missed while the daemon was down."""
+    if execution is None or execution["status"] in ("running", "skipped", "success"):
+        return run
+    if run is not None and run["started"] >= execution["started"]:
+        return run
+    return execution
 
 
 def replica_freshness(config: Config, catalog: Catalog, now: datetime | None = None) -> list[Freshness]:

@@ -90,5 +90,6 @@ def setup_logging(fmt: str = "text", level: int = logging.INFO, stream: TextIO |
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonLinesFormatter() if fmt == "json" else TextFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
-    # APScheduler's own INFO lines ("Added job", "Running job") repeat ours; keep its warnings
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # APScheduler's own lines ("Running job", "skipped: maximum number of running instances", "missed by")
+    # repeat ours, which carry the job and execution ids; keep its errors (e.g. a job it cannot restore)
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
