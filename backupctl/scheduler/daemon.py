@@ -102,6 +102,27 @@ def sync_schedules(scheduler: BackgroundScheduler, config: Config, config_path: 
     return changes
 
 
+def report_missed(scheduler: BackgroundScheduler, grace: float) -> None:
+    """At start, say what the catch-up policy will do with runs that came due while the daemon was down."""
+    now = datetime.now(UTC)
+    for job in scheduler.get_jobs():
+        if job.next_run_time is None or job.next_run_time > now:
+            continue
+        missed = job._get_run_times(now)  # what APScheduler itself will coalesce
+        if not missed:
+            continue
+        with log_context(schedule=job.id):
+            late = (now - missed[-1]).total_seconds()
+            if late <= grace:
+                log.warning("%s: %d run time(s) missed while the scheduler was down (first due %s); running once "
+                            "now (late; missed runs are coalesced)", job.id, len(missed),
+                            missed[0].isoformat(timespec="seconds"))
+            else:
+                log.warning("%s: %d run time(s) missed while the scheduler was down, the latest %.0f s ago, more "
+                            "than misfire_grace_seconds (%.0f s): not run now, recorded as missed", job.id,
+                            len(missed), late, grace)
+
+
 class Daemon:
     def __init__(self, config_path: Path, log_format: str | None = None) -> None:
         self.config_path = str(config_path.absolute())
@@ -114,6 +135,8 @@ class Daemon:
         self.last_reload: str | None = None
         self.started = utcnow()
         self._children: dict[int, subprocess.Popen[str]] = {}
+        self._active = 0                        # executions in progress (child running or notifying)
+        self._next_runs: dict[str, float | None] = {}
         self._lock = threading.Lock()
         self._side = SideTasks(max_workers=2, thread_name_prefix="backupctl-side")
         self._metrics_server: Any = None
@@ -136,8 +159,15 @@ class Daemon:
             self._children.pop(proc.pid, None)
         self.wakeup.notify()
 
+    def execution_started(self, schedule: str) -> None:
+        with self._lock:
+            self._active += 1
+
     def execution_finished(self, schedule: str) -> None:
+        with self._lock:
+            self._active -= 1
         self.write_outputs()
+        self.wakeup.notify()
 
     # lifecycle -----------------------------------------------------------------------------------------------
 
@@ -148,6 +178,7 @@ class Daemon:
             self.scheduler = self._make_scheduler()
             self.scheduler.start(paused=True)
             changes = sync_schedules(self.scheduler, self.config, self.config_path)
+            report_missed(self.scheduler, self.config.settings.scheduler.misfire_grace_seconds)
             runner.set_host(self)
             self._install_signals()
             self._start_metrics_server()
@@ -248,13 +279,22 @@ class Daemon:
             for proc in self._running_children():
                 log.error("job process %d did not stop; killing it", proc.pid)
                 _signal(proc, signal.SIGKILL)
+        # APScheduler's shutdown holds its job store lock while it joins the workers, so the executions must
+        # be over (records written, notifications sent) before it is called
+        deadline = time.monotonic() + 120
+        while self._active_executions() and time.monotonic() < deadline:
+            self._handle(self.wakeup.wait(min(1.0, deadline - time.monotonic())))
         if scheduler is not None and scheduler.running:
-            scheduler.shutdown(wait=True)
+            scheduler.shutdown(wait=not self._active_executions())
         self._side.shutdown(wait=True)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         self.write_outputs(up=False)
         log.info("scheduler stopped")
+
+    def _active_executions(self) -> int:
+        with self._lock:
+            return self._active
 
     def _running_children(self) -> list[subprocess.Popen[str]]:
         with self._lock:
@@ -277,9 +317,9 @@ class Daemon:
         with log_context(schedule=event.job_id):
             if event.code == EVENT_JOB_SUBMITTED:
                 late = (datetime.now(UTC) - when).total_seconds() if when else 0
-                if late > 60:
-                    log.warning("%s: running the run due at %s now (%.0f s late; missed runs are coalesced)",
-                                event.job_id, when.isoformat(timespec="seconds"), late)
+                if late > 60:  # e.g. every worker was busy, or the host was suspended
+                    log.warning("%s: starting the run due at %s %.0f s late", event.job_id,
+                                when.isoformat(timespec="seconds"), late)
                 return
             if event.code == EVENT_JOB_MISSED:
                 msg = (f"run due at {when.isoformat(timespec='seconds')} was missed by more than "
@@ -312,10 +352,10 @@ class Daemon:
     # outputs: state file, metrics ----------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        next_runs: dict[str, float | None] = {}
-        if self.scheduler is not None:
-            for job in self.scheduler.get_jobs():
-                next_runs[job.id] = job.next_run_time.timestamp() if job.next_run_time else None
+        if self.scheduler is not None and not self.stop_event.is_set():
+            self._next_runs = {job.id: job.next_run_time.timestamp() if job.next_run_time else None
+                               for job in self.scheduler.get_jobs()}
+        next_runs = self._next_runs  # while stopping, the last known ones: the scheduler may be locked
         return {"pid": os.getpid(), "started": self.started, "config": self.config_path,
                 "reload_error": self.reload_error, "last_reload": self.last_reload, "next_runs": next_runs,
                 "log_format": self.log_format, "metrics_listen": self.config.settings.scheduler.metrics_listen}

@@ -46,6 +46,8 @@ class Host(Protocol):
 
     def forget_child(self, proc: subprocess.Popen[str]) -> None: ...
 
+    def execution_started(self, schedule: str) -> None: ...
+
     def execution_finished(self, schedule: str) -> None: ...
 
 
@@ -82,8 +84,12 @@ class Execution:
 
     def run(self) -> str:
         fields = {"job" if self.kind == "backup" else "drill": self.name}
-        with log_context(schedule=self.schedule, execution=self.execution, **fields):
-            return self._run()
+        self.host.execution_started(self.schedule)
+        try:
+            with log_context(schedule=self.schedule, execution=self.execution, **fields):
+                return self._run()
+        finally:
+            self.host.execution_finished(self.schedule)
 
     def _run(self) -> str:
         notifier = self._notifier()
@@ -108,7 +114,6 @@ class Execution:
             notice = self._notice(event_of(outcome.status), outcome.status, started, seconds=seconds,
                                   error=outcome.error, run_ids=run_ids, steps=outcome.steps, figures=outcome.figures)
             notifier.send(notice)
-        self.host.execution_finished(self.schedule)
         return outcome.status
 
     def _notifier(self) -> Notifier | None:

@@ -40,6 +40,11 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         time.sleep(interval)  # polling interval of a deadline-bounded wait
 
 
+@pytest.fixture(name="wait_for")
+def wait_for_fixture() -> Callable[..., Any]:
+    return wait_for
+
+
 @dataclass
 class Installation:
     root: Path
