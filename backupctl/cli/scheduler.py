@@ -63,13 +63,13 @@ def exec_job(
     name: Annotated[str, typer.Argument(help="Job or drill name.")],
 ) -> None:
     """Run one scheduled execution in this process (the daemon starts this as a child); prints one JSON line."""
-    from backupctl.scheduler.kinds import EXIT_CODES, ChainResult, StepResult, run_chain
+    from backupctl.scheduler.kinds import EXIT_CODES, ChainResult, StepResult, for_scheduled_runs, run_chain
     from backupctl.scheduler.runner import PARENT_ENV
 
     setup_logging(os.environ.get(FORMAT_ENV, "text"))
     _stop_when_orphaned(os.environ.get(PARENT_ENV))
     try:
-        result = run_chain(common.load(), kind, name, LogProgress(every=60))
+        result = run_chain(for_scheduled_runs(common.load()), kind, name, LogProgress(every=60))
     except BackupctlError as exc:  # bad config or name: still one JSON line for the daemon to record
         result = ChainResult(kind, name, "failed", [StepResult("start", "failed", exc.one_line())], 0.0)
     sys.stdout.write(json.dumps(result.as_dict(), default=str) + "\n")

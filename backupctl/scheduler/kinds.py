@@ -153,6 +153,15 @@ def step_function(step: str) -> StepFn:
     return _plugged(step)
 
 
+def for_scheduled_runs(config: Config) -> Config:
+    """The configuration as a scheduled run uses it: it queues for the repository lock up to
+    `[scheduler] lock_wait_seconds` (a manual run in progress delays it instead of failing it)."""
+    settings = config.settings
+    wait = max(settings.staging.lock_wait_seconds, settings.scheduler.lock_wait_seconds)
+    staging = settings.staging.model_copy(update={"lock_wait_seconds": wait})
+    return Config(config.path, settings.model_copy(update={"staging": staging}), config.jobs, config.drills)
+
+
 # the chain --------------------------------------------------------------------------------------------------
 
 

@@ -172,11 +172,14 @@ def test_sigterm_interrupts_a_running_backup_cleanly_after_the_grace_time(instal
     inst.write_job("slow", 'sources = ["big"]\nschedule = "*/2 * * * * *"\n')
     daemon = start_daemon(inst)
 
-    def running_backup() -> bool:
-        with open_catalog(inst.config().catalog_path) as catalog:
-            return any(r["status"] == "running" for r in run_rows.list_runs(catalog, "slow"))
+    locks = inst.config().staging_repository / "locks"
 
-    wait_for(running_backup, 60, "restic to be backing up")
+    def restic_backing_up() -> bool:
+        with open_catalog(inst.config().catalog_path) as catalog:
+            running = any(r["status"] == "running" for r in run_rows.list_runs(catalog, "slow"))
+        return running and any(locks.iterdir())  # restic holds its repository lock: it is reading
+
+    wait_for(restic_backing_up, 60, "restic to be backing up")
     assert daemon.stop(timeout=120) == 0
     assert daemon.logged("interrupting 1 running job")
 
@@ -187,6 +190,6 @@ def test_sigterm_interrupts_a_running_backup_cleanly_after_the_grace_time(instal
     assert snapshots == []  # nothing half-written is recorded as success
     assert finished(inst, "backup:slow")[0]["status"] == "interrupted"
     assert staging_restic(inst.config()).snapshots() == []
-    assert not any((inst.config().staging_repository / "locks").iterdir())  # restic removed its lock
+    assert not any(locks.iterdir())  # restic was stopped with SIGINT and removed its own lock
     [hook] = [r.json() for r in receiver.matching("/hook/")]
     assert hook["event"] == "failure" and hook["status"] == "interrupted"
