@@ -27,6 +27,7 @@ from backupctl.dicom.synth import ArchiveSpec, write_archive
 from backupctl.errors import BackupctlError
 from backupctl.progress import Progress
 from backupctl.repofiles import list_repository, name_matches_content
+from backupctl.scheduler.demo import step_scheduler
 from backupctl.targets.media import init_medium
 
 DEMO_JOB = "pacs-demo"
@@ -156,6 +157,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("backup", step_backup),
     ("media", step_media),
     ("restore", step_restore),
+    ("scheduler", step_scheduler),
 ]
 
 
