@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -124,11 +126,30 @@ def test_sigkill_and_restart_keeps_schedule_and_runs_missed_job_once(installatio
     assert restarted.stop() == 0
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
 def test_sighup_with_broken_job_file_keeps_old_schedule(installation, start_daemon, wait_for) -> None:
     inst = installation
+    port = free_port()
+    inst.add_settings(f'[scheduler]\nmetrics_listen = "127.0.0.1:{port}"')
     inst.write_job("pacs", 'sources = ["archive"]\nschedule = "0 3 * * *"\n')
     daemon = start_daemon(inst)
     before = schedule_list(inst)["backup:pacs"]["next_run"]
+    served = scrape(port)  # the loopback endpoint serves the daemon's own figures too
+    assert served[("backupctl_scheduler_up", ())] == 1 and served[("backupctl_scheduler_config_ok", ())] == 1
+    assert served[("backupctl_schedule_next_run_timestamp_seconds", (("schedule", "backup:pacs"),))] == \
+        datetime.fromisoformat(before).timestamp()
 
     inst.write_job("pacs", 'sources = ["archive"]\nschedule = "0 4 * * *"\n')
     inst.write_job("bad", 'sources = ["archive"]\nschedule = "61 * * * *"\n')
@@ -147,6 +168,7 @@ def test_sighup_with_broken_job_file_keeps_old_schedule(installation, start_daem
     assert "bad.toml" in state["reload_error"]
     samples = metric_samples(inst.root / "var/metrics/backupctl.prom")
     assert samples[("backupctl_scheduler_config_ok", ())] == 0
+    assert scrape(port)[("backupctl_scheduler_config_ok", ())] == 0
 
     # fixed: the next SIGHUP adopts the change
     os.remove(inst.root / "jobs" / "bad.toml")
@@ -193,3 +215,26 @@ def test_sigterm_interrupts_a_running_backup_cleanly_after_the_grace_time(instal
     assert not any(locks.iterdir())  # restic was stopped with SIGINT and removed its own lock
     [hook] = [r.json() for r in receiver.matching("/hook/")]
     assert hook["event"] == "failure" and hook["status"] == "interrupted"
+
+
+def test_run_missed_beyond_the_grace_time_is_recorded_and_notified_not_run(installation, receiver, start_daemon,
+                                                                          wait_for) -> None:
+    inst = installation
+    inst.secret("hook", f"{receiver.base}/hook/{TOKEN}")
+    inst.add_settings('[scheduler]\nmisfire_grace_seconds = 1\n\n[notify]\nwebhook_url_file = "secrets/hook"')
+    due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=12)
+    inst.write_job("pacs", f'sources = ["archive"]\nschedule = "{due.second} * * * * *"\n')
+    daemon = start_daemon(inst)
+    daemon.kill()
+    wait_for(lambda: datetime.now(UTC) > due + timedelta(seconds=3), 60, "the run time to pass, plus the grace")
+
+    restarted = start_daemon(inst)
+    [missed] = wait_for(lambda: finished(inst, "backup:pacs"), 60, "the missed run to be recorded")
+    assert missed["status"] == "missed" and missed["scheduled_for"].startswith(due.isoformat()[:19])
+    hook = wait_for(lambda: receiver.matching("/hook/"), 30, "the failure webhook")[0].json()
+    assert hook["status"] == "missed" and hook["event"] == "failure"
+    assert restarted.logged("more than misfire_grace_seconds")
+    assert datetime.fromisoformat(schedule_list(inst)["backup:pacs"]["next_run"]) == due + timedelta(minutes=1)
+    assert restarted.stop() == 0
+    with open_catalog(inst.config().catalog_path) as catalog:
+        assert run_rows.list_runs(catalog, "pacs") == []  # not run
