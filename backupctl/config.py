@@ -441,7 +441,19 @@ def collect_config(path: Path | None = None) -> tuple[Config | None, list[str]]:
             errors.append(f"{where}: job: '{drill.job}' is not a job in {settings.paths.jobs}/")
         if drill.copy_from != "staging" and drill.copy_from not in settings.targets:
             errors.append(f"{where}: copy_from: expected 'staging' or a target name (got '{drill.copy_from}')")
+    errors += _email_without_smtp(path, settings, jobs, drills)
     return Config(path, settings, jobs, drills), errors
+
+
+def _email_without_smtp(path: Path, settings: Settings, jobs: dict[str, Job], drills: dict[str, Drill]) -> list[str]:
+    """`email_to` anywhere needs an [smtp] section: say so now, not when the first failure is to be mailed."""
+    if settings.smtp is not None:
+        return []
+    wanting = [(_display(path), settings.notify)]
+    wanting += [(_display(path.parent / settings.paths.jobs / f"{n}.toml"), j.notify) for n, j in jobs.items()]
+    wanting += [(_display(path.parent / settings.paths.drills / f"{n}.toml"), d.notify) for n, d in drills.items()]
+    return [f"{where}: notify.email_to: needs an [smtp] section in {path.name}"
+            for where, notify in wanting if notify is not None and notify.email_to]
 
 
 def _load_dir(folder: Path, model: type[Job] | type[Drill], errors: list[str]) -> dict[str, Any]:

@@ -145,6 +145,9 @@ def test_sighup_with_broken_job_file_keeps_old_schedule(installation, start_daem
     inst.add_settings(f'[scheduler]\nmetrics_listen = "127.0.0.1:{port}"')
     inst.write_job("pacs", 'sources = ["archive"]\nschedule = "0 3 * * *"\n')
     daemon = start_daemon(inst)
+    second = inst.cli("scheduler", "run", timeout=60)  # two daemons would run every job twice
+    assert second.returncode == 1 and f"a scheduler already runs for this configuration (pid {daemon.proc.pid})" \
+        in second.stderr
     before = schedule_list(inst)["backup:pacs"]["next_run"]
     served = scrape(port)  # the loopback endpoint serves the daemon's own figures too
     assert served[("backupctl_scheduler_up", ())] == 1 and served[("backupctl_scheduler_config_ok", ())] == 1

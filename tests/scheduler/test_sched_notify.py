@@ -112,3 +112,68 @@ def test_job_notify_overrides_global_field_by_field(installation) -> None:
     merged = config.settings.notify.merged(config.job("pacs").notify)
     assert merged.webhook_url_env == "GLOBAL_HOOK" and merged.retries == 5
     assert merged.webhook_events == ["success", "failure"]
+
+
+class SmtpSink:
+    """A minimal real SMTP server on 127.0.0.1 (plain, no auth): enough for smtplib to deliver one message."""
+
+    def __init__(self) -> None:
+        import socketserver
+
+        self.messages: list[dict] = []
+        sink = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                def reply(text: str) -> None:
+                    self.wfile.write((text + "\r\n").encode())
+
+                reply("220 sink ready")
+                mail: dict = {"rcpt": []}
+                while line := self.rfile.readline().decode().rstrip("\r\n"):
+                    verb = line.split(" ", 1)[0].upper()
+                    if verb in ("EHLO", "HELO"):
+                        reply("250 sink")
+                    elif verb == "MAIL":
+                        mail["from"] = line
+                        reply("250 ok")
+                    elif verb == "RCPT":
+                        mail["rcpt"].append(line)
+                        reply("250 ok")
+                    elif verb == "DATA":
+                        reply("354 go on")
+                        body = []
+                        while (data := self.rfile.readline().decode()) not in (".\r\n", ""):
+                            body.append(data)
+                        mail["data"] = "".join(body)
+                        sink.messages.append(mail)
+                        mail = {"rcpt": []}
+                        reply("250 queued")
+                    elif verb == "QUIT":
+                        reply("221 bye")
+                        return
+                    else:
+                        reply("250 ok")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_email_on_failure_through_smtp(installation) -> None:
+    sink = SmtpSink()
+    try:
+        installation.add_settings(f'[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\n'
+                                  'sender = "backupctl@hospital.example"')
+        cfg = NotifyConfig(email_to=["pacs-admins@hospital.example"])
+        [delivery] = Notifier(installation.config(), cfg).send(notice())
+    finally:
+        sink.close()
+    assert delivery.ok and delivery.channel == "email"
+    [mail] = sink.messages
+    assert "pacs-admins@hospital.example" in mail["rcpt"][0]
+    assert "Subject: backupctl backup pacs on" in mail["data"] and "FAILED: source missing" in mail["data"]

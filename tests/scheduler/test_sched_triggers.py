@@ -61,3 +61,19 @@ def test_metrics_listen_must_be_loopback(installation) -> None:
     installation.add_settings('[scheduler]\nmetrics_listen = "0.0.0.0:9898"')
     with pytest.raises(ConfigError, match="loopback"):
         installation.config()
+
+
+def test_email_needs_smtp(installation) -> None:
+    installation.write_job("pacs", 'sources = ["archive"]\n[notify]\nemail_to = ["ops@hospital.example"]\n')
+    with pytest.raises(ConfigError, match=r"pacs.toml: notify.email_to: needs an \[smtp\] section"):
+        installation.config()
+    installation.add_settings('[smtp]\nhost = "127.0.0.1"\nsender = "backupctl@hospital.example"')
+    assert installation.config().settings.smtp.port == 587
+
+
+def test_daemon_refuses_to_start_on_invalid_config(installation) -> None:
+    installation.write_job("pacs", 'sources = ["archive"]\nschedul = "0 2 * * *"\n')
+    result = installation.cli("scheduler", "run")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "pacs.toml: schedul: is not a known setting" in line
