@@ -115,8 +115,13 @@ def catalog_metrics(config: Config) -> list[Metric]:
         verify = check_freshness(config, catalog, "verify", now)
         drills = check_freshness(config, catalog, "drill", now)
         failures = sched_rows.failure_counts(catalog, "backup")
+        scheduled_failures = sched_rows.execution_failure_counts(catalog)
     rto = {name: d.rto_minutes * 60 for name, d in config.drills.items()}
-    return [*_job_metrics(jobs, failures), *_replica_metrics(replicas),
+    schedule_failed = CounterMetricFamily(f"{PREFIX}_schedule_failures", "Scheduled executions that failed, "
+                                          "were partial, interrupted or missed.", labels=["schedule"])
+    for schedule, count in sorted(scheduled_failures.items()):
+        schedule_failed.add_metric([schedule], count)
+    return [*_job_metrics(jobs, failures), schedule_failed, *_replica_metrics(replicas),
             *_check_metrics("verify", verify, "check", {}), *_check_metrics("drill", drills, "drill", rto)]
 
 

@@ -114,5 +114,13 @@ def last_run_like(catalog: Catalog, job: str, like: str) -> dict | None:
     return dict(rows[0]) if rows else None
 
 
+def execution_failure_counts(catalog: Catalog) -> dict[str, int]:
+    """Scheduled executions that did not succeed, per schedule (including failures before any run was
+    recorded, such as a missing source, and runs missed while the daemon was down)."""
+    rows = catalog.query("SELECT schedule_id, COUNT(*) AS n FROM scheduler_runs "
+                         "WHERE status IN ('failed', 'partial', 'interrupted', 'missed') GROUP BY schedule_id")
+    return {r["schedule_id"]: int(r["n"]) for r in rows}
+
+
 def table_exists(catalog: Catalog, name: str) -> bool:
     return bool(catalog.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)))

@@ -90,6 +90,8 @@ def test_scheduled_jobs_run_record_and_notify(installation, receiver, start_daem
     assert samples[("backupctl_job_last_run_success", (("job", "broken"),))] == 0
     assert samples[("backupctl_job_stale", (("job", "broken"),))] == 1
     assert samples[("backupctl_job_failures_total", (("job", "pacs"),))] == failures.get(("backup", "pacs"), 0)
+    broken_failures = len([e for e in executions(inst, "backup:broken") if e["status"] == "failed"])
+    assert samples[("backupctl_schedule_failures_total", (("schedule", "backup:broken"),))] == broken_failures >= 1
     assert ("backupctl_scheduler_up", ()) not in samples  # written at stop: the daemon is no longer up
     # secrets in URLs are never logged
     assert TOKEN not in daemon.log()
