@@ -132,9 +132,34 @@ def _latest_per_kind(rows: dict[tuple[str, str], dict]) -> dict[str, dict]:
     return latest
 
 
+def drill_freshness(config: Config, catalog: Catalog, now: datetime) -> list[Freshness] | None:
+    """Per drill definition, from the drills' own table: a drill succeeds only if it passed (every check held
+    and the RTO was met); its figures carry the measured recovery time against the RTO."""
+    outcomes = sched_rows.drill_outcomes(catalog)
+    if outcomes is None:
+        return None
+    last, passed = outcomes
+    factor = config.settings.scheduler.stale_factor
+    out = []
+    for name in sorted(set(config.drills) | set(last)):
+        drill = config.drills.get(name)
+        expected = expected_seconds(drill.schedule, drill.timezone, None, now) if drill else None
+        latest = dict(last[name], status="success" if last[name]["passed"] else "failed") if name in last else None
+        fresh = _freshness("drill", name, latest, passed.get(name), expected, factor, now)
+        source = passed.get(name) or last.get(name) or {}
+        fresh.figures.update({"seconds": source.get("recovery_seconds"), "rto_seconds": source.get("rto_seconds"),
+                              "rto_met": source.get("rto_met")})
+        out.append(fresh)
+    return out
+
+
 def check_freshness(config: Config, catalog: Catalog, prefix: str, now: datetime | None = None) -> list[Freshness]:
     """Verification (`verify...`) or drills (`drill...`): the latest run of each kind and subject."""
     now = now or datetime.now(UTC)
+    if prefix == "drill":
+        drills = drill_freshness(config, catalog, now)
+        if drills is not None:
+            return drills
     factor = config.settings.scheduler.stale_factor
     last = sched_rows.last_runs_by_kind(catalog, f"{prefix}%")
     ok = sched_rows.last_runs_by_kind(catalog, f"{prefix}%", "success")

@@ -122,5 +122,19 @@ def execution_failure_counts(catalog: Catalog) -> dict[str, int]:
     return {r["schedule_id"]: int(r["n"]) for r in rows}
 
 
+def drill_outcomes(catalog: Catalog) -> tuple[dict[str, dict], dict[str, dict]] | None:
+    """Per drill name: its latest finished drill and its latest passed one (runs joined with drill_runs), or
+    None when the drills' tables are not in this catalog."""
+    if not table_exists(catalog, "drill_runs"):
+        return None
+    select = ("SELECT r.*, d.name AS drill, d.passed, d.recovery_seconds, d.rto_seconds, d.rto_met "
+              "FROM runs r JOIN drill_runs d ON d.run_id = r.id WHERE r.id IN "
+              "(SELECT MAX(d2.run_id) FROM drill_runs d2 JOIN runs r2 ON r2.id = d2.run_id "
+              "WHERE r2.status != 'running' {extra} GROUP BY d2.name)")
+    last = {r["drill"]: dict(r) for r in catalog.query(select.format(extra=""))}
+    passed = {r["drill"]: dict(r) for r in catalog.query(select.format(extra="AND d2.passed = 1"))}
+    return last, passed
+
+
 def table_exists(catalog: Catalog, name: str) -> bool:
     return bool(catalog.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)))

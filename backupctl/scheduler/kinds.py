@@ -36,8 +36,8 @@ log = logging.getLogger("backupctl.scheduler")
 KINDS = ("backup", "drill")
 CHAINS: dict[str, tuple[str, ...]] = {"backup": ("backup", "replicate", "verify"), "drill": ("drill",)}
 STEP_ENTRIES: dict[str, str] = {
-    "verify": "backupctl.actions.verify:scheduled_verify",
-    "drill": "backupctl.actions.drill:scheduled_drill",
+    "verify": "backupctl.scheduler.kinds:verify_after_backup",
+    "drill": "backupctl.scheduler.kinds:scheduled_drill",
 }
 SEVERITY = {"skipped": 0, "success": 1, "partial": 2, "failed": 3, "interrupted": 4}
 EXIT_CODES = {"success": 0, "skipped": 0, "partial": 3, "failed": 1, "interrupted": 130}
@@ -114,6 +114,43 @@ def _replicate(config: Config, name: str, progress: Progress) -> StepResult:
     return StepResult("replicate", "success", figures=figures)
 
 
+class StepUnavailable(Exception):
+    """The capability a step needs is not part of this installation."""
+
+
+def _import_capability(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            raise StepUnavailable(module) from None
+        raise
+
+
+def verify_after_backup(config: Config, name: str, progress: Progress) -> StepResult:
+    """`backupctl verify` after a backup: the repository (restic check on a rotating slice of packs) and,
+    when the job has targets, the replicas it was just copied to. Restore-level checks are the drills' job."""
+    run = _import_capability("backupctl.verify.run")
+    targets = config.job(name).targets
+    levels = ["repo", "replicas"] if targets else ["repo"]
+    report = run.run_verify(config, levels, run.VerifyOptions(job=name, targets=list(targets) or None), progress)
+    if report.ok:
+        return StepResult("verify", "success", figures={"levels": levels, "seconds": round(report.seconds, 3)})
+    return StepResult("verify", "failed", report.first_failures() or "verification failed")
+
+
+def scheduled_drill(config: Config, name: str, progress: Progress) -> StepResult:
+    """`backupctl drill run NAME`: passes only if every check held and the RTO was met."""
+    drill = _import_capability("backupctl.actions.drill")
+    result = drill.run_drill(config, name, progress)
+    figures = {"run_id": result.run_id, "recovery_seconds": result.recovery_seconds, "rto_met": result.rto_met,
+               "snapshot": (result.snapshot_id or "")[:8] or None}
+    if result.passed:
+        return StepResult("drill", "success", figures=figures)
+    reasons = result.first_failures() or [result.error or ("RTO not met" if result.rto_met is False else "failed")]
+    return StepResult("drill", "failed", "; ".join(str(r) for r in reasons), figures=figures)
+
+
 def _entry(step: str) -> Callable[..., Any] | None:
     module_name, _, attr = STEP_ENTRIES[step].partition(":")
     try:
@@ -128,9 +165,14 @@ def _entry(step: str) -> Callable[..., Any] | None:
 def _plugged(step: str) -> StepFn:
     def run(config: Config, name: str, progress: Progress) -> StepResult:
         fn = _entry(step)
-        if fn is None:
+        try:
+            if fn is None:
+                raise StepUnavailable(step)
+            result = fn(config, name, progress)
+        except StepUnavailable:
             return StepResult(step, "skipped", f"{step} is not available in this version of backupctl")
-        result = fn(config, name, progress)
+        if isinstance(result, StepResult):
+            return result
         ok = result is None or (result.get("ok") if isinstance(result, dict) else getattr(result, "ok", True))
         error = None if ok else str(getattr(result, "error", None) or (result.get("error") if isinstance(
             result, dict) else None) or f"{step} reported a failure")
