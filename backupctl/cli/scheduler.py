@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from backupctl.catalog import open_catalog
 from backupctl.catalog import scheduler as sched_rows
 from backupctl.cli import common
 from backupctl.cli.common import OPTIONS, out, print_json, short_time
+from backupctl.cli.common import table as make_table
 from backupctl.cli.media import media_status
 from backupctl.config import Config, config_path
 from backupctl.errors import BackupctlError
@@ -140,7 +140,7 @@ def schedule_list(json_output: JsonOpt = False) -> None:
     if json_output:
         print_json(rows)
         return
-    table = Table("schedule", "cron", "tz", "next run (UTC)", "last run", "status", "last scheduled", box=None)
+    table = make_table("schedule", "cron", "tz", "next run (UTC)", "last run", "status", "last scheduled")
     for r in rows:
         colour = {"success": "green", "partial": "yellow", "running": "cyan", None: "dim"}.get(r["last_status"], "red")
         nxt = short_time(r["next_run"]) + (" [yellow](due)[/]" if r["overdue"] else "") if r["schedule"] else "manual"
@@ -194,9 +194,14 @@ def _state_cell(state: str) -> str:
     return f"[{STATE_COLOURS.get(state, 'red')}]{state}[/]"
 
 
-def _freshness_table(title: str, rows: list[dict]) -> Table:
-    table = Table("name", "last success", "age", "expected every", "state", "last run", box=None, title=title,
-                  title_justify="left", title_style="bold")
+def _titled(title: str, *columns: str):  # noqa: ANN202 - rich.table.Table
+    table = make_table(*columns)
+    table.title, table.title_justify, table.title_style = title, "left", "bold"
+    return table
+
+
+def _freshness_table(title: str, rows: list[dict]):  # noqa: ANN202 - rich.table.Table
+    table = _titled(title, "name", "last success", "age", "expected every", "state", "last run")
     for f in rows:
         last = f"{f['last_status']}" + (f": {f['last_error']}" if f["last_error"] and f["last_status"] != "success"
                                          else "") if f["last_status"] else "-"
@@ -234,8 +239,7 @@ def _print_status(report: dict[str, Any]) -> None:
     if report["replicas"]:
         out.print(_freshness_table("replicas", report["replicas"]))
     if report["media"]:
-        table = Table("medium", "mounted", "last sync", "age", "rotation", "state", box=None, title="offline media",
-                      title_justify="left", title_style="bold")
+        table = _titled("offline media", "medium", "mounted", "last sync", "age", "rotation", "state")
         for m in report["media"]:
             colour = {"ok": "green", "stale": "bold red"}.get(m["state"], "yellow")
             table.add_row(f"{m['target']}/{m['label']}", "yes" if m["mounted"] else "", short_time(m["last_sync"]),
