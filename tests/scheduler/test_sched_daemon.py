@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
@@ -128,6 +129,14 @@ def test_sigkill_and_restart_keeps_schedule_and_runs_missed_job_once(installatio
     assert restarted.stop() == 0
 
 
+def restic_lock_older_than(locks, seconds: float) -> bool:
+    """restic holds its repository lock and has for `seconds`: past restic's own start-up, where a SIGINT
+    arriving between creating the lock file and registering its clean-up would leave the file behind (restic
+    removes such stale locks at the next `unlock`, which every backup runs first)."""
+    now = time.time()
+    return any(now - f.stat().st_mtime > seconds for f in locks.iterdir())
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -204,7 +213,7 @@ def test_sigterm_interrupts_a_running_backup_cleanly_after_the_grace_time(instal
     def restic_backing_up() -> bool:
         with open_catalog(inst.config().catalog_path) as catalog:
             running = any(r["status"] == "running" for r in run_rows.list_runs(catalog, "slow"))
-        return running and any(locks.iterdir())  # restic holds its repository lock: it is reading
+        return running and restic_lock_older_than(locks, 1.0)  # restic is reading
 
     wait_for(restic_backing_up, 60, "restic to be backing up")
     assert daemon.stop(timeout=120) == 0
@@ -243,3 +252,33 @@ def test_run_missed_beyond_the_grace_time_is_recorded_and_notified_not_run(insta
     assert restarted.stop() == 0
     with open_catalog(inst.config().catalog_path) as catalog:
         assert run_rows.list_runs(catalog, "pacs") == []  # not run
+
+
+def test_job_process_stops_cleanly_when_the_daemon_is_killed(installation, start_daemon, wait_for) -> None:
+    inst = installation
+    big = inst.root / "big"
+    big.mkdir()
+    with open(big / "sparse.img", "wb") as fh:
+        fh.truncate(64 << 30)
+    inst.add_settings("[scheduler]\nstop_grace_seconds = 0")
+    inst.write_job("slow", 'sources = ["big"]\nschedule = "*/2 * * * * *"\n')
+    daemon = start_daemon(inst)
+    locks = inst.config().staging_repository / "locks"
+
+    def run_status() -> str | None:
+        with open_catalog(inst.config().catalog_path) as catalog:
+            runs = run_rows.list_runs(catalog, "slow")
+        return runs[0]["status"] if runs else None
+
+    wait_for(lambda: run_status() == "running" and restic_lock_older_than(locks, 1.0), 60,
+             "restic to be backing up")
+    daemon.kill()  # SIGKILL: the daemon cannot stop anything itself
+    wait_for(lambda: run_status() == "interrupted", 60, "the orphaned job process to stop and record it")
+    wait_for(lambda: not any(locks.iterdir()), 30, "restic to remove its lock")
+    assert staging_restic(inst.config()).snapshots() == []
+
+    restarted = start_daemon(inst)  # its start marks the dead daemon's execution as failed
+    rows = [e for e in executions(inst, "backup:slow")
+            if e["daemon_pid"] == daemon.proc.pid and e["status"] != "skipped"]
+    assert [r["status"] for r in rows] == ["failed"] and "killed" in rows[0]["error"]
+    assert restarted.stop(timeout=120) == 0
