@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 from backupctl.catalog.db import Catalog, utcnow
-from backupctl.catalog.runs import _alive
+from backupctl.catalog.runs import _alive as _signalable
 
 FINAL = ("success", "partial", "failed", "interrupted", "missed", "skipped")
 
@@ -47,6 +48,18 @@ def record_not_run(catalog: Catalog, *, schedule_id: str, kind: str, name: str, 
             "status, error, daemon_pid, host) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (schedule_id, kind, name, execution, scheduled_for, now, now, status, error, os.getpid(),
              socket.gethostname()))
+
+
+def _alive(pid: int | None) -> bool:
+    """Running, not merely signalable: a zombie (exited, not yet reaped by its new parent) is dead."""
+    if not _signalable(pid):
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):  # no /proc here: trust the signal check
+        return True
 
 
 def mark_abandoned_executions(catalog: Catalog) -> int:

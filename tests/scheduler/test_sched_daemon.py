@@ -7,9 +7,9 @@ import json
 import os
 import signal
 import socket
-import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -129,12 +129,22 @@ def test_sigkill_and_restart_keeps_schedule_and_runs_missed_job_once(installatio
     assert restarted.stop() == 0
 
 
-def restic_lock_older_than(locks, seconds: float) -> bool:
-    """restic holds its repository lock and has for `seconds`: past restic's own start-up, where a SIGINT
-    arriving between creating the lock file and registering its clean-up would leave the file behind (restic
-    removes such stale locks at the next `unlock`, which every backup runs first)."""
-    now = time.time()
-    return any(now - f.stat().st_mtime > seconds for f in locks.iterdir())
+def backup_running_for(inst, job: str, seconds: float) -> bool:
+    """The job's backup run has been in progress for `seconds` (reading the sources for the manifest, or in
+    restic: a 64 GiB sparse file keeps either busy far longer than the test waits). Signalling only after a
+    moment also keeps clear of restic's start-up, where a SIGINT between creating its lock file and registering
+    its clean-up would leave the file behind for the next run's `unlock`."""
+    with open_catalog(inst.config().catalog_path) as catalog:
+        runs = [r for r in run_rows.list_runs(catalog, job) if r["status"] == "running"]
+    started = [datetime.fromisoformat(r["started"]) for r in runs]
+    return any((datetime.now(UTC) - s).total_seconds() > seconds for s in started)
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def free_port() -> int:
@@ -209,13 +219,7 @@ def test_sigterm_interrupts_a_running_backup_cleanly_after_the_grace_time(instal
     daemon = start_daemon(inst)
 
     locks = inst.config().staging_repository / "locks"
-
-    def restic_backing_up() -> bool:
-        with open_catalog(inst.config().catalog_path) as catalog:
-            running = any(r["status"] == "running" for r in run_rows.list_runs(catalog, "slow"))
-        return running and restic_lock_older_than(locks, 1.0)  # restic is reading
-
-    wait_for(restic_backing_up, 60, "restic to be backing up")
+    wait_for(lambda: backup_running_for(inst, "slow", 1.5), 60, "the backup to be under way")
     assert daemon.stop(timeout=120) == 0
     assert daemon.logged("interrupting 1 running job")
 
@@ -226,7 +230,7 @@ def test_sigterm_interrupts_a_running_backup_cleanly_after_the_grace_time(instal
     assert snapshots == []  # nothing half-written is recorded as success
     assert finished(inst, "backup:slow")[0]["status"] == "interrupted"
     assert staging_restic(inst.config()).snapshots() == []
-    assert not any(locks.iterdir())  # restic was stopped with SIGINT and removed its own lock
+    assert not any(locks.iterdir())  # no restic lock left behind
     [hook] = [r.json() for r in receiver.matching("/hook/")]
     assert hook["event"] == "failure" and hook["status"] == "interrupted"
 
@@ -270,13 +274,14 @@ def test_job_process_stops_cleanly_when_the_daemon_is_killed(installation, start
             runs = run_rows.list_runs(catalog, "slow")
         return runs[0]["status"] if runs else None
 
-    wait_for(lambda: run_status() == "running" and restic_lock_older_than(locks, 1.0), 60,
-             "restic to be backing up")
+    wait_for(lambda: backup_running_for(inst, "slow", 1.5), 60, "the backup to be under way")
     daemon.kill()  # SIGKILL: the daemon cannot stop anything itself
     wait_for(lambda: run_status() == "interrupted", 60, "the orphaned job process to stop and record it")
     wait_for(lambda: not any(locks.iterdir()), 30, "restic to remove its lock")
     assert staging_restic(inst.config()).snapshots() == []
 
+    [child] = [e["child_pid"] for e in executions(inst, "backup:slow") if e["status"] == "running"]
+    wait_for(lambda: process_gone(child), 30, "the job process to exit")
     restarted = start_daemon(inst)  # its start marks the dead daemon's execution as failed
     rows = [e for e in executions(inst, "backup:slow")
             if e["daemon_pid"] == daemon.proc.pid and e["status"] != "skipped"]
