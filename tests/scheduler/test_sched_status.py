@@ -99,3 +99,17 @@ def test_missing_capability_is_skipped_never_success(installation, monkeypatch: 
     monkeypatch.setitem(kinds.STEP_ENTRIES, "drill", "backupctl.not_installed:run")
     result = run_chain(installation.config(), "drill", "weekly", NullProgress())
     assert result.steps[0].status == "skipped" and result.status == "failed"
+
+
+def test_scheduled_drill_runs_the_real_drill_and_status_shows_it(installation) -> None:
+    installation.write_job("pacs", 'sources = ["archive"]\n')
+    installation.root.joinpath("restore_drills", "weekly.toml").write_text(
+        'job = "pacs"\ndepth = "hash"\nschedule = "0 4 * * 0"\n')
+    assert run_chain(installation.config(), "backup", "pacs", NullProgress()).status == "success"
+    result = run_chain(installation.config(), "drill", "weekly", NullProgress())
+    assert result.status == "success" and result.steps[0].figures["rto_met"] is True
+    report = json.loads(installation.cli("status", "--json").stdout)
+    [drill] = report["drills"]
+    assert drill["name"] == "weekly" and drill["state"] == "ok" and drill["expected_seconds"] == 7 * 86400
+    assert drill["figures"]["rto_seconds"] == 3600 and drill["figures"]["seconds"] > 0
+    assert [v["last_status"] for v in report["verify"]] == ["success"]  # the chain's verify step ran
