@@ -31,6 +31,7 @@ from backupctl.pacs.demo import demo_pacs
 from backupctl.progress import Progress
 from backupctl.repofiles import list_repository, name_matches_content
 from backupctl.s3.demo import step_s3
+from backupctl.scheduler.demo import step_scheduler
 from backupctl.targets.media import init_medium
 
 DEMO_JOB = "pacs-demo"
@@ -181,6 +182,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("s3", step_s3),
     ("drill", step_drill),
     ("pacs", step_pacs),
+    ("scheduler", step_scheduler),
 ]
 
 
