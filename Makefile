@@ -9,11 +9,15 @@ PYTHON ?= python3
 demo: system-deps venv
 	$(BIN)/backupctl demo
 
+# Most tests wait on real processes (restic, Orthanc, RGW, the daemon), so three workers fit 2 cores;
+# --dist loadfile keeps each file's session services (S3 servers, Orthanc) in one worker.
+PYTEST_WORKERS ?= 3
+
 test: system-deps venv
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 test-fast: venv
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"
 
 bench: system-deps venv
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
