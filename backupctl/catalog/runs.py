@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass
 
 from backupctl.catalog.db import Catalog, utcnow
+from backupctl.processes import pid_running
 
 FINAL_STATUSES = ("success", "partial", "failed", "interrupted")
 
@@ -45,26 +46,12 @@ def mark_abandoned_runs(catalog: Catalog) -> int:
     """Runs still 'running' whose process is gone (killed, power loss) become 'failed', said so."""
     host = socket.gethostname()
     rows = catalog.query("SELECT id, pid FROM runs WHERE status='running' AND host=?", (host,))
-    dead = [r["id"] for r in rows if not _alive(r["pid"])]
+    dead = [r["id"] for r in rows if not pid_running(r["pid"])]
     with catalog.transaction() as tx:
         for run_id in dead:
             tx.execute("UPDATE runs SET status='failed', finished=?, error=? WHERE id=?",
                        (utcnow(), "the backupctl process ended without finishing this run (killed?)", run_id))
     return len(dead)
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def get_run(catalog: Catalog, run_id: int) -> dict:

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import os
 import socket
-from pathlib import Path
 from typing import Any
 
 from backupctl.catalog.db import Catalog, utcnow
-from backupctl.catalog.runs import _alive as _signalable
+from backupctl.processes import pid_running
 
 FINAL = ("success", "partial", "failed", "interrupted", "missed", "skipped")
 
@@ -50,24 +49,12 @@ def record_not_run(catalog: Catalog, *, schedule_id: str, kind: str, name: str, 
              socket.gethostname()))
 
 
-def _alive(pid: int | None) -> bool:
-    """Running, not merely signalable: a zombie (exited, not yet reaped by its new parent) is dead."""
-    if not _signalable(pid):
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except (OSError, IndexError):  # no /proc here: trust the signal check
-        return True
-
-
 def mark_abandoned_executions(catalog: Catalog) -> int:
     """Executions left 'running' by a daemon that died (SIGKILL, power loss) become 'failed'."""
     host = socket.gethostname()
     rows = catalog.query("SELECT id, daemon_pid, child_pid FROM scheduler_runs WHERE status='running' AND host=?",
                          (host,))
-    dead = [r["id"] for r in rows if not _alive(r["daemon_pid"]) and not _alive(r["child_pid"])]
+    dead = [r["id"] for r in rows if not pid_running(r["daemon_pid"]) and not pid_running(r["child_pid"])]
     with catalog.transaction() as tx:
         for row_id in dead:
             tx.execute("UPDATE scheduler_runs SET status='failed', finished=?, error=? WHERE id=?",

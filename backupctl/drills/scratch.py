@@ -20,6 +20,7 @@ from pathlib import Path
 
 from backupctl.config import Config, Drill, scratch_overlaps
 from backupctl.errors import UsageError
+from backupctl.processes import pid_running
 
 log = logging.getLogger("backupctl.drills")
 _NAME = re.compile(r"^drill-(\d+)-(\d+)-")
@@ -71,18 +72,8 @@ def remove_stale_scratch(root: Path) -> list[Path]:
         return removed
     for child in root.iterdir():
         m = _NAME.match(child.name)
-        if m and child.is_dir() and not _alive(int(m[2])) and remove_scratch(child):
+        if m and child.is_dir() and not pid_running(int(m[2])) and remove_scratch(child):
             removed.append(child)
     return removed
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -107,16 +107,6 @@ def index_lock_holder(index_file: Path) -> int | None:
     return None if kind == fcntl.F_UNLCK else pid
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # credentials -------------------------------------------------------------------------------------------
 
 

@@ -24,8 +24,8 @@ from backupctl.pacs.orthanc import (
     find_orthanc,
     free_port,
     instance_config,
-    pid_alive,
 )
+from backupctl.processes import pid_running
 
 START_SCRIPT = """#!/bin/sh
 # like `systemctl start`: a no-op when it runs, else launch it in the background and return
@@ -115,7 +115,7 @@ class ServicePacs:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if pid_alive(pid) and not _zombie(pid) and _is_orthanc(pid) else None
+        return pid if pid_running(pid) and _is_orthanc(pid) else None
 
     def start(self, timeout: float = 30) -> None:
         subprocess.run([str(self.start_script)], check=True, timeout=timeout, stdin=subprocess.DEVNULL)
@@ -133,7 +133,7 @@ class ServicePacs:
                 return
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
-                if not pid_alive(pid) or _zombie(pid):
+                if not pid_running(pid):
                     return
                 time.sleep(0.05)        # polling with a deadline
         raise OrthancStartError(f"Orthanc {pid} did not die")
@@ -181,8 +181,3 @@ def _is_orthanc(pid: int) -> bool:
         return False
 
 
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
-    except OSError:
-        return True

@@ -13,10 +13,10 @@ from backupctl.pacs.orthanc import (
     OrthancClient,
     OrthancProcess,
     index_lock_holder,
-    pid_alive,
     read_credentials,
     redact_url,
 )
+from backupctl.processes import pid_alive
 
 pytestmark = pytest.mark.orthanc
 
