@@ -12,6 +12,7 @@ from rich.console import Console
 
 from backupctl.config import Config, load_config
 from backupctl.progress import Progress, default_progress
+from backupctl.units import human_bytes  # noqa: F401 - re-exported for this module's users
 
 
 @dataclass
@@ -38,16 +39,6 @@ def progress(json_output: bool = False) -> Progress:
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
-
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def short_time(iso: str | None) -> str:

@@ -27,6 +27,7 @@ from backupctl.drills.charts import PHASE_COLOURS, phase_bars, rto_lines
 from backupctl.drills.model import ERROR, duration_text
 from backupctl.errors import UsageError
 from backupctl.signing import SignatureInvalid, SigningKey, VerifyKey, signature_document, verify_document
+from backupctl.units import human_bytes
 
 FORMAT = "backupctl-drill-report/1"
 FORMATS = ("html", "json", "md")
@@ -145,16 +146,6 @@ def verify_report(content: bytes, trusted: VerifyKey) -> VerifiedReport:
 
 
 minutes = duration_text
-
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def verdict(d: dict[str, Any]) -> str:
