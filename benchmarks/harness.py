@@ -221,11 +221,14 @@ class Measurement:
 REGISTRY: dict[str, Measurement] = {}
 
 
+MeasureFn = Callable[..., Result]
+
+
 def measurement(name: str, *, about: str, default: bool = True,
-                requires: Callable[[], str | None] | None = None) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
+                requires: Callable[[], str | None] | None = None) -> Callable[[MeasureFn], MeasureFn]:
     """Register a measurement under `name`; `requires()` returns why it cannot run, or None."""
 
-    def register(fn: Callable[..., Result]) -> Callable[..., Result]:
+    def register(fn: MeasureFn) -> MeasureFn:
         if name in REGISTRY:
             raise ValueError(f"measurement {name} registered twice")
         REGISTRY[name] = Measurement(name, fn, default, requires, about)

@@ -17,7 +17,6 @@ from backupctl.catalog import media as media_rows
 from backupctl.catalog import open_catalog
 from backupctl.repofiles import list_repository, sha256_file
 from backupctl.targets.media import init_medium
-
 from benchmarks.context import Context
 from benchmarks.harness import Completed, Result, Side, Skip, Target, interleave, measurement, run_command, time_call
 from benchmarks.workload import (

@@ -16,7 +16,6 @@ from backupctl.catalog import media as media_rows
 from backupctl.catalog import open_catalog
 from backupctl.dicom.synth import ArchiveSpec
 from backupctl.targets.media import init_medium
-
 from benchmarks.context import Context
 from benchmarks.harness import Result, measurement, run_command
 from benchmarks.workload import (

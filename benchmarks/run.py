@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from backupctl.fsutil import atomic_write_text
-
 from benchmarks import measures as _measures  # noqa: F401 - registers the measurements
 from benchmarks import memory as _memory  # noqa: F401 - registers the memory measurement
 from benchmarks.context import Context

@@ -14,7 +14,6 @@ import math
 import os
 import random
 import shutil
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,6 @@ from backupctl.actions.init import initialize
 from backupctl.config import Config, load_config
 from backupctl.dicom.synth import ArchiveSpec, write_archive
 from backupctl.secrets import write_private_file
-
 from benchmarks.harness import run_command
 
 PIXEL_ROWS = 512                          # CT: 512 x 512 x 16 bit = 512 KiB of pixels per file
@@ -211,5 +209,3 @@ def fresh_installation(template: RawRepo, root: Path, source: Path) -> Installat
     return Installation(root, load_config(root / "backupctl.toml"))
 
 
-def hostname() -> str:
-    return socket.gethostname()
