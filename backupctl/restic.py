@@ -139,6 +139,9 @@ def has(feature: str) -> bool:
 
 def _classify(returncode: int, stderr: str, repo: str) -> ResticError:
     """One function decides what a failed restic run means."""
+    if returncode < 0:
+        return ResticError(f"restic was killed by signal {-returncode} while working on {repo}",
+                           hint="run again; the next run removes its stale lock", stderr_tail=stderr)
     tail = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {returncode}"
     tail = tail.removeprefix("Fatal: ")
     if has("exit_codes_10_11_12") and returncode in (10, 11, 12):
@@ -379,14 +382,17 @@ class Restic:
         result = self.run(args)
         return "\n".join(result.stdout_lines)
 
-    def forget(self, *, tags: Sequence[str], keep: dict[str, int], prune: bool = True) -> list[dict[str, Any]]:
-        """Apply a keep-policy to the snapshots carrying `tags`; returns restic's keep/remove groups."""
-        args = ["forget", "--group-by", "host,tags"]
+    def forget(self, *, tags: Sequence[str], keep: dict[str, int], prune: bool = True,
+               dry_run: bool = False) -> list[dict[str, Any]]:
+        """Apply a keep-policy to the snapshots carrying `tags`; returns restic's keep/remove/reasons groups."""
+        args = ["forget", "--group-by", "host"]
         for tag in tags:
             args += ["--tag", tag]
         for key, value in keep.items():
             args += [f"--{key.replace('_', '-')}", str(value)]
-        if prune:
+        if dry_run:
+            args.append("--dry-run")
+        elif prune:
             args.append("--prune")
         out = self.run([*args, "--json"]).stdout_lines
         # with --prune, restic prints prune's plain-text report after the JSON line
@@ -416,7 +422,15 @@ _UNREADABLE = re.compile(r"^error: (?:open|lstat|read) (\S+?): (.*)$")
 
 
 def _unreadable_from_stderr(stderr: str) -> list[str]:
-    return [m[1] for line in stderr.splitlines() if (m := _UNREADABLE.match(line.strip()))]
+    """Items restic could not read: JSON error lines (backup --json) or plain `error: open ...` lines."""
+    found: list[str] = []
+    for line in stderr.splitlines():
+        msg = _parse_json_line(line.strip())
+        if isinstance(msg, dict) and msg.get("message_type") == "error":
+            found.append(str(msg.get("item") or (msg.get("error") or {}).get("Path", "?")))
+        elif m := _UNREADABLE.match(line.strip()):
+            found.append(m[1])
+    return found
 
 
 def job_tag(job: str) -> str:

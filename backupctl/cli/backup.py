@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from backupctl.actions.backup import run_backup
+from backupctl.actions.forget import apply_retention
 from backupctl.actions.replicate import replicate_to
 from backupctl.actions.restore import restore_snapshot
 from backupctl.catalog import open_catalog
@@ -17,6 +17,7 @@ from backupctl.catalog import runs as run_rows
 from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json, short_time
+from backupctl.cli.common import table as make_table
 from backupctl.errors import TargetError, UsageError
 from backupctl.repository import staging_restic
 
@@ -31,6 +32,7 @@ def register(app: typer.Typer) -> None:
     app.command("restore")(restore)
     app.command("runs")(runs)
     app.command("unlock")(unlock)
+    app.command("forget")(forget)
 
 
 @backup_app.command("run")
@@ -99,7 +101,7 @@ def snapshots(
     if json_output:
         print_json(rows)
         return
-    table = Table("id", "job", "time", "files", "size", "status", "replicas", box=None)
+    table = make_table("id", "job", "time", "files", "size", "status", "replicas")
     for r in rows:
         table.add_row(r["short_id"], r["job"], short_time(r["time"]), str(r["files"]), human_bytes(r["size"]),
                       r["status"], ", ".join(f"{x['target']}:{x['location']}" for x in r["replicas"]) or "-")
@@ -137,7 +139,7 @@ def runs(
     if json_output:
         print_json(rows)
         return
-    table = Table("run", "kind", "job", "started", "status", "seconds", "files", "added", "error", box=None)
+    table = make_table("run", "kind", "job", "started", "status", "seconds", "files", "added", "error")
     for r in rows:
         colour = {"success": "green", "partial": "yellow", "running": "cyan"}.get(r["status"], "red")
         table.add_row(str(r["id"]), r["kind"], r["job"], short_time(r["started"]), f"[{colour}]{r['status']}[/]",
@@ -151,3 +153,23 @@ def unlock() -> None:
     config = common.load()
     staging_restic(config).unlock()
     out.print("stale locks removed (live ones are kept)")
+
+
+def forget(
+    job: Annotated[str, typer.Argument(help="Apply this job's [retention] policy.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; change nothing.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Forget and prune the job's snapshots its retention policy no longer keeps (staging repository only;
+    replicas are never touched: S3 objects go only via `s3 expire` after their lock expired)."""
+    config = common.load()
+    outcome = apply_retention(config, job, dry_run=dry_run)
+    if json_output:
+        print_json({**asdict(outcome), "ok": True})
+        return
+    verb = "would remove" if dry_run else "removed"
+    for s in outcome.kept:
+        out.print(f"keep    {s['id'][:8]}  {short_time(s['time'])}  ({', '.join(s['reasons']) or 'policy'})")
+    for s in outcome.removed:
+        out.print(f"{verb:<7} {s['id'][:8]}  {short_time(s['time'])}")
+    out.print(f"{len(outcome.kept)} kept, {len(outcome.removed)} {verb} from the staging repository")

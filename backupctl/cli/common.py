@@ -52,3 +52,13 @@ def human_bytes(n: float | None) -> str:
 
 def short_time(iso: str | None) -> str:
     return iso[:19].replace("T", " ") if iso else "-"
+
+
+def table(*columns: str):  # noqa: ANN201 - rich.table.Table
+    """A plain table whose cells do not wrap, except the last column (errors, notes)."""
+    from rich.table import Table
+
+    t = Table(box=None, pad_edge=False)
+    for i, name in enumerate(columns):
+        t.add_column(name, no_wrap=i < len(columns) - 1)
+    return t

@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from backupctl.actions.replicate import replicate_to
 from backupctl.catalog import media as media_rows
 from backupctl.catalog import open_catalog
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json, short_time
+from backupctl.cli.common import table as make_table
 from backupctl.config import MediaTargetConfig
 from backupctl.errors import TargetError, UsageError
 from backupctl.targets import make_target
@@ -93,8 +93,7 @@ def list_media(json_output: Annotated[bool, typer.Option("--json")] = False) -> 
     if json_output:
         print_json(rows)
         return
-    table = Table("target", "label", "mounted", "last sync", "age", "rotation", "state", "snapshots", "size",
-                  box=None)
+    table = make_table("target", "label", "mounted", "last sync", "age", "rotation", "state", "snapshots", "size")
     for r in rows:
         colour = {"ok": "green", "stale": "red"}.get(r["state"], "yellow")
         age = f"{r['age_days']:.1f} d" if r["age_days"] is not None else "-"
