@@ -207,5 +207,3 @@ def fresh_installation(template: RawRepo, root: Path, source: Path) -> Installat
     jobs = config.resolve(config.settings.paths.jobs)
     (jobs / f"{JOB}.toml").write_text(JOB_TEXT.format(job=JOB, source=source, target=MEDIA_TARGET))
     return Installation(root, load_config(root / "backupctl.toml"))
-
-

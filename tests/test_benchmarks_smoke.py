@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # `benchmarks` is a top-level folder of the repository, not an installed package
+from benchmarks import measures as _measures  # noqa: F401 - fills the registry
+from benchmarks import memory as _memory  # noqa: F401
+from benchmarks.harness import REGISTRY, Result, Run, Side, Target, interleave
 
-from benchmarks.harness import REGISTRY, Result, Run, Side, Target, interleave  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent   # `python -m benchmarks.run` runs from the repository root
 
 
 def run_bench(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:

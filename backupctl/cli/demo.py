@@ -11,7 +11,6 @@ import typer
 
 from backupctl.cli import common
 from backupctl.cli.common import out, print_json
-from backupctl.demo import run_demo
 
 
 def register(app: typer.Typer) -> None:
@@ -46,6 +45,8 @@ def demo(
             out.print(f"{mark} {key:<8} {_summary(key, result)}")
 
     try:
+        from backupctl.demo import run_demo  # imported on use: it pulls in pydicom and numpy (~0.2 s)
+
         result = run_demo(root, common.progress(json_output), on_step=show)
     finally:
         if not keep:
