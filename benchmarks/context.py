@@ -3,12 +3,12 @@ and fixtures one measurement leaves for the next (e.g. the backed-up pair that i
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from benchmarks.harness import remove_tree
 from benchmarks.workload import Archive, RawRepo
 
 T = TypeVar("T")
@@ -28,7 +28,7 @@ class Context:
     def scratch(self, name: str) -> Path:
         """An empty folder under the run's workdir (emptied if a previous measurement used the name)."""
         path = self.workdir / name
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)
         path.mkdir(parents=True)
         return path
 

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import shutil
+import statistics
 from pathlib import Path
 
 from backupctl.catalog import media as media_rows
@@ -18,7 +19,18 @@ from backupctl.catalog import open_catalog
 from backupctl.repofiles import list_repository, sha256_file
 from backupctl.targets.media import init_medium
 from benchmarks.context import Context
-from benchmarks.harness import Completed, Result, Side, Skip, Target, interleave, measurement, run_command, time_call
+from benchmarks.harness import (
+    Completed,
+    Result,
+    Run,
+    Side,
+    Skip,
+    Target,
+    interleave,
+    measurement,
+    run_command,
+    time_call,
+)
 from benchmarks.workload import (
     JOB,
     MEDIA_LABEL,
@@ -182,13 +194,23 @@ def dicom_facts(ctx: Context) -> Result:
 # replication --------------------------------------------------------------------------------------------
 
 
-@measurement("replicate_media", about="`backupctl media sync` to a blank disk vs `cp -r` of the repository")
+def copy_then_sync(src: Path, dest: Path, cp_only: list[float]) -> Run:
+    """`cp -r`, then `sync` of the copied files: a copy on a disk about to be unplugged is only done once it
+    is on the disk, and media sync fsyncs every file. `cp -r` alone is kept in `cp_only`."""
+    copied = run_command(["cp", "-r", str(src), str(dest)]).run
+    cp_only.append(copied.seconds)
+    synced = run_command(["find", str(dest), "-type", "f", "-exec", "sync", "--", "{}", "+"]).run
+    return Run(copied.seconds + synced.seconds, copied.cpu_seconds + synced.cpu_seconds)
+
+
+@measurement("replicate_media", about="`backupctl media sync` to a blank disk vs `cp -r` (+ sync) of the repository")
 def replicate_media(ctx: Context) -> Result:
     inst = backed_up(ctx).inst
     staging = inst.config.staging_repository
     copy_dest = ctx.workdir / "cp-copy"
     cfg = inst.config.target(MEDIA_TARGET).model_copy(update={"mount": inst.media_mount})
     repo_bytes = sum(f.size for f in list_repository(staging))
+    cp_only: list[float] = []
 
     def blank_disks(i: int) -> None:
         shutil.rmtree(copy_dest, ignore_errors=True)
@@ -200,11 +222,16 @@ def replicate_media(ctx: Context) -> Result:
 
     runs_a, runs_b = interleave(
         ctx.repeats, lambda i: run_command(inst.cli("media", "sync", MEDIA_TARGET, "--json"), env=inst.env()).run,
-        lambda i: run_command(["cp", "-r", str(staging), str(copy_dest)]).run, before=blank_disks)
+        lambda i: copy_then_sync(staging, copy_dest, cp_only), before=blank_disks)
+    shutil.rmtree(copy_dest, ignore_errors=True)
+    cp_median = statistics.median(cp_only)
     return Result("replication to offline media", "throughput",
                   Side("backupctl media sync", runs_a, bytes=repo_bytes),
-                  Side("cp -r", runs_b, bytes=repo_bytes), target=Target(">=", 0.9),
-                  notes=["media sync hashes every file against its name and fsyncs it; cp -r does neither"])
+                  Side("cp -r, then sync", runs_b, bytes=repo_bytes), target=Target(">=", 0.9),
+                  figures={"cp_r_alone_median_s": round(cp_median, 3),
+                           "ratio_vs_cp_r_alone": round(cp_median / statistics.median(r.seconds for r in runs_a), 3)},
+                  notes=["media sync checks every file against its SHA-256 name and fsyncs it, so the bar is "
+                         "`cp -r` followed by `sync` of the copied files; `cp -r` alone only fills the page cache"])
 
 
 @measurement("replicate_s3", about="replication to S3 Object Lock vs a plain 4-thread boto3 upload loop",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,13 @@ from backupctl.catalog import open_catalog
 from backupctl.dicom.synth import ArchiveSpec
 from backupctl.targets.media import init_medium
 from benchmarks.context import Context
-from benchmarks.harness import Result, measurement, run_command
+from benchmarks.harness import Result, Skip, measurement, remove_tree, run_command
 from benchmarks.workload import (
     JOB,
     MEDIA_LABEL,
     MEDIA_TARGET,
     Installation,
+    RawRepo,
     cached_archive,
     fresh_installation,
     fresh_raw_repo,
@@ -31,15 +33,17 @@ from benchmarks.workload import (
 SMALL_ROWS = 16                    # 16 x 16 pixels: ~1.5 KB DICOM files (key images, SR, reports)
 INSTANCES_PER_SERIES = 250
 PROBE = """\
-import json, resource, sys
+import json, sys
 from backupctl.cli import run
 rc = run(sys.argv[2:])
-usage = resource.getrusage
+# VmHWM: the peak RSS of this process image alone. getrusage's ru_maxrss is no good here: it starts from
+# the RSS of the (much larger) benchmark runner this process was spawned from.
+status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
 with open(sys.argv[1], "w") as fh:
-    json.dump({"rc": rc, "self_kib": usage(resource.RUSAGE_SELF).ru_maxrss,
-               "children_kib": usage(resource.RUSAGE_CHILDREN).ru_maxrss}, fh)
+    json.dump({"rc": rc, "peak_kib": int(status["VmHWM"].split()[0])}, fh)
 sys.exit(rc)
 """
+TIME = "/usr/bin/time"                # GNU time: a small parent, so the child's ru_maxrss is its own
 
 
 def small_spec(files: int) -> ArchiveSpec:
@@ -51,12 +55,21 @@ def small_spec(files: int) -> ArchiveSpec:
 
 
 def probed(inst: Installation, probe_out: Path, *args: str) -> dict[str, Any]:
-    """Run one backupctl command in the probe; its wall time, and backupctl's and restic's peak RSS."""
+    """Run one backupctl command in the probe: its wall time and backupctl's own peak RSS."""
     done = run_command([sys.executable, "-c", PROBE, str(probe_out), "--config", str(inst.config_path), "--quiet",
                         *args], env=inst.env())
     usage = json.loads(probe_out.read_text())
-    return {"seconds": round(done.run.seconds, 2), "backupctl_rss_mib": round(usage["self_kib"] / 1024, 1),
-            "restic_rss_mib": round(usage["children_kib"] / 1024, 1)}
+    return {"seconds": round(done.run.seconds, 2), "backupctl_rss_mib": round(usage["peak_kib"] / 1024, 1)}
+
+
+def restic_peak_rss(repo: RawRepo, *args: str) -> float:
+    """Peak RSS (MiB) of raw restic doing the same work, measured by GNU time."""
+    if not os.access(TIME, os.X_OK):
+        raise Skip(f"{TIME} is not installed (Debian package 'time'; scripts/install-system-deps.sh)")
+    marker = "BENCH-MAXRSS-KIB="
+    done = run_command([TIME, "-f", marker + "%M", *repo.argv(*args)], env=repo.env(), capture_stderr=True)
+    kib = [line for line in done.stderr.splitlines() if line.startswith(marker)][-1].removeprefix(marker)
+    return round(int(kib) / 1024, 1)
 
 
 def label_blank_disk(inst: Installation) -> None:
@@ -66,34 +79,37 @@ def label_blank_disk(inst: Installation) -> None:
         media_rows.register_medium(catalog, MEDIA_TARGET, medium.label, medium.media_id, medium.created)
 
 
-def profile_at(ctx: Context, files: int) -> dict[str, Any]:
-    """backup, incremental backup, media sync and restore of a `files`-file archive, probed."""
+def profile_at(ctx: Context, files: int) -> list[dict[str, Any]]:
+    """backup, incremental backup, media sync and restore of a `files`-file archive: one row per command."""
     archive = cached_archive(ctx.cache, small_spec(files))
     work = ctx.scratch(f"memory-{files}")
     inst = fresh_installation(ctx.template, work / "inst", archive.root)
     probe_out = work / "probe.json"
     label_blank_disk(inst)
-    out: dict[str, Any] = {"files": len(archive.files)}
-    out["backup"] = probed(inst, probe_out, "backup", "run", JOB, "--no-replicate")
-    out["backup_again"] = probed(inst, probe_out, "backup", "run", JOB, "--no-replicate")
-    out["media_sync"] = probed(inst, probe_out, "media", "sync", MEDIA_TARGET)
-    out["restore"] = probed(inst, probe_out, "restore", "latest", "--to", str(work / "restored"))
+    commands = {"backup run": ("backup", "run", JOB, "--no-replicate"),
+                "backup run (again)": ("backup", "run", JOB, "--no-replicate"),
+                "media sync": ("media", "sync", MEDIA_TARGET),
+                "restore": ("restore", "latest", "--to", str(work / "restored"))}
+    rows = [{"files": len(archive.files), "command": name, **probed(inst, probe_out, *args)}
+            for name, args in commands.items()]
     raw = fresh_raw_repo(ctx.template, work / "raw")
-    out["raw_restic_backup_rss_mib"] = round(
-        run_command(raw.argv("backup", str(archive.root)), env=raw.env()).run.max_rss_kib / 1024, 1)  # type: ignore[operator]
-    out["catalog_bytes"] = inst.config.catalog_path.stat().st_size
-    return out
+    rows.append({"files": len(archive.files), "command": "raw restic backup",
+                 "restic_rss_mib": restic_peak_rss(raw, "backup", str(archive.root))})
+    rows.append({"files": len(archive.files), "command": "raw restic restore",
+                 "restic_rss_mib": restic_peak_rss(raw, "restore", "latest", "--target", str(work / "raw-restored"))})
+    rows[0]["catalog_bytes"] = inst.config.catalog_path.stat().st_size
+    remove_tree(work)
+    return rows
 
 
-@measurement("memory_small_files", about="peak RSS of backupctl (apart from restic) for many small files",
-             default=False)
+@measurement("memory_small_files", about="peak RSS of backupctl (apart from restic) for many small files")
 def memory_small_files(ctx: Context) -> Result:
     small = max(1, ctx.small_files // 10)
-    at_small, at_full = profile_at(ctx, small), profile_at(ctx, ctx.small_files)
-    peak = {n: max(v["backupctl_rss_mib"] for v in d.values() if isinstance(v, dict))
-            for n, d in ((small, at_small), (ctx.small_files, at_full))}
-    figures = {f"files_{at_small['files']}": at_small, f"files_{at_full['files']}": at_full,
-               "backupctl_peak_rss_mib": peak[ctx.small_files],
-               "backupctl_growth_mib": round(peak[ctx.small_files] - peak[small], 1)}
+    rows = profile_at(ctx, small) + profile_at(ctx, ctx.small_files)
+    peak = {n: max(r.get("backupctl_rss_mib", 0) for r in rows if r["files"] == n)
+            for n in {r["files"] for r in rows}}
+    figures = {"backupctl_peak_rss_mib": max(peak.values()),
+               "backupctl_growth_mib": round(peak[max(peak)] - peak[min(peak)], 1), "table": rows}
     return Result(f"peak memory, {small} and {ctx.small_files} small files", "figures", figures=figures,
-                  notes=["backupctl_rss_mib is the Python process alone; restic_rss_mib is restic's own"])
+                  notes=["backupctl_rss_mib: the backupctl process alone (VmHWM); restic_rss_mib: raw restic doing "
+                         "the same work (restic's memory is restic's, whoever starts it)"])

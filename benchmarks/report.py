@@ -43,14 +43,28 @@ def absolute_table(measurements: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def rows_table(rows: list[dict[str, Any]]) -> list[str]:
+    """A list of flat dicts as a Markdown table (columns: every key, in first-seen order)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return lines
+
+
 def figures_lines(measurements: dict[str, dict[str, Any]]) -> list[str]:
-    lines = []
+    lines: list[str] = []
     for name, m in measurements.items():
-        if m.get("figures"):
-            facts = ", ".join(f"{k} {v}" for k, v in m["figures"].items())
-            lines.append(f"- {name}: {facts}")
+        figures = m.get("figures", {})
+        scalars = {k: v for k, v in figures.items() if not isinstance(v, list)}
+        if scalars:
+            lines.append(f"- {name}: " + ", ".join(f"{k} {v}" for k, v in scalars.items()))
         for note in m.get("notes", []):
             lines.append(f"- {name}: {note}")
+        for key, value in figures.items():
+            if isinstance(value, list) and value:
+                lines += ["", f"{name} ({key}):", "", *rows_table(value), ""]
     return lines
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from backupctl.fsutil import atomic_write_text
 from benchmarks import measures as _measures  # noqa: F401 - registers the measurements
 from benchmarks import memory as _memory  # noqa: F401 - registers the memory measurement
 from benchmarks.context import Context
-from benchmarks.harness import REGISTRY, BenchError, Measurement, Skip
+from benchmarks.harness import REGISTRY, BenchError, Measurement, Skip, remove_tree
 from benchmarks.machine import facts
 from benchmarks.report import render
 from benchmarks.workload import PIXEL_ROWS, cached_archive, linked_copy, make_template, spec_for
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         say("interrupted; nothing written")
         return 130
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_tree(workdir)
     doc["finished"] = datetime.now(UTC).isoformat()
     doc["machine"]["load_average_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     doc["ok"] = all(m["status"] != "failed" for m in doc["measurements"].values())
