@@ -33,13 +33,13 @@ def ratios_table(measurements: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def absolute_table(measurements: dict[str, dict[str, Any]]) -> list[str]:
-    lines = ["| measurement | A | A: median (min–max) | B | B: median (min–max) |", "|---|---|---|---|---|"]
+    lines = ["| measurement | A | A: median (min–max) | B | B: median (min–max) | load |", "|---|---|---|---|---|---|"]
     for name, m in measurements.items():
         if m["status"] != "measured" or "a" not in m:
             continue
         a, b = m["a"], m.get("b")
         lines.append(f"| {name} | {a['label']} | {_fmt_s(a)} | {b['label'] if b else ''} | "
-                     f"{_fmt_s(b) if b else ''} |")
+                     f"{_fmt_s(b) if b else ''} | {m.get('load_average', '')} |")
     return lines
 
 
@@ -80,7 +80,7 @@ def render(doc: dict[str, Any]) -> str:
     out = [f"# backupctl benchmarks ({doc['finished'][:19].replace('T', ' ')} UTC)", "",
            f"Workload: {work['files']} synthetic CT files, {work['bytes'] / 1e9:.2f} GB "
            f"({work['rows']}x{work['rows']} 16-bit); {doc['args']['repeats']} interleaved rounds per pair "
-           f"(A B, B A, ...); ratio = median A vs median B.", "",
+           f"(A B, B A, ...); ratio = median A vs median B; whole run {doc.get('wall_seconds', '?')} s.", "",
            "## Ratios", "", *ratios_table(ms), "", "## Absolute times", "", *absolute_table(ms), ""]
     extra = figures_lines(ms)
     if extra:
