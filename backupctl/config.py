@@ -75,6 +75,17 @@ class SigningConfig(Strict):
     key_file: Path = Path("secrets/signing.key")   # Ed25519 private key (0600); the .pub sits beside it
 
 
+class VerifyConfig(Strict):
+    """Verification: how the repository is read back over time and what a restore check does."""
+
+    read_data_slices: int = Field(default=12, ge=1, le=256)   # every pack is read once every N `verify repo`
+    max_unverified_days: float = Field(default=31, gt=0)      # `verify --status` fails past this age
+    sample_studies: int = Field(default=0, ge=0)              # `verify restore`: 0 = the whole snapshot
+    decode_sample: int = Field(default=20, ge=0)              # DICOM files whose pixel data is decoded
+    workers: int | None = Field(default=None, ge=1, le=64)    # processes hashing/parsing (default: all cores)
+    scratch: Path | None = None                               # where `verify restore` restores (default: state)
+
+
 class MediaTargetConfig(Strict):
     """Offline media: labelled removable disks mounted at `mount`, rotated."""
 
@@ -126,6 +137,7 @@ class Settings(Strict):
     staging: StagingConfig = StagingConfig()
     paths: PathsConfig = PathsConfig()
     signing: SigningConfig = SigningConfig()
+    verify: VerifyConfig = VerifyConfig()
     targets: dict[str, TargetConfig] = {}
 
     @field_validator("targets")

@@ -42,6 +42,9 @@ path = "var/catalog.sqlite"
 repository = "var/staging-repo"
 password_file = "secrets/restic-password"
 
+[verify]
+read_data_slices = 2            # a small repository: half of its packs are read back per `verify repo`
+
 [targets.offline]
 type = "media"
 mount = "media-disk"            # a folder standing in for a mounted removable disk
@@ -151,11 +154,19 @@ def _differences(left: Path, right: Path) -> list[str]:
     return out
 
 
+def step_verify(ctx: DemoContext) -> dict[str, Any]:
+    from backupctl.verify.demo import verify_step
+
+    assert ctx.config is not None and ctx.snapshot_id
+    return verify_step(ctx.config, ctx.workdir, ctx.progress, ctx.snapshot_id)
+
+
 # The capabilities, in order. Later steps rely on earlier ones (a snapshot, the media copy).
 STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("backup", step_backup),
     ("media", step_media),
     ("restore", step_restore),
+    ("verify", step_verify),
 ]
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from backupctl.actions.replicate import ReplicationOutcome, replicate_to
 from backupctl.catalog import Catalog, open_catalog
@@ -16,6 +18,14 @@ from backupctl.progress import NullProgress, Progress
 from backupctl.repository import staging_restic
 from backupctl.restic import BackupSummary, Restic, Terminated, job_tag
 from backupctl.sources import check_sources, prepared_sources
+from backupctl.verify.snapshot_manifest import (
+    PreparedManifest,
+    prepare_manifest,
+    record_snapshot_manifest,
+    sources_only,
+)
+
+log = logging.getLogger("backupctl.backup")
 
 
 @dataclass
@@ -33,6 +43,7 @@ class BackupOutcome:
     seconds: float
     unreadable: list[str] = field(default_factory=list)
     replicas: list[ReplicationOutcome] = field(default_factory=list)
+    manifest: dict[str, Any] | None = None   # the signed manifest stored in the snapshot (verify)
 
     @property
     def replicated_ok(self) -> bool:
@@ -63,12 +74,17 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
     try:
         restic.unlock()  # stale locks of killed runs would block later exclusive operations (check, prune)
         with prepared_sources(config, job) as paths:
+            # the signed manifest goes into the same snapshot: it is written before restic reads
+            prepared = prepare_manifest(config, job, paths, progress)
             try:
-                summary = restic.backup(paths, excludes=job.excludes, tags=[job_tag(job.name), *job.tags],
-                                        progress=progress)
+                summary = restic.backup([*paths, prepared.folder], excludes=job.excludes,
+                                        tags=[job_tag(job.name), *job.tags], progress=progress)
+                summary = sources_only(summary, prepared)
             except PartialSnapshot as partial:
-                summary, status = partial.summary, "partial"  # saved, but some files were unreadable
+                # saved, but some files were unreadable
+                summary, status = sources_only(partial.summary, prepared), "partial"
                 _record(catalog, run_id, job, summary, status, time.monotonic() - started, partial.one_line())
+                _record_manifest(catalog, restic, summary, prepared, progress)
                 raise
     except PartialSnapshot:
         raise
@@ -82,7 +98,23 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
         run_rows.finish_run(catalog, run_id, "failed", error=f"internal error: {exc!r}")
         raise
     _record(catalog, run_id, job, summary, status, time.monotonic() - started, None)
-    return _outcome(job, run_id, summary, status, time.monotonic() - started)
+    outcome = _outcome(job, run_id, summary, status, time.monotonic() - started)
+    outcome.manifest = _record_manifest(catalog, restic, summary, prepared, progress)
+    return outcome
+
+
+def _record_manifest(catalog: Catalog, restic: Restic, summary: BackupSummary, prepared: PreparedManifest,
+                     progress: Progress) -> dict[str, Any] | None:
+    if summary.snapshot is None:
+        return None
+    try:
+        return record_snapshot_manifest(catalog, restic, summary.snapshot, prepared, progress)
+    except BackupctlError as exc:
+        # the snapshot and its signed manifest are saved; only the cross-check and the index are missing,
+        # and `catalog rebuild` or the next verify can redo them: never fail a saved backup for this
+        log.warning("snapshot %s saved, but its manifest was not indexed: %s", summary.snapshot.short_id,
+                    exc.one_line())
+        return {"error": exc.one_line()}
 
 
 def _record(catalog: Catalog, run_id: int, job: Job, summary: BackupSummary, status: str, seconds: float,

@@ -21,6 +21,7 @@ from backupctl.cli import demo as demo_cmds
 from backupctl.cli import dev as dev_cmds
 from backupctl.cli import media as media_cmds
 from backupctl.cli import setup as setup_cmds
+from backupctl.cli import verify as verify_cmds
 from backupctl.cli.common import OPTIONS, err
 from backupctl.errors import BackupctlError
 from backupctl.restic import Terminated, raise_on_sigterm
@@ -60,6 +61,7 @@ backup_cmds.register(app)
 app.add_typer(media_cmds.app, name="media")
 app.add_typer(dev_cmds.app, name="dev")
 demo_cmds.register(app)
+verify_cmds.register(app)
 
 
 def run(argv: list[str] | None = None) -> int:

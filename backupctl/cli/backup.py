@@ -18,7 +18,7 @@ from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json, short_time
 from backupctl.cli.common import table as make_table
-from backupctl.errors import TargetError, UsageError
+from backupctl.errors import IntegrityError, TargetError, UsageError
 from backupctl.repository import staging_restic
 
 backup_app = typer.Typer(help="Run backups.", no_args_is_help=True)
@@ -51,6 +51,12 @@ def backup_run(
     else:
         out.print(f"snapshot {outcome.short_id} of job {job}: {outcome.files} files, {human_bytes(outcome.bytes)}, "
                   f"{human_bytes(outcome.bytes_added)} new, {outcome.seconds:.1f} s")
+        if (m := outcome.manifest) and "error" not in m:
+            changed = f", [yellow]{m['changed_during_backup']} changed during backup[/]" \
+                if m["changed_during_backup"] else ""
+            rate = f", {m['mb_per_second']} MB/s" if m["hashed"] else ""
+            out.print(f"  signed manifest: {m['files']} files ({m['hashed']} read, {m['reused']} unchanged), "
+                      f"{m['dicom']} DICOM in {m['studies']} studies{rate}{changed}")
         for r in outcome.replicas:
             if r.ok and r.report:
                 out.print(f"  {r.target} ({r.report.location}): {r.report.uploaded} files copied, "
@@ -109,14 +115,24 @@ def snapshots(
 
 
 def restore(
-    snapshot: Annotated[str, typer.Argument(help="Snapshot id (or unique prefix), or 'latest'.")],
-    to: Annotated[Path, typer.Option("--to", help="Empty folder to restore into.")],
+    snapshot: Annotated[str | None, typer.Argument(
+        help="Snapshot id (or unique prefix), or 'latest'; with --study, default the newest holding it.")] = None,
+    to: Annotated[Path | None, typer.Option("--to", help="Empty folder to restore into.")] = None,
     include: Annotated[list[str] | None, typer.Option("--include", help="Only this path (repeatable).")] = None,
+    study: Annotated[list[str] | None, typer.Option(
+        "--study", help="Only this study's files (Study Instance UID, repeatable), verified after restore.")] = None,
     from_target: Annotated[str, typer.Option("--from", help="Copy to read: staging or a target name.")] = "staging",
     force: Annotated[bool, typer.Option("--force", help="Restore into a non-empty folder.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """Restore a snapshot (all of it, or --include paths) from staging or a replica."""
+    """Restore a snapshot (all of it, --include paths, or --study UIDs) from staging or a replica."""
+    if to is None:
+        raise UsageError("say where to restore with --to DIR (an empty folder)")
+    if study:
+        restore_study_cmd(snapshot, to, study, from_target, force, json_output)
+        return
+    if snapshot is None:
+        raise UsageError("name the snapshot to restore (an id, or 'latest'), or give --study UID")
     config = common.load()
     outcome = restore_snapshot(config, snapshot, to, includes=include, copy=from_target, force=force,
                                progress=common.progress(json_output))
@@ -125,6 +141,27 @@ def restore(
     else:
         out.print(f"restored {outcome.files} files ({human_bytes(outcome.bytes)}) of snapshot "
                   f"{outcome.snapshot_id[:8]} from {outcome.source} into {outcome.to} in {outcome.seconds:.1f} s")
+
+
+def restore_study_cmd(snapshot: str | None, to: Path, studies: list[str], copy: str, force: bool,
+                      json_output: bool) -> None:
+    from backupctl.verify.study import restore_studies
+
+    config = common.load()
+    with open_catalog(config.catalog_path) as catalog:
+        outcome = restore_studies(config, catalog, studies, to, snapshot=None if snapshot == "latest" else snapshot,
+                                  copy=copy, force=force, progress=common.progress(json_output))
+    if json_output:
+        print_json({**outcome.as_dict(), "ok": outcome.verified})
+    else:
+        out.print(f"restored {len(studies)} study(ies): {outcome.files} files ({human_bytes(outcome.bytes)}) of "
+                  f"snapshot {outcome.snapshot_id[:8]} from {outcome.source} into {outcome.to} in "
+                  f"{outcome.seconds:.1f} s; " + ("verified against the signed manifest" if outcome.verified
+                                                 else "[red]verification FAILED[/]"))
+    if not outcome.verified:
+        bad = [f for f in outcome.findings if f.severity == "error"]
+        raise IntegrityError(f"restored files fail verification: {bad[0].line()}"
+                             + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""))
 
 
 def runs(

@@ -123,7 +123,9 @@ def iter_archive(spec: ArchiveSpec) -> Iterator[tuple[Path, Dataset]]:
             for r in range(spec.series_per_study):
                 for i in range(spec.instances_per_series):
                     ds = _dataset(spec, p, s, r, i, rng)
-                    rel = Path(ds.PatientID) / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+                    # folders by position, not by Patient ID: a path is not the place for an identifier
+                    # (manifests, snapshots and reports show paths as they are)
+                    rel = Path(f"p{p:05d}") / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
                     yield rel, ds
 
 

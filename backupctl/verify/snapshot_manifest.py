@@ -1,0 +1,236 @@
+"""The manifest's life around a backup, and reading it back out of a snapshot.
+
+Before restic runs, `prepare_manifest` describes the job's sources (incrementally against the previous
+manifest of the job), signs the result and writes it to `<state>/manifests/<job>/.backupctl-manifest/`;
+the backup adds that folder to the restic snapshot. After the snapshot, `record_snapshot_manifest` lists
+the snapshot (`restic ls --json`), marks files whose size or mtime restic saw differently as changed during
+backup, and records the manifest, the study index and those changes in the catalog.
+
+`read_snapshot_manifest` gets the manifest out of any snapshot with `restic dump` and checks its
+signature: all a restore needs to be verified when the backup host and its catalog are gone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import re
+import tarfile
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from backupctl.catalog import Catalog
+from backupctl.catalog import verify as verify_rows
+from backupctl.config import Config, Job
+from backupctl.errors import IntegrityError
+from backupctl.manifest import (
+    DICOM,
+    MANIFEST_DIR_NAME,
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    BuildStats,
+    Manifest,
+    ManifestError,
+    build_manifest,
+    find_manifest_dir,
+    load_manifest,
+    verify_bytes,
+    write_manifest,
+)
+from backupctl.progress import NullProgress, Progress
+from backupctl.restic import BackupSummary, Restic, Snapshot
+from backupctl.signing import SigningKey, VerifyKey, ensure_key, load_verify_key
+
+log = logging.getLogger("backupctl.verify")
+
+
+def manifest_folder(config: Config, job: str) -> Path:
+    return config.state_dir / "manifests" / job / MANIFEST_DIR_NAME
+
+
+def signing_key(config: Config) -> SigningKey:
+    """The configured signing key; created on first use if neither half exists yet (init also creates it)."""
+    key, created = ensure_key(config.signing_key)
+    if created:
+        log.warning("created signing key %s: back it up, and keep its .pub wherever restores are verified",
+                    config.signing_key)
+    return key
+
+
+def trusted_key(config: Config, public_key: Path | None = None) -> VerifyKey:
+    """The public key manifests must verify against: --public-key, else the .pub beside the signing key."""
+    return load_verify_key(public_key or config.signing_key)
+
+
+@dataclass
+class PreparedManifest:
+    folder: Path
+    manifest: Manifest
+    sha256: str
+    stats: BuildStats
+    key_id: str
+    rewritten: bool = True          # False: byte-identical to the previous manifest, left untouched
+
+
+def prepare_manifest(config: Config, job: Job, sources: list[Path], progress: Progress | None = None,
+                     workers: int | None = None) -> PreparedManifest:
+    """Build, sign and write the job's manifest for the snapshot about to be taken."""
+    key = signing_key(config)
+    folder = manifest_folder(config, job.name)
+    previous = None
+    if (folder / MANIFEST_NAME).exists():
+        try:
+            previous = load_manifest(folder, key.verify_key)
+        except IntegrityError as exc:  # altered, or another key: read everything again, never trust it
+            log.warning("previous manifest of job %s not reused: %s", job.name, exc.one_line())
+    manifest, stats = build_manifest(job.name, sources, key, excludes=list(job.excludes), previous=previous,
+                                     workers=workers or config.settings.verify.workers, progress=progress)
+    if stats.id_in_path:
+        log.warning("job %s: %d DICOM files carry their Patient ID in their path; manifests, snapshots and "
+                    "findings show paths as they are (the ID itself is never logged)", job.name, stats.id_in_path)
+    _, sha, rewritten = write_manifest(manifest, folder, key)
+    return PreparedManifest(folder, manifest, sha, stats, key.key_id, rewritten)
+
+
+def sources_only(summary: BackupSummary, prepared: PreparedManifest) -> BackupSummary:
+    """restic's figures without the manifest folder, so they describe the job's sources.
+
+    restic compares with the parent snapshot (same paths, so it holds the manifest folder too): without a
+    parent both manifest files are new; a rewritten manifest counts as changed; else unmodified.
+    """
+    files = sum(1 for p in prepared.folder.iterdir() if p.is_file())
+    size = sum(p.stat().st_size for p in prepared.folder.iterdir() if p.is_file())
+    snap = summary.snapshot
+    adjusted = replace(summary, total_files=max(0, summary.total_files - files),
+                       total_bytes=max(0, summary.total_bytes - size))
+    if snap is not None and snap.parent is None:
+        adjusted.files_new = max(0, summary.files_new - files)
+    elif prepared.rewritten:
+        adjusted.files_changed = max(0, summary.files_changed - files)
+    else:
+        adjusted.files_unmodified = max(0, summary.files_unmodified - files)
+    return adjusted
+
+
+# after the snapshot -----------------------------------------------------------------------------------------
+
+_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+
+
+def restic_time_ns(text: str) -> int | None:
+    """restic's RFC 3339 time with nanoseconds as integer nanoseconds since the epoch."""
+    m = _TIME.match(text)
+    if not m:
+        return None
+    zone = "+00:00" if m[3] == "Z" else m[3]
+    seconds = int(datetime.fromisoformat(m[1] + zone).timestamp())
+    return seconds * 1_000_000_000 + int((m[2] or "0")[:9].ljust(9, "0"))
+
+
+def changed_during_backup(manifest: Manifest, nodes: dict[str, tuple[int, int | None]],
+                          manifest_dir: str) -> list[tuple[str, str]]:
+    """(path, what differs) for files restic saw differently from the manifest pass."""
+    changed = []
+    listed = set()
+    for e in manifest.entries:
+        listed.add(e.path)
+        if e.sha256 is None:
+            continue
+        node = nodes.get(e.path)
+        if node is None:
+            changed.append((e.path, "in the manifest, not in the snapshot (deleted during the backup?)"))
+        elif node[0] != e.size or (node[1] is not None and node[1] != e.mtime_ns):
+            changed.append((e.path, f"restic read {node[0]} bytes, the manifest {e.size}; "
+                                    "modified between the manifest pass and restic's read"))
+    prefix = manifest_dir.rstrip("/") + "/"
+    for path in nodes:
+        if path not in listed and not path.startswith(prefix):
+            changed.append((path, "in the snapshot, not in the manifest (created during the backup?)"))
+    return changed
+
+
+def snapshot_files(restic: Restic, snapshot_id: str) -> dict[str, tuple[int, int | None]]:
+    """path -> (size, mtime ns) of every regular file of a snapshot."""
+    return {n.path: (n.size, restic_time_ns(n.mtime)) for n in restic.ls(snapshot_id) if n.type == "file"}
+
+
+def record_snapshot_manifest(catalog: Catalog, restic: Restic, snapshot: Snapshot, prepared: PreparedManifest,
+                             progress: Progress | None = None) -> dict[str, Any]:
+    """Cross-check the new snapshot against the manifest and record both; returns figures for the outcome."""
+    progress = progress or NullProgress()
+    with progress.task("manifest: compare with snapshot", total=None, unit="files"):
+        nodes = snapshot_files(restic, snapshot.id)
+    changed = changed_during_backup(prepared.manifest, nodes, str(prepared.folder))
+    record_manifest(catalog, snapshot.id, str(prepared.folder), prepared.manifest, prepared.sha256, prepared.stats,
+                    changed)
+    figures = prepared.stats.as_dict()
+    figures.update(manifest_sha256=prepared.sha256, key_id=prepared.key_id, changed_during_backup=len(changed),
+                   studies=len(prepared.manifest.studies()))
+    return figures
+
+
+def record_manifest(catalog: Catalog, snapshot_id: str, folder: str, manifest: Manifest, sha256: str,
+                    stats: BuildStats | None, changed: list[tuple[str, str]]) -> None:
+    studies = manifest.studies()
+    series: dict[str, tuple[str, int]] = {}
+    for e in manifest.entries:
+        if e.kind == DICOM and e.dicom and e.dicom.get("series") and e.study:
+            study, n = series.get(e.dicom["series"], (e.study, 0))
+            series[e.dicom["series"]] = (study, n + 1)
+    entries = manifest.entries
+    rec = verify_rows.ManifestRecord(
+        snapshot_id=snapshot_id, sha256=sha256, key_id=manifest.key_id, path=folder,
+        files=len(entries), bytes=sum(e.size for e in entries if e.sha256),
+        dicom=sum(1 for e in entries if e.kind == DICOM), not_dicom=sum(1 for e in entries if e.kind == "other"),
+        problems=sum(1 for e in entries if e.kind in ("unreadable", "dicom-unparseable")),
+        hashed=stats.hashed if stats else None, reused=stats.reused if stats else None,
+        seconds=stats.seconds if stats else None)
+    verify_rows.record_manifest(
+        catalog, rec,
+        [verify_rows.StudyRow(s.study, len(s.series), s.instances, s.bytes, ",".join(sorted(s.modalities)))
+         for s in studies.values()],
+        [(se, st, n) for se, (st, n) in series.items()], changed)
+
+
+# reading a manifest back out of a snapshot ---------------------------------------------------------------
+
+
+@dataclass
+class SnapshotManifest:
+    manifest: Manifest
+    folder: str          # path of the manifest folder inside the snapshot
+    sha256: str
+
+
+def read_snapshot_manifest(restic: Restic, snapshot: Snapshot, trusted: VerifyKey) -> SnapshotManifest:
+    """Dump the manifest and its signature from a snapshot; verify the signature; parse."""
+    folder = find_manifest_dir(snapshot.paths)
+    if folder is None:
+        raise ManifestError(f"snapshot {snapshot.short_id} holds no manifest (taken without verification?)",
+                            hint="take a new backup; older snapshots can be checked with `restic check` only")
+    data, signature = _dump_manifest_folder(restic, snapshot, folder)
+    manifest = verify_bytes(data, signature, trusted, what=f"manifest of snapshot {snapshot.short_id}")
+    return SnapshotManifest(manifest, folder, hashlib.sha256(data).hexdigest())
+
+
+def _dump_manifest_folder(restic: Restic, snapshot: Snapshot, folder: str) -> tuple[bytes, bytes]:
+    """Both manifest files with one restic run: `restic dump` of a folder is a tar stream."""
+    raw = restic.dump(snapshot.id, folder)
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+            for member in tar.getmembers():
+                name = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and name in (MANIFEST_NAME, SIGNATURE_NAME):
+                    fh = tar.extractfile(member)
+                    found[name] = fh.read() if fh is not None else b""
+    except tarfile.TarError as exc:
+        raise ManifestError(f"snapshot {snapshot.short_id}: manifest folder unreadable ({exc})") from None
+    if MANIFEST_NAME not in found or SIGNATURE_NAME not in found:
+        missing = MANIFEST_NAME if MANIFEST_NAME not in found else SIGNATURE_NAME
+        raise ManifestError(f"snapshot {snapshot.short_id}: {missing} is missing from {folder}",
+                            hint="an unsigned or incomplete manifest cannot vouch for the snapshot")
+    return found[MANIFEST_NAME], found[SIGNATURE_NAME]
