@@ -169,6 +169,7 @@ class Result:
     per_core: bool = False
     figures: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    derived: dict[str, Result] = field(default_factory=dict)   # reported as NAME.KEY (e.g. a phase left out)
 
     def ratio(self) -> float | None:
         if self.a is None or self.b is None:
@@ -216,6 +217,8 @@ class Result:
             d["figures"] = self.figures
         if self.notes:
             d["notes"] = self.notes
+        if self.derived:
+            d["derived"] = {key: r.as_dict() for key, r in self.derived.items()}
         return d
 
 
