@@ -25,17 +25,19 @@ def run_bench(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_runner_measures_every_available_measurement_on_a_tiny_archive(tmp_path: Path) -> None:
-    done = run_bench("--size-gb", "0.002", "--repeats", "2", "--small-files", "20", "--all", tmp=tmp_path)
+    done = run_bench("--size-gb", "0.002", "--repeats", "1", "--small-files", "20", "--all", tmp=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     doc = json.loads((tmp_path / "out" / "latest.json").read_text())
     assert doc["ok"] is True
-    assert set(doc["measurements"]) == set(REGISTRY)
+    names = set(doc["measurements"])
+    assert set(REGISTRY) <= names
+    assert all(n.split(".")[0] in REGISTRY for n in names), names   # NAME.KEY: a figure derived from NAME
     for name, m in doc["measurements"].items():
         assert m["status"] in ("measured", "skipped"), f"{name}: {m}"
         if m["status"] == "skipped":
             assert m["reason"], name
         elif m["kind"] != "figures":
-            assert m["ratio"] > 0 and len(m["a"]["runs_s"]) == 2 == len(m["b"]["runs_s"]), name
+            assert m["ratio"] > 0 and len(m["a"]["runs_s"]) == 1 == len(m["b"]["runs_s"]), name
     assert doc["measurements"]["backup_full"]["status"] == "measured"
     memory = doc["measurements"]["memory_small_files"]["figures"]
     assert all(r["backupctl_rss_mib"] > 0 for r in memory["table"] if r["command"] == "backup run")
