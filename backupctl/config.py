@@ -202,7 +202,9 @@ class Drill(Strict):
     rto_minutes: float = Field(default=60, gt=0)
     schedule: str | None = None
     timezone: str = "UTC"
-    scratch: Path | None = None
+    scratch: Path | None = None              # default: <state>/scratch; never inside a job's source
+    seed: int | None = None                  # fixes the random choices (snapshot, sample); default: new each run
+    decode_files: int = Field(default=3, ge=0)   # DICOM files whose pixel data is also decoded (depth dicom/pacs)
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
 
@@ -364,7 +366,25 @@ def collect_config(path: Path | None = None) -> tuple[Config | None, list[str]]:
             errors.append(f"{where}: job: '{drill.job}' is not a job in {settings.paths.jobs}/")
         if drill.copy_from != "staging" and drill.copy_from not in settings.targets:
             errors.append(f"{where}: copy_from: expected 'staging' or a target name (got '{drill.copy_from}')")
+        if drill.scratch is not None:
+            errors += [f"{where}: scratch: {problem}" for problem in
+                       scratch_overlaps(base / drill.scratch.expanduser(), base, settings, jobs)]
     return Config(path, settings, jobs, drills), errors
+
+
+def scratch_overlaps(scratch: Path, base: Path, settings: Settings, jobs: dict[str, Job]) -> list[str]:
+    """Why `scratch` may not hold a drill's restore: it lies inside (or holds) live data."""
+    scratch = Path(os.path.abspath(scratch))
+    live = [(f"source of job {job.name}", base / src) for job in jobs.values() for src in job.sources]
+    live.append(("the staging repository", base / settings.staging.repository))
+    live += [(f"the mount of target {name}", base / t.mount) for name, t in settings.targets.items()
+             if isinstance(t, MediaTargetConfig)]
+    problems = []
+    for what, path in live:
+        path = Path(os.path.abspath(path.expanduser()))
+        if scratch == path or scratch.is_relative_to(path) or path.is_relative_to(scratch):
+            problems.append(f"{scratch} overlaps {what} ({path}); a drill never writes into live data")
+    return problems
 
 
 def _load_dir(folder: Path, model: type[Job] | type[Drill], errors: list[str]) -> dict[str, Any]:

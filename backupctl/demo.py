@@ -24,6 +24,7 @@ from backupctl.catalog import media as media_rows
 from backupctl.catalog import open_catalog
 from backupctl.config import Config
 from backupctl.dicom.synth import ArchiveSpec, write_archive
+from backupctl.drills.demo import step_drill
 from backupctl.errors import BackupctlError
 from backupctl.progress import Progress
 from backupctl.repofiles import list_repository, name_matches_content
@@ -167,6 +168,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("media", step_media),
     ("restore", step_restore),
     ("verify", step_verify),
+    ("drill", step_drill),
 ]
 
 

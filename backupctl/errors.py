@@ -110,3 +110,14 @@ class MediaNotMounted(TargetError):
 
 class IntegrityError(BackupctlError):
     """Data read back does not match what was written (hash, size, signature)."""
+
+
+# restore drills ------------------------------------------------------------------------------------------
+
+
+class DrillFailed(BackupctlError):
+    """A restore drill ran to its end and a check failed or the RTO was missed (recorded in the catalog)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, drill_id: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.drill_id = drill_id

@@ -353,12 +353,24 @@ class Restic:
         )
 
     def restore(self, snapshot_id: str, target: Path, *, includes: Sequence[str] = (),
-                progress: Progress | None = None) -> None:
+                excludes: Sequence[str] = (), keep_going: bool = False,
+                progress: Progress | None = None) -> list[tuple[str, str]]:
+        """Restore into `target` (restic 0.14 takes includes or excludes, not both). With `keep_going`,
+        files restic could not restore (a damaged pack) are returned as (path, error) instead of raising,
+        so a restore drill can report them and still check everything else."""
         args = ["restore", snapshot_id, "--target", str(target)]
         for pattern in includes:
             args += ["--include", pattern]
+        for pattern in excludes:
+            args += ["--exclude", pattern]
         with (progress or NullProgress()).task(f"restore {snapshot_id[:8]}", total=None):
-            self.run(args)
+            result = self.run(args, ok_codes=(0, 1) if keep_going else (0,))
+        if result.returncode == 0:
+            return []
+        failed = _restore_errors(result.stderr_tail)
+        if not failed:
+            raise _classify(result.returncode, result.stderr_tail, self.repository)
+        return failed
 
     def ls(self, snapshot_id: str) -> Iterator[Node]:
         """Every node of a snapshot (restic ls --json prints the snapshot first, then one node per line)."""
@@ -428,6 +440,19 @@ def _parse_json_line(line: str) -> Any:
         return json.loads(line)
     except json.JSONDecodeError:
         return None
+
+
+_RESTORE_ERROR = re.compile(r"^ignoring error for (/.*?): (.*)$")
+
+
+def _restore_errors(stderr: str) -> list[tuple[str, str]]:
+    """(path, error) per file restic could not restore; the first error of each path only."""
+    found: dict[str, str] = {}
+    for line in stderr.splitlines():
+        m = _RESTORE_ERROR.match(line.strip())
+        if m and m[1] not in found:
+            found[m[1]] = m[2]
+    return list(found.items())
 
 
 _UNREADABLE = re.compile(r"^error: (?:open|lstat|read) (\S+?): (.*)$")

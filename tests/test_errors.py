@@ -114,3 +114,8 @@ def test_unreadable_file_gives_partial_snapshot_exit_3(world_readable_installati
         (snap,) = snapshot_rows.list_snapshots(catalog, "pacs")
     assert run["status"] == "partial" and snap["status"] == "partial" and snap["files"] == 11
     assert stat.S_IMODE(victim.stat().st_mode) == 0
+
+
+@pytest.mark.parametrize("args", [["bogus"], ["snapshots", "--nope"], ["backup", "run"], ["runs", "-n", "many"]])
+def test_bad_arguments_are_one_line_errors(installation: Config, args: list[str]) -> None:
+    assert_one_line_error(cli(installation, *args), 2, "--help")

@@ -19,12 +19,24 @@ from backupctl import __version__
 from backupctl.cli import backup as backup_cmds
 from backupctl.cli import demo as demo_cmds
 from backupctl.cli import dev as dev_cmds
+from backupctl.cli import drill as drill_cmds
 from backupctl.cli import media as media_cmds
 from backupctl.cli import setup as setup_cmds
 from backupctl.cli import verify as verify_cmds
 from backupctl.cli.common import OPTIONS, err
 from backupctl.errors import BackupctlError
 from backupctl.restic import Terminated, raise_on_sigterm
+
+# typer >= 0.26 vendors its own copy of click: catch the exceptions of whichever is in use
+_click_exceptions = [click.exceptions]
+try:
+    from typer._click import exceptions as _typer_click_exceptions
+
+    _click_exceptions.append(_typer_click_exceptions)
+except ImportError:
+    pass
+_CLICK_ERRORS = tuple(m.ClickException for m in _click_exceptions)
+_ABORTS = (click.exceptions.Abort, typer.Abort)
 
 app = typer.Typer(
     name="backupctl",
@@ -60,6 +72,7 @@ setup_cmds.register(app)
 backup_cmds.register(app)
 app.add_typer(media_cmds.app, name="media")
 app.add_typer(dev_cmds.app, name="dev")
+app.add_typer(drill_cmds.app, name="drill")
 demo_cmds.register(app)
 verify_cmds.register(app)
 
@@ -73,14 +86,16 @@ def run(argv: list[str] | None = None) -> int:
             logging.getLogger("backupctl").exception("error")
         err.print(f"[bold red]error:[/] {escape(exc.one_line())}", markup=True, highlight=False)
         return exc.exit_code
-    except click.exceptions.Abort:
+    except (*_ABORTS, KeyboardInterrupt, Terminated):
         err.print("interrupted")
         return 130
-    except (KeyboardInterrupt, Terminated):
-        err.print("interrupted")
-        return 130
-    except click.ClickException as exc:
-        exc.show()
+    except _CLICK_ERRORS as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
+            exc.show()
+            return exc.exit_code
+        # bad arguments: one line, like every other error, and a pointer to --help
+        where = f"`{exc.ctx.command_path} --help`" if getattr(exc, "ctx", None) else "`backupctl --help`"
+        err.print(f"[bold red]error:[/] {escape(exc.format_message())} (see {where})", highlight=False)
         return exc.exit_code
     return rc if isinstance(rc, int) else 0
 

@@ -64,37 +64,50 @@ def check_restored_file(path: Path, entry: Entry, decode: bool = False, known_ch
 
     `known_changed`: the backup's own cross-check (catalog) saw this file change while it was backed up.
     """
-    from backupctl.dicom.parse import check_file
+    findings, intact = hash_restored_file(path, entry, known_changed)
+    if intact is None:
+        return findings
+    return findings + dicom_restored_file(path, entry, decode, intact)
 
+
+def hash_restored_file(path: Path, entry: Entry, known_changed: bool = False) -> tuple[list[Finding], bool | None]:
+    """The presence and SHA-256 half of `check_restored_file`: (findings, intact). `intact` is None when no
+    content check applies (missing, symlink, changed during backup, ...), else whether the bytes match."""
     subject = entry.path
     if entry.kind == SPECIAL:
-        return []
+        return [], None
     try:
         st = path.lstat()
     except FileNotFoundError:
-        return [Finding(ERROR, "missing", subject, "in the manifest but not restored")]
+        return [Finding(ERROR, "missing", subject, "in the manifest but not restored")], None
     if entry.kind == SYMLINK:
-        return [] if path.is_symlink() else [Finding(ERROR, "altered", subject, "was a symlink")]
+        return ([] if path.is_symlink() else [Finding(ERROR, "altered", subject, "was a symlink")]), None
     if entry.kind == UNREADABLE:
-        return [Finding(WARNING, "source-unreadable", subject, entry.error or "could not be read at backup time")]
+        return [Finding(WARNING, "source-unreadable", subject, entry.error or "could not be read at backup time")], None
     try:
         digest = _sha256(path)
     except OSError as exc:
-        return [Finding(ERROR, "unreadable", subject, f"cannot read the restored file: {exc.strerror}")]
+        return [Finding(ERROR, "unreadable", subject, f"cannot read the restored file: {exc.strerror}")], None
     intact = digest == entry.sha256
     # restic restores the mtime it read: another mtime means restic read another version than the
     # manifest pass did, and the manifest cannot vouch for it (the same mtime with other bytes is damage)
     if not intact and (known_changed or st.st_mtime_ns != entry.mtime_ns):
         return [Finding(WARNING, "changed-during-backup", subject,
-                        "modified between the manifest pass and restic's read; the manifest cannot vouch for it")]
-    findings: list[Finding] = []
+                        "modified between the manifest pass and restic's read; the manifest cannot vouch for it")], None
     if not intact:
         size = f"; {st.st_size} bytes, the manifest says {entry.size}" if st.st_size != entry.size else ""
-        findings.append(Finding(ERROR, "hash-mismatch", subject,
-                                f"SHA-256 {digest[:12]}… differs from the manifest's {entry.sha256[:12]}…{size}"))
+        return [Finding(ERROR, "hash-mismatch", subject,
+                        f"SHA-256 {digest[:12]}… differs from the manifest's {entry.sha256[:12]}…{size}")], False
+    return [], True
+
+
+def dicom_restored_file(path: Path, entry: Entry, decode: bool, intact: bool) -> list[Finding]:
+    """The DICOM half of `check_restored_file`, for a file whose hash check said `intact`."""
+    from backupctl.dicom.parse import check_file
+
     if entry.kind == DICOM or (entry.kind in (OTHER, UNPARSEABLE) and path.suffix.lower() == ".dcm") or not intact:
-        findings += _dicom_findings(path, entry, decode, intact, check_file)
-    return findings
+        return _dicom_findings(path, entry, decode, intact, check_file)
+    return []
 
 
 def _dicom_findings(path: Path, entry: Entry, decode: bool, intact: bool, check_file) -> list[Finding]:  # noqa: ANN001
@@ -144,9 +157,17 @@ def _decode_set(entries: list[Entry], count: int, seed: int | None) -> set[str]:
 Work = tuple[Entry, bool, bool]   # entry, decode its pixels, known to have changed during backup
 
 
-def _check_batch(root: str, batch: list[Work]) -> list[list[Finding]]:
+def _check_one(path: Path, entry: Entry, decode: bool, changed: bool, only: str | None) -> list[Finding]:
+    if only == "hash":
+        return hash_restored_file(path, entry, changed)[0]
+    if only == "dicom":  # the caller passes only entries whose hash check held
+        return dicom_restored_file(path, entry, decode, True)
+    return check_restored_file(path, entry, decode, changed)
+
+
+def _check_batch(root: str, batch: list[Work], only: str | None = None) -> list[list[Finding]]:
     base = Path(root)
-    return [check_restored_file(restored_path(base, e.path), e, decode, changed) for e, decode, changed in batch]
+    return [_check_one(restored_path(base, e.path), e, decode, changed, only) for e, decode, changed in batch]
 
 
 def _batches(items: list[Work]) -> Iterator[list[Work]]:
@@ -157,16 +178,18 @@ def _batches(items: list[Work]) -> Iterator[list[Work]]:
 def verify_restored_tree(root: Path, manifest: Manifest, *, entries: list[Entry] | None = None,
                          decode: int = 0, seed: int | None = None, workers: int | None = None,
                          progress: Progress | None = None, changed: set[str] | frozenset[str] = frozenset(),
-                         ) -> TreeCheck:
+                         only: str | None = None, unlisted: bool | None = None) -> TreeCheck:
     """Check the restored files under `root` against `manifest` (all entries, or `entries` only).
 
     `decode` DICOM files (chosen at random with `seed`) also get their pixel data decoded. When every
-    entry is checked, files restored but absent from the manifest are reported too. `changed`: paths the
-    backup's own cross-check saw change while it ran (from the catalog, when there is one).
+    entry is checked (or `unlisted` is true), files restored but absent from the manifest are reported too.
+    `changed`: paths the backup's own cross-check saw change while it ran (from the catalog, when there is
+    one). `only` runs one half of the check: "hash" (presence and SHA-256) or "dicom" (the parse check, for
+    entries whose hash check already held), so restore drills can time the two apart.
     """
     progress = progress or NullProgress()
     started = time.monotonic()
-    whole = entries is None
+    whole = entries is None if unlisted is None else unlisted
     chosen = list(manifest.entries if entries is None else entries)
     to_decode = _decode_set(chosen, decode, seed)
     work = [(e, e.path in to_decode, e.path in changed) for e in chosen]
@@ -176,10 +199,10 @@ def verify_restored_tree(root: Path, manifest: Manifest, *, entries: list[Entry]
     with progress.task("verify restored files", total=sum(e.size for e in chosen), unit="B") as task:
         if workers <= 1 or len(work) < INPROCESS_BELOW:
             for e, dec, chg in work:
-                per_entry.append((e, check_restored_file(restored_path(root, e.path), e, dec, chg)))
+                per_entry.append((e, _check_one(restored_path(root, e.path), e, dec, chg, only)))
                 task.advance(e.size)
         else:
-            per_entry = _run_pool(root, work, workers, task)
+            per_entry = _run_pool(root, work, workers, task, only)
     for e, found in per_entry:
         result.findings += found
         if e.sha256 is not None:
@@ -198,7 +221,8 @@ def verify_restored_tree(root: Path, manifest: Manifest, *, entries: list[Entry]
     return result
 
 
-def _run_pool(root: Path, work: list[Work], workers: int, task: Task) -> list[tuple[Entry, list[Finding]]]:
+def _run_pool(root: Path, work: list[Work], workers: int, task: Task,
+              only: str | None = None) -> list[tuple[Entry, list[Finding]]]:
     out: list[tuple[Entry, list[Finding]]] = []
     with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
         pending: dict[Future[list[list[Finding]]], list[Work]] = {}
@@ -210,7 +234,7 @@ def _run_pool(root: Path, work: list[Work], workers: int, task: Task) -> list[tu
                 task.advance(e.size)
 
         for batch in _batches(work):
-            pending[pool.submit(_check_batch, str(root), batch)] = batch
+            pending[pool.submit(_check_batch, str(root), batch, only)] = batch
             if len(pending) >= workers * 3:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:

@@ -1,0 +1,439 @@
+"""`drill run NAME`: restore a snapshot (or a sample of its studies) from one copy, prove it, time it.
+
+Phases, each timed with a monotonic clock: fetch (a remote copy is brought to scratch), select (snapshot,
+signed manifest, studies), restore, hash verify, DICOM verify, ingest and query (depth 'pacs'), clean-up.
+The first study is restored and verified on its own before the rest, so the drill measures what a
+radiologist waits for in an emergency: the time until one study is back and proven intact.
+
+Everything is recorded in the catalog as a run of kind 'drill' (see `catalog.drills`). A failed check or a
+missed RTO makes the drill fail (the CLI exits 1) but is not an exception: the drill still runs what it
+can and says what failed. Scratch space is always removed, also on failure and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from backupctl.actions.restore import restic_for_copy, tree_size
+from backupctl.catalog import Catalog, open_catalog
+from backupctl.catalog import drills as drill_rows
+from backupctl.catalog import runs as run_rows
+from backupctl.catalog import verify as verify_rows
+from backupctl.config import Config, Drill
+from backupctl.drills import pacs_step
+from backupctl.drills.model import (
+    ERROR,
+    WARNING,
+    Check,
+    DrillResult,
+    PhaseClock,
+    Problem,
+    StudyResult,
+    duration_text,
+)
+from backupctl.drills.scratch import make_scratch, remove_scratch, remove_stale_scratch, scratch_root
+from backupctl.drills.select import Scope, SelectionError, choose_scope, choose_snapshot
+from backupctl.errors import BackupctlError, IntegrityError, Interrupted, ResticError, UsageError
+from backupctl.manifest import DICOM, Entry, Manifest
+from backupctl.progress import NullProgress, Progress
+from backupctl.repository import password_source
+from backupctl.restic import Restic, Snapshot, Terminated, job_tag
+from backupctl.signing import VerifyKey
+from backupctl.verify.findings import Finding
+from backupctl.verify.restore import include_patterns
+from backupctl.verify.restored import TreeCheck, restored_path, verify_restored_tree
+from backupctl.verify.snapshot_manifest import read_snapshot_manifest, trusted_key
+
+log = logging.getLogger("backupctl.drills")
+
+MAX_PATTERNS_PER_CALL = 1000         # restic argv stays far below the kernel's limit
+SPACE_MARGIN_BYTES = 64 << 20        # room kept free beyond what the restore needs
+
+
+# what reading the copy may raise that is a finding of the drill, not a fault of the drill itself
+_ReadFailure = (IntegrityError, ResticError)
+
+
+class StopDrill(Exception):
+    """A check failed that later phases depend on; the drill records it and stops early."""
+
+
+@dataclass
+class _Drilling:
+    """The state of one drill while it runs."""
+
+    config: Config
+    catalog: Catalog
+    drill: Drill
+    result: DrillResult
+    clock: PhaseClock
+    scratch: Path                        # the scratch root until the drill's own folder is made
+    rng: random.Random
+    progress: Progress
+    trusted: VerifyKey
+    restic: Restic | None = None
+    snapshot: Snapshot | None = None
+    manifest: Manifest | None = None
+    scope: Scope | None = None
+    changed: frozenset[str] = frozenset()   # files the backup saw change while it ran (catalog, if any)
+    decode_left: int = 0                 # DICOM files still to decode: the budget spans both passes
+
+    @property
+    def target(self) -> Path:
+        return self.scratch / "restore"
+
+    def check(self, name: str, ok: bool, detail: str, checked: int = 0, failed: int = 0) -> None:
+        self.result.add_check(Check(name, "pass" if ok else "fail", checked, failed, detail))
+        if not ok and name in ("copy", "snapshot", "manifest", "scope", "space"):
+            raise StopDrill(detail)
+
+
+def run_drill(config: Config, name: str, progress: Progress | None = None, *, seed: int | None = None) -> DrillResult:
+    """Run drill `name`; return what it found (also recorded). Raises only for bad input (before anything
+    is recorded) and for an interruption (recorded as interrupted)."""
+    progress = progress or NullProgress()
+    drill = config.drill(name)
+    config.job(drill.job)
+    _check_depth_available(drill)
+    password_source(config).restic_env()   # a missing password file is bad input, said before starting
+    root = scratch_root(config, drill)
+    trusted = trusted_key(config)       # no public key, no verified drill: refuse before starting
+    seed = seed if seed is not None else drill.seed if drill.seed is not None else secrets.randbits(31)
+    with open_catalog(config.catalog_path) as catalog:
+        run_rows.mark_abandoned_runs(catalog)
+        for stale in remove_stale_scratch(root):
+            log.warning("removed scratch %s left by a drill that was killed", stale)
+        run_id = run_rows.start_run(catalog, drill.job, kind="drill")
+        result = DrillResult(run_id=run_id, name=drill.name, job=drill.job, copy=drill.copy_from,
+                             snapshot_rule=drill.snapshot, scope=drill.scope, depth=drill.depth, seed=seed,
+                             rto_seconds=drill.rto_minutes * 60)
+        drill_rows.start_drill(catalog, result)
+        state = _Drilling(config, catalog, drill, result, PhaseClock(), root, random.Random(seed), progress,
+                          trusted, decode_left=drill.decode_files)
+        _run_recorded(state)
+    return result
+
+
+def _check_depth_available(drill: Drill) -> None:
+    if drill.depth == "pacs" and pacs_step.factory() is None:
+        raise UsageError(f"drill {drill.name}: depth 'pacs' needs the PACS capability, which this installation "
+                         "lacks", hint="use depth 'dicom', or install the PACS (Orthanc) integration")
+
+
+def _run_recorded(state: _Drilling) -> None:
+    """Run the phases; whatever happens, clean up, then record the outcome."""
+    result, catalog = state.result, state.catalog
+    interrupted = False
+    try:
+        # created inside the try: a signal arriving just after still finds the folder and removes it
+        state.scratch = make_scratch(state.scratch, result.run_id)
+        result.scratch = str(state.scratch)
+        _run_phases(state)
+    except StopDrill:
+        pass
+    except (KeyboardInterrupt, Terminated, Interrupted):
+        interrupted = True
+        result.error = "interrupted; scratch removed, nothing else was touched"
+    except BackupctlError as exc:
+        result.error = exc.one_line()
+    except Exception as exc:
+        result.error = f"internal error: {exc!r}"
+        raise
+    finally:
+        _clean_up(state)
+        _finish(state)
+        result.status = "interrupted" if interrupted else "success" if result.passed else "failed"
+        drill_rows.save_drill(catalog, result)
+        run_rows.finish_run(catalog, result.run_id, result.status, run_rows.RunFigures(
+            bytes=result.bytes, files=result.files, seconds=state.clock.elapsed(),
+            snapshot_id=result.snapshot_id), error=result.error or _failure_line(result))
+    if interrupted:
+        raise Interrupted(f"drill {result.name} interrupted; its scratch space was removed "
+                          f"(run {result.run_id} recorded as interrupted)")
+
+
+def _failure_line(result: DrillResult) -> str | None:
+    return None if result.passed else "; ".join(result.first_failures()) or "failed"
+
+
+def _clean_up(state: _Drilling) -> None:
+    with state.clock.phase("cleanup"):
+        # before make_scratch ran, state.scratch is the root: never remove that
+        state.result.scratch_removed = remove_scratch(state.scratch) if state.result.scratch else True
+    if not state.result.scratch_removed:
+        state.clock.fail("cleanup", f"could not remove {state.scratch}")
+
+
+# the phases ------------------------------------------------------------------------------------------------
+
+
+def _run_phases(state: _Drilling) -> None:
+    _fetch(state)
+    _select(state)
+    assert state.scope is not None and state.manifest is not None
+    scope, result = state.scope, state.result
+    state.target.mkdir()
+    first = scope.studies[:1]
+    if first:
+        _restore_and_verify(state, first, includes=_patterns(state, first))
+        ok = all(s.ok for s in result.studies if s.study_uid == first[0])
+        result.first_study_uid = first[0]
+        result.first_study_seconds = state.clock.elapsed() if ok else None
+    rest = scope.studies[1:]
+    if scope.whole:
+        excludes = _patterns(state, first) if first else []
+        if len(excludes) > MAX_PATTERNS_PER_CALL:
+            excludes = []  # too many to name: restore the first study once more with the rest
+        _restore_and_verify(state, rest, excludes=excludes, everything=True)
+    elif rest:
+        _restore_and_verify(state, rest, includes=_patterns(state, rest))
+    if state.drill.depth == "pacs":
+        _pacs(state)
+    restored = state.clock.phases["restore"]
+    restored.files, restored.bytes = tree_size(state.target)   # what restic wrote, the manifest folder too
+    result.files, result.bytes = state.clock.phases["hash"].files, state.clock.phases["hash"].bytes
+
+
+def _patterns(state: _Drilling, studies: list[str]) -> list[str]:
+    """restic patterns selecting exactly the files of `studies` (as --include, or as --exclude)."""
+    assert state.scope is not None and state.manifest is not None
+    return include_patterns(state.manifest, [e for uid in studies for e in state.scope.by_study[uid]])
+
+
+def _fetch(state: _Drilling) -> None:
+    copy = state.drill.copy_from
+    remote = copy != "staging" and state.config.target(copy).type != "media"
+    fetch_dir = state.scratch / "fetch"
+    try:
+        if not remote:
+            state.restic = restic_for_copy(state.config, copy, fetch_dir)
+            state.clock.skip("fetch", f"{copy} is local: restic reads it in place")
+        else:
+            with state.clock.phase("fetch") as phase:
+                fetch_dir.mkdir()
+                state.restic = restic_for_copy(state.config, copy, fetch_dir)
+                phase.files, phase.bytes = tree_size(fetch_dir)
+    except (KeyboardInterrupt, Terminated, Interrupted):
+        raise
+    except BackupctlError as exc:
+        state.clock.fail("fetch", exc.one_line())
+        state.check("copy", False, f"the copy '{copy}' cannot be read: {exc.one_line()}")
+    state.check("copy", True, f"'{copy}' is readable" + (" (fetched to scratch)" if remote else ""))
+
+
+def _select(state: _Drilling) -> None:
+    result, drill = state.result, state.drill
+    assert state.restic is not None
+    with state.clock.phase("select") as phase:
+        try:
+            snapshots = state.restic.snapshots(tags=[job_tag(drill.job)])
+            snap = choose_snapshot(snapshots, drill.snapshot, state.rng)
+        except (SelectionError, IntegrityError, ResticError) as exc:
+            phase.status = "failed"
+            why = exc.one_line() if isinstance(exc, BackupctlError) else str(exc)
+            state.check("snapshot", False, f"{why} (rule '{drill.snapshot}', copy '{drill.copy_from}')")
+        state.snapshot = snap
+        result.snapshot_id, result.snapshot_time = snap.id, snap.time
+        state.changed = frozenset(verify_rows.changed_during_backup(state.catalog, snap.id))
+        state.check("snapshot", True, f"{snap.short_id} of {snap.time[:19].replace('T', ' ')} "
+                                      f"(rule '{drill.snapshot}', {len(snapshots)} in the copy)")
+        try:
+            found = read_snapshot_manifest(state.restic, snap, state.trusted)
+        except _ReadFailure as exc:  # altered, signed by another key, missing, or unreadable from the copy
+            phase.status = "failed"
+            state.check("manifest", False, exc.one_line())
+        state.manifest = found.manifest
+        result.manifest_sha256, result.key_id = found.sha256, found.manifest.key_id
+        content = [e for e in found.manifest.entries if e.sha256 is not None]
+        result.archive_files, result.archive_bytes = len(content), sum(e.size for e in content)
+        state.check("manifest", True, f"signature verifies (key {state.trusted.key_id}); "
+                                      f"{len(content)} files, {len(found.manifest.studies())} studies")
+        try:
+            state.scope = choose_scope(found.manifest, drill.scope, drill.studies, state.rng)
+        except SelectionError as exc:
+            phase.status = "failed"
+            state.check("scope", False, str(exc))
+        scope = state.scope
+        what = "the whole snapshot" if scope.whole else f"{len(scope.studies)} stud" + \
+            ("y" if len(scope.studies) == 1 else "ies")
+        state.check("scope", True, f"{what}: {scope.files} files, {scope.bytes} bytes (scope '{drill.scope}')",
+                    checked=len(scope.studies))
+        phase.files = len(snapshots)
+    _check_space(state)
+
+
+def _check_space(state: _Drilling) -> None:
+    assert state.scope is not None
+    needed = state.scope.bytes + SPACE_MARGIN_BYTES
+    free = shutil.disk_usage(state.scratch).free
+    state.check("space", free >= needed, f"{free >> 20} MiB free in {state.scratch.parent}, "
+                                         f"{needed >> 20} MiB needed")
+
+
+def _restore_and_verify(state: _Drilling, studies: list[str], *, includes: list[str] = (),
+                        excludes: list[str] = (), everything: bool = False) -> None:
+    """Restore the files of `studies` (or `everything` but the excluded), then check them."""
+    assert state.scope is not None and state.manifest is not None and state.snapshot is not None
+    scope = state.scope
+    if everything:
+        named = {e.path for uid in state.scope.studies[:1] for e in scope.by_study[uid]} if excludes else set()
+        entries = [e for e in scope.entries if e.path not in named]
+    else:
+        entries = [e for uid in studies for e in scope.by_study[uid]]
+    _restore(state, includes, excludes, everything)
+    hashed = _verify(state, "hash", entries, unlisted=everything)
+    intact = {e.path for e in entries if e.sha256 is not None} - {f.subject for f in hashed.findings}
+    checked = _verify(state, "dicom", [e for e in entries if e.path in intact]) \
+        if state.drill.depth in ("dicom", "pacs") else None
+    _record_studies(state, studies, hashed, checked)
+
+
+def _restore(state: _Drilling, includes: list[str], excludes: list[str], everything: bool) -> None:
+    assert state.restic is not None and state.snapshot is not None
+    calls = [includes[i:i + MAX_PATTERNS_PER_CALL] for i in range(0, len(includes), MAX_PATTERNS_PER_CALL)]
+    if everything:
+        calls = [[]]
+    with state.clock.phase("restore"):
+        for chunk in calls:
+            failed = state.restic.restore(state.snapshot.id, state.target, includes=chunk,
+                                          excludes=excludes if everything else (), keep_going=True,
+                                          progress=state.progress)
+            for path, error in failed:
+                state.result.problems.append(Problem("restore", ERROR, "restore-error", path, error))
+    errors = [p for p in state.result.problems if p.check == "restore"]
+    state.result.add_check(Check("restore", "fail" if errors else "pass", failed=len(errors),
+                                 detail=f"restic could not restore {len(errors)} file(s)" if errors
+                                 else "restic restored every file it was asked for"))
+
+
+def _verify(state: _Drilling, part: str, entries: list[Entry], unlisted: bool = False) -> TreeCheck:
+    """One half of the check of restored files against the signed manifest: 'hash' or 'dicom'."""
+    assert state.manifest is not None
+    decode = 0
+    if part == "dicom":
+        entries = [e for e in entries if e.kind == DICOM or e.path.lower().endswith(".dcm")]
+        # the first study gets one decode at most, so the sample spreads over the archive
+        decode = min(state.decode_left, sum(1 for e in entries if e.kind == DICOM),
+                     1 if not state.result.studies else state.decode_left)
+        state.decode_left -= decode
+    with state.clock.phase(part) as phase:
+        tree = verify_restored_tree(state.target, state.manifest, entries=entries, decode=decode,
+                                    seed=state.result.seed, workers=state.config.settings.verify.workers,
+                                    progress=state.progress, changed=state.changed, only=part, unlisted=unlisted)
+        phase.files += len(entries)
+        phase.bytes += sum(e.size for e in entries if e.sha256 is not None)
+    _add_findings(state, part, tree.findings, checked=len(entries))
+    return tree
+
+
+def _add_findings(state: _Drilling, check: str, findings: list[Finding], checked: int) -> None:
+    result = state.result
+    for f in findings:
+        if f.severity in (ERROR, WARNING):
+            result.problems.append(Problem(check, f.severity, f.kind, f.subject, f.detail))
+    before = result.check(check)
+    total = checked + (before.checked if before else 0)
+    errors = sum(1 for p in result.problems if p.check == check and p.severity == ERROR)
+    warnings = sum(1 for p in result.problems if p.check == check and p.severity == WARNING)
+    what = {"hash": "match the signed manifest (SHA-256)", "dicom": "parse as complete DICOM with the manifest's UIDs"}
+    if errors:
+        detail = f"{errors} of {total} file(s) failed: " + ", ".join(
+            sorted({p.kind for p in result.problems if p.check == check and p.severity == ERROR}))
+    else:
+        detail = f"all {total} file(s) {what.get(check, 'passed')}"
+    if warnings:
+        detail += f"; {warnings} warning(s)"
+    result.add_check(Check(check, "fail" if errors else "pass", total, errors, detail))
+
+
+def _record_studies(state: _Drilling, studies: list[str], hashed: TreeCheck, checked: TreeCheck | None) -> None:
+    assert state.scope is not None
+    scope, result = state.scope, state.result
+    now = state.clock.elapsed()
+    outcome = {uid: hashed.studies.get(uid, True) and (checked.studies.get(uid, True) if checked else True)
+               for uid in studies}
+    if checked is not None and state.snapshot is not None:
+        # a drill's full check counts for coverage like `verify restore` (when each study was last proven)
+        verify_rows.record_study_reads(state.catalog, outcome, state.snapshot.id, result.run_id)
+    for uid, ok in outcome.items():
+        is_first = uid == scope.studies[0]
+        # a whole-snapshot drill keeps the first study and the failed ones, not every study of the archive
+        if scope.whole and ok and not is_first:
+            continue
+        files = scope.by_study[uid]
+        result.studies.append(StudyResult(uid, len(files), sum(e.size for e in files), ok, now))
+
+
+def _pacs(state: _Drilling) -> None:
+    """Depth 'pacs': ingest the restored DICOM files into a scratch PACS, then query every study."""
+    assert state.scope is not None
+    make = pacs_step.factory()
+    assert make is not None
+    files = [(e.path, restored_path(state.target, e.path)) for e in state.scope.entries if e.kind == DICOM]
+    studies = {uid: len(entries) for uid, entries in state.scope.by_study.items()}
+    pacs = make(state.config, state.scratch / "pacs")
+    try:
+        for part, run in (("ingest", lambda: pacs.ingest(files, state.progress)),
+                          ("query", lambda: pacs.query(studies, state.progress))):
+            with state.clock.phase(part) as phase:
+                outcome = run()
+                phase.files, phase.bytes = outcome.files or outcome.checked, outcome.bytes
+            _add_findings(state, part, [Finding(f.severity, f.kind, f.path or "-", f.detail)
+                                        for f in outcome.findings], outcome.checked)
+    finally:
+        pacs.close()
+
+
+# the end -----------------------------------------------------------------------------------------------------
+
+
+def _finish(state: _Drilling) -> None:
+    """Skip what did not run, measure recovery time against the RTO, extrapolate a sample."""
+    result, clock, drill = state.result, state.clock, state.drill
+    if drill.depth == "hash":
+        clock.skip("dicom", "depth 'hash'")
+    if drill.depth != "pacs":
+        clock.skip("ingest", f"depth '{drill.depth}'")
+        clock.skip("query", f"depth '{drill.depth}'")
+    result.phases = list(clock.phases.values())
+    verified = [p for p in ("hash", "dicom", "ingest", "query") if clock.phases[p].status == "ok"]
+    if result.error or not verified or state.scope is None:
+        return
+    result.recovery_seconds = sum(p.seconds for p in result.phases if p.name != "cleanup")
+    if not state.scope.whole:
+        result.estimated_full_seconds = _extrapolate(state)
+    sampled = drill.scope.startswith("sample:")
+    result.rto_basis = "estimate" if sampled else "measured"
+    compared = result.estimated_full_seconds if sampled else result.recovery_seconds
+    if compared is None:
+        return
+    result.rto_met = compared <= result.rto_seconds
+    how = "estimated for the whole snapshot" if sampled else "measured"
+    result.add_check(Check("rto", "pass" if result.rto_met else "fail", 1, int(not result.rto_met),
+                           f"recovery {duration_text(compared)} ({how}), target {duration_text(result.rto_seconds)}"))
+
+
+def _extrapolate(state: _Drilling) -> float | None:
+    """The whole snapshot's recovery time from the sample's measured throughput, phase by phase: restore and
+    hash scale with bytes, DICOM/PACS with DICOM files; fetch and select happen once either way."""
+    scope, manifest, phases = state.scope, state.manifest, state.clock.phases
+    assert scope is not None and manifest is not None
+    if not scope.bytes or not scope.files:
+        return None
+    all_dicom = sum(1 for e in manifest.entries if e.kind == DICOM)
+    sample_dicom = sum(1 for e in scope.entries if e.kind == DICOM) or 1
+    by_bytes = (state.result.archive_bytes or 0) / scope.bytes
+    by_dicom = all_dicom / sample_dicom
+    once = phases["fetch"].seconds + phases["select"].seconds
+    scaled = (phases["restore"].seconds + phases["hash"].seconds) * by_bytes + \
+        (phases["dicom"].seconds + phases["ingest"].seconds + phases["query"].seconds) * by_dicom
+    return once + scaled
+
+
+def describe_seed(result: DrillResult) -> str:
+    return f"rerun with `backupctl drill run {result.name} --seed {result.seed}` to repeat its choices"

@@ -1,0 +1,88 @@
+"""Scratch space for drills: a fresh private folder per drill, never inside live data, always removed.
+
+Each drill restores into `<scratch root>/drill-<run id>-<pid>-<random>`, created empty with mode 0700, so
+a drill never writes over anything. The folder is removed when the drill ends, however it ends; a drill
+killed outright (SIGKILL, power loss) leaves its folder behind, and the next drill removes folders whose
+process is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import stat
+import sys
+import tempfile
+from pathlib import Path
+
+from backupctl.config import Config, Drill, scratch_overlaps
+from backupctl.errors import UsageError
+
+log = logging.getLogger("backupctl.drills")
+_NAME = re.compile(r"^drill-(\d+)-(\d+)-")
+
+
+def scratch_root(config: Config, drill: Drill) -> Path:
+    """Where the drill may write; refused when it overlaps a job's source, the staging repository or a
+    medium (checked again here because the default root under the state folder is not in the drill file)."""
+    root = config.resolve(drill.scratch) if drill.scratch is not None else config.state_dir / "scratch"
+    problems = scratch_overlaps(root, config.base, config.settings, config.jobs)
+    if problems:
+        raise UsageError(f"drill {drill.name}: scratch {problems[0]}",
+                         hint="set `scratch` in the drill file to a folder of its own")
+    return Path(os.path.abspath(root))
+
+
+def make_scratch(root: Path, run_id: int) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"drill-{run_id}-{os.getpid()}-", dir=root))
+
+
+def remove_scratch(path: Path) -> bool:
+    """Remove the folder and everything in it, also read-only files and folders restic restored with
+    their original modes. True when it is gone."""
+
+    def make_writable_and_retry(func, target, _exc) -> None:  # noqa: ANN001 - shutil's callback shape
+        parent = os.path.dirname(target)
+        with contextlib.suppress(OSError):
+            os.chmod(parent, stat.S_IRWXU)
+            if os.path.isdir(target) and not os.path.islink(target):
+                os.chmod(target, stat.S_IRWXU)
+        func(target)
+
+    if path.exists():
+        try:
+            if sys.version_info >= (3, 12):
+                shutil.rmtree(path, onexc=make_writable_and_retry)
+            else:
+                shutil.rmtree(path, onerror=make_writable_and_retry)
+        except OSError as exc:
+            log.warning("could not remove drill scratch %s: %s", path, exc)
+    return not path.exists()
+
+
+def remove_stale_scratch(root: Path) -> list[Path]:
+    """Remove folders left by drills whose process is gone (killed before it could clean up)."""
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for child in root.iterdir():
+        m = _NAME.match(child.name)
+        if m and child.is_dir() and not _alive(int(m[2])) and remove_scratch(child):
+            removed.append(child)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
