@@ -79,8 +79,9 @@ def label_blank_disk(inst: Installation) -> None:
         media_rows.register_medium(catalog, MEDIA_TARGET, medium.label, medium.media_id, medium.created)
 
 
-def profile_at(ctx: Context, files: int) -> list[dict[str, Any]]:
-    """backup, incremental backup, media sync and restore of a `files`-file archive: one row per command."""
+def profile_at(ctx: Context, files: int, with_restic: bool) -> list[dict[str, Any]]:
+    """backup, incremental backup, media sync and restore of a `files`-file archive: one row per command;
+    `with_restic`: also raw restic's peak for the same backup and restore."""
     archive = cached_archive(ctx.cache, small_spec(files))
     work = ctx.scratch(f"memory-{files}")
     inst = fresh_installation(ctx.template, work / "inst", archive.root)
@@ -92,6 +93,9 @@ def profile_at(ctx: Context, files: int) -> list[dict[str, Any]]:
                 "restore": ("restore", "latest", "--to", str(work / "restored"))}
     rows = [{"files": len(archive.files), "command": name, **probed(inst, probe_out, *args)}
             for name, args in commands.items()]
+    if not with_restic:
+        remove_tree(work)
+        return rows
     raw = fresh_raw_repo(ctx.template, work / "raw")
     rows.append({"files": len(archive.files), "command": "raw restic backup",
                  "restic_rss_mib": restic_peak_rss(raw, "backup", str(archive.root))})
@@ -105,7 +109,7 @@ def profile_at(ctx: Context, files: int) -> list[dict[str, Any]]:
 @measurement("memory_small_files", about="peak RSS of backupctl (apart from restic) for many small files")
 def memory_small_files(ctx: Context) -> Result:
     small = max(1, ctx.small_files // 10)
-    rows = profile_at(ctx, small) + profile_at(ctx, ctx.small_files)
+    rows = profile_at(ctx, small, with_restic=False) + profile_at(ctx, ctx.small_files, with_restic=True)
     peak = {n: max(r.get("backupctl_rss_mib", 0) for r in rows if r["files"] == n)
             for n in {r["files"] for r in rows}}
     figures = {"backupctl_peak_rss_mib": max(peak.values()),
