@@ -93,6 +93,7 @@ def profile_at(ctx: Context, files: int, with_restic: bool) -> list[dict[str, An
                 "restore": ("restore", "latest", "--to", str(work / "restored"))}
     rows = [{"files": len(archive.files), "command": name, **probed(inst, probe_out, *args)}
             for name, args in commands.items()]
+    rows[0]["catalog_bytes"] = inst.config.catalog_path.stat().st_size
     if not with_restic:
         remove_tree(work)
         return rows
@@ -101,7 +102,6 @@ def profile_at(ctx: Context, files: int, with_restic: bool) -> list[dict[str, An
                  "restic_rss_mib": restic_peak_rss(raw, "backup", str(archive.root))})
     rows.append({"files": len(archive.files), "command": "raw restic restore",
                  "restic_rss_mib": restic_peak_rss(raw, "restore", "latest", "--target", str(work / "raw-restored"))})
-    rows[0]["catalog_bytes"] = inst.config.catalog_path.stat().st_size
     remove_tree(work)
     return rows
 
