@@ -107,10 +107,23 @@ class S3Credentials(Strict):
     """Where the S3 keys come from; never argv, never logged."""
 
     source: Literal["env", "profile", "file"] = "env"
-    profile: str | None = None
+    profile: str | None = None               # profile name (source=profile), or section of `file`
     file: Path | None = None                 # INI like ~/.aws/credentials, mode 0600
     access_key_env: str = "AWS_ACCESS_KEY_ID"
     secret_key_env: str = "AWS_SECRET_ACCESS_KEY"
+    session_token_env: str | None = None     # e.g. "AWS_SESSION_TOKEN" for temporary credentials
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> S3Credentials:
+        if self.source == "profile" and not self.profile:
+            raise ValueError("set profile (a name in ~/.aws/credentials) for source = 'profile'")
+        if self.source == "file" and self.file is None:
+            raise ValueError("set file (an INI credentials file, mode 0600) for source = 'file'")
+        return self
+
+
+# S3 limits: a single PUT takes at most 5 GiB; restic packs are far smaller, so multipart is the exception
+S3_MAX_SINGLE_PUT_MIB = 5 * 1024
 
 
 class S3TargetConfig(Strict):
@@ -119,14 +132,48 @@ class S3TargetConfig(Strict):
     type: Literal["s3"]
     endpoint: str | None = None              # None = AWS
     region: str = "us-east-1"
-    bucket: str
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     prefix: str = ""
     credentials: S3Credentials = S3Credentials()
+    expire_credentials: S3Credentials | None = None   # may delete expired versions; the writer may not
     lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
     retention_days: float = Field(default=30, gt=0)
+    # extra lock time given to data/index/keys when they are locked or extended, so a daily run does not
+    # extend every object every day; None = a quarter of retention_days, at most 7 days
+    extend_slack_days: float | None = Field(default=None, ge=0)
     verify_tls: bool = True
     ca_bundle: Path | None = None
     concurrency: int = Field(default=4, ge=1, le=64)
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"   # auto = path for a custom endpoint
+    multipart_threshold_mib: int = Field(default=S3_MAX_SINGLE_PUT_MIB, ge=5, le=S3_MAX_SINGLE_PUT_MIB)
+    part_size_mib: int = Field(default=64, ge=5, le=S3_MAX_SINGLE_PUT_MIB)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    timeout_seconds: float = Field(default=60, gt=0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not re.match(r"^https?://[^/\s]+/?$", value):
+            raise ValueError("an http(s) URL without a path, like 'https://s3.example.org:7480'")
+        if "@" in value:
+            raise ValueError("an endpoint URL without user or password (credentials go in [credentials])")
+        return value.rstrip("/")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if value and not re.fullmatch(r"[A-Za-z0-9._/-]+", value):
+            raise ValueError("a key prefix of letters, digits, '.', '_', '-' and '/'")
+        return f"{value}/" if value else ""
+
+    @property
+    def slack_days(self) -> float:
+        if self.extend_slack_days is not None:
+            return self.extend_slack_days
+        return min(7.0, self.retention_days / 4)
 
 
 TargetConfig = Annotated[MediaTargetConfig | S3TargetConfig, Field(discriminator="type")]

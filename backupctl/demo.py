@@ -12,6 +12,7 @@ import filecmp
 import os
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from backupctl.drills.demo import step_drill
 from backupctl.errors import BackupctlError
 from backupctl.progress import Progress
 from backupctl.repofiles import list_repository, name_matches_content
+from backupctl.s3.demo import step_s3
 from backupctl.targets.media import init_medium
 
 DEMO_JOB = "pacs-demo"
@@ -75,6 +77,8 @@ class DemoContext:
     snapshot_id: str | None = None
     results: dict[str, Any] = field(default_factory=dict)
     extra_targets: dict[str, str] = field(default_factory=dict)   # name -> TOML table body, added by steps
+    # services a step starts for the steps after it (the embedded S3 server): closed when the demo ends
+    resources: ExitStack = field(default_factory=ExitStack)
 
 
 def step_backup(ctx: DemoContext) -> dict[str, Any]:
@@ -168,6 +172,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("media", step_media),
     ("restore", step_restore),
     ("verify", step_verify),
+    ("s3", step_s3),
     ("drill", step_drill),
 ]
 
@@ -175,6 +180,11 @@ STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
 def run_demo(workdir: Path, progress: Progress,
              on_step: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     ctx = DemoContext(workdir=workdir, progress=progress)
+    with ctx.resources:
+        return _run_steps(ctx, on_step)
+
+
+def _run_steps(ctx: DemoContext, on_step: Callable[[str, dict[str, Any]], None] | None) -> dict[str, Any]:
     started = time.monotonic()
     failed = False
     for key, step in STEPS:
@@ -189,4 +199,4 @@ def run_demo(workdir: Path, progress: Progress,
         if on_step:
             on_step(key, ctx.results[key])
     return {"ok": all(r.get("ok") for r in ctx.results.values()), **ctx.results,
-            "seconds": round(time.monotonic() - started, 3), "workdir": str(workdir)}
+            "seconds": round(time.monotonic() - started, 3), "workdir": str(ctx.workdir)}

@@ -112,6 +112,39 @@ class IntegrityError(BackupctlError):
     """Data read back does not match what was written (hash, size, signature)."""
 
 
+# S3 Object Lock target ----------------------------------------------------------------------------------
+
+
+class S3Error(TargetError):
+    """An S3 endpoint refused or failed an operation; the message names endpoint/bucket, never keys."""
+
+
+class S3Unreachable(S3Error):
+    """The endpoint did not answer (DNS, connection refused, timeout)."""
+
+
+class S3TLSError(S3Error):
+    """The endpoint's certificate could not be verified."""
+
+    exit_code = 2
+
+
+class S3AccessDenied(S3Error):
+    """The credential is wrong or lacks a permission."""
+
+    exit_code = 2
+
+
+class S3BucketNotLocked(S3Error):
+    """The bucket is missing, unversioned or has no Object Lock: backups there could be deleted."""
+
+    exit_code = 2
+
+
+class S3LockNotHonoured(S3Error):
+    """The server kept an object without the lock it was asked for, even after PutObjectRetention."""
+
+
 # restore drills ------------------------------------------------------------------------------------------
 
 

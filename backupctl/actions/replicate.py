@@ -37,7 +37,7 @@ def replicate_to(config: Config, catalog: Catalog, target_name: str, progress: P
     run_id = run_rows.start_run(catalog, job, kind=f"replicate:{target_name}")
     started = time.monotonic()
     try:
-        target = make_target(config, target_name)
+        target = make_target(config, target_name, catalog)
         staging = config.staging_repository
         files = list_repository(staging)
         report = target.sync(staging, files, progress)

@@ -21,6 +21,7 @@ from backupctl.cli import demo as demo_cmds
 from backupctl.cli import dev as dev_cmds
 from backupctl.cli import drill as drill_cmds
 from backupctl.cli import media as media_cmds
+from backupctl.cli import s3 as s3_cmds
 from backupctl.cli import setup as setup_cmds
 from backupctl.cli import verify as verify_cmds
 from backupctl.cli.common import OPTIONS, err
@@ -74,6 +75,7 @@ app.add_typer(media_cmds.app, name="media")
 app.add_typer(dev_cmds.app, name="dev")
 app.add_typer(drill_cmds.app, name="drill")
 demo_cmds.register(app)
+s3_cmds.register(app)
 verify_cmds.register(app)
 
 

@@ -1,0 +1,36 @@
+"""`backupctl dev s3-server`: prints its endpoint, serves S3 on 127.0.0.1, stops on SIGTERM with its child."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+
+
+def test_dev_s3_server_serves_and_stops():
+    proc = subprocess.Popen([sys.executable, "-m", "backupctl", "dev", "s3-server", "--json"],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        text = ""
+        while True:                 # read the JSON object the command prints once the server answers
+            line = proc.stdout.readline()
+            assert line, "s3-server exited before printing its endpoint"
+            text += line
+            if line.startswith("}"):
+                break
+        info = json.loads(text)
+        assert info["endpoint"].startswith("http://127.0.0.1:")
+        client = boto3.client("s3", endpoint_url=info["endpoint"], aws_access_key_id="x",
+                              aws_secret_access_key="y", region_name="us-east-1")
+        client.create_bucket(Bucket="trial", ObjectLockEnabledForBucket=True)
+        assert [b["Name"] for b in client.list_buckets()["Buckets"]] == ["trial"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    # the moto child went with it
+    stat = Path(f"/proc/{info['pid']}/stat")
+    assert not stat.exists() or stat.read_text().split(")")[-1].split()[0] == "Z"
