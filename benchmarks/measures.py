@@ -13,6 +13,7 @@ import os
 import shutil
 import statistics
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from backupctl.catalog import media as media_rows
@@ -84,11 +85,14 @@ def restic_snapshot_id(done: Completed) -> str:
     raise RuntimeError("restic backup printed no summary")
 
 
+@dataclass(frozen=True)
 class BackedUp:
     """An installation and a raw repository, each holding a full snapshot of the run's source."""
 
-    def __init__(self, inst: Installation, repo: RawRepo, snapshot_a: str, snapshot_b: str) -> None:
-        self.inst, self.repo, self.snapshot_a, self.snapshot_b = inst, repo, snapshot_a, snapshot_b
+    inst: Installation
+    repo: RawRepo
+    snapshot_a: str
+    snapshot_b: str
 
 
 def backed_up(ctx: Context) -> BackedUp:
@@ -325,7 +329,6 @@ def s3_requires() -> str | None:
 def configure_s3(inst: Installation, endpoint: str, credentials: Path, round_no: int) -> Config:
     """Point the installation's S3 target (and a second one, for the plain loop) at new locked buckets."""
     from backupctl.s3.bucket import init_bucket
-
     from backupctl.targets import make_target
 
     tables = "".join(S3_TARGET_TOML.format(name=name, endpoint=endpoint, bucket=f"bench-{name}-{round_no}",
@@ -348,7 +351,6 @@ def reset_moto(endpoint: str) -> None:
              requires=s3_requires)
 def replicate_s3(ctx: Context) -> Result:
     from backupctl.s3.server import EmbeddedS3
-
     from backupctl.targets import make_target
     from benchmarks.s3_replication import count_requests, plain_upload
 
