@@ -33,11 +33,12 @@ def _check_name(value: str) -> str:
 
 
 def validate_cron(expr: str, timezone: str = "UTC") -> str:
-    from apscheduler.triggers.cron import CronTrigger
+    # crontab weekday numbers (0 = Sunday) are translated there; APScheduler 3.x counts from Monday
+    from backupctl.scheduler.triggers import cron_trigger
 
     try:
-        CronTrigger.from_crontab(expr, timezone=timezone)
-    except (ValueError, KeyError) as exc:
+        cron_trigger(expr, timezone)
+    except (ValueError, KeyError, LookupError) as exc:
         raise ValueError(f"a 5-field cron expression like '0 2 * * *' ({exc})") from None
     return expr
 
@@ -179,6 +180,89 @@ class S3TargetConfig(Strict):
 TargetConfig = Annotated[MediaTargetConfig | S3TargetConfig, Field(discriminator="type")]
 
 
+# scheduler and notifications --------------------------------------------------------------------------
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+class SchedulerConfig(Strict):
+    """`backupctl scheduler run`: catch-up policy, stopping, locks, metrics and logs of the daemon."""
+
+    misfire_grace_seconds: float = Field(default=6 * 3600, ge=1)   # a run missed by less still runs (once)
+    stop_grace_seconds: float = Field(default=300, ge=0)           # SIGTERM: let running jobs finish this long
+    lock_wait_seconds: float = Field(default=4 * 3600, ge=0)       # scheduled runs queue for the repository lock
+    max_parallel_jobs: int = Field(default=2, ge=1, le=16)
+    metrics_textfile: Path | None = Path("var/metrics/backupctl.prom")   # "" = none
+    metrics_listen: str | None = None        # "127.0.0.1:9898": serve /metrics on loopback
+    log_format: Literal["text", "json"] = "text"
+    stale_factor: float = Field(default=1.5, gt=1)   # stale when the last success is older than factor x interval
+
+    @field_validator("metrics_textfile", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _loopback(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        host, sep, port = value.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected HOST:PORT such as '127.0.0.1:9898'")
+        if host not in LOOPBACK_HOSTS:
+            raise ValueError("expected a loopback address (127.0.0.1, ::1 or localhost); put a TLS proxy in front "
+                             "to expose metrics further")
+        return value
+
+
+NotifyEvent = Literal["start", "success", "failure"]
+
+
+class NotifyConfig(Strict):
+    """Where a job's outcome is reported. URLs carry tokens: they come from a file (0600) or an environment
+    variable, never from this file, and are never logged in full."""
+
+    webhook_url_file: Path | None = None
+    webhook_url_env: str | None = None
+    webhook_events: list[NotifyEvent] = ["failure"]
+    ping_url_file: Path | None = None        # healthchecks-style: URL/start, URL (success), URL/fail
+    ping_url_env: str | None = None
+    email_to: list[str] = []
+    email_events: list[NotifyEvent] = ["failure"]
+    timeout_seconds: float = Field(default=10, gt=0, le=300)
+    retries: int = Field(default=3, ge=0, le=10)           # after the first attempt
+    backoff_seconds: float = Field(default=2, ge=0, le=600)  # doubled after each failed attempt
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> NotifyConfig:
+        if self.webhook_url_file is not None and self.webhook_url_env is not None:
+            raise ValueError("set webhook_url_file or webhook_url_env, not both")
+        if self.ping_url_file is not None and self.ping_url_env is not None:
+            raise ValueError("set ping_url_file or ping_url_env, not both")
+        return self
+
+    def merged(self, override: NotifyConfig | None) -> NotifyConfig:
+        """These defaults with the fields `override` sets explicitly (a job's [notify] over the global one)."""
+        if override is None:
+            return self
+        return self.model_copy(update={k: getattr(override, k) for k in override.model_fields_set})
+
+
+class SmtpConfig(Strict):
+    """Optional e-mail for notifications (`email_to` in [notify])."""
+
+    host: str
+    port: int = Field(default=587, gt=0, lt=65536)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    sender: str
+    timeout_seconds: float = Field(default=30, gt=0)
+
+
 class Settings(Strict):
     catalog: CatalogConfig = CatalogConfig()
     staging: StagingConfig = StagingConfig()
@@ -186,6 +270,9 @@ class Settings(Strict):
     signing: SigningConfig = SigningConfig()
     verify: VerifyConfig = VerifyConfig()
     targets: dict[str, TargetConfig] = {}
+    scheduler: SchedulerConfig = SchedulerConfig()
+    notify: NotifyConfig = NotifyConfig()     # defaults for every job and drill; their [notify] overrides
+    smtp: SmtpConfig | None = None
 
     @field_validator("targets")
     @classmethod
@@ -222,6 +309,7 @@ class Job(Strict):
     retention: Retention = Retention()
     tags: list[str] = []
     expected_interval_hours: float | None = Field(default=None, gt=0)
+    notify: NotifyConfig | None = None
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
 
@@ -252,6 +340,7 @@ class Drill(Strict):
     scratch: Path | None = None              # default: <state>/scratch; never inside a job's source
     seed: int | None = None                  # fixes the random choices (snapshot, sample); default: new each run
     decode_files: int = Field(default=3, ge=0)   # DICOM files whose pixel data is also decoded (depth dicom/pacs)
+    notify: NotifyConfig | None = None
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
 
@@ -416,6 +505,7 @@ def collect_config(path: Path | None = None) -> tuple[Config | None, list[str]]:
         if drill.scratch is not None:
             errors += [f"{where}: scratch: {problem}" for problem in
                        scratch_overlaps(base / drill.scratch.expanduser(), base, settings, jobs)]
+    errors += _email_without_smtp(path, settings, jobs, drills)
     return Config(path, settings, jobs, drills), errors
 
 
@@ -432,6 +522,17 @@ def scratch_overlaps(scratch: Path, base: Path, settings: Settings, jobs: dict[s
         if scratch == path or scratch.is_relative_to(path) or path.is_relative_to(scratch):
             problems.append(f"{scratch} overlaps {what} ({path}); a drill never writes into live data")
     return problems
+
+
+def _email_without_smtp(path: Path, settings: Settings, jobs: dict[str, Job], drills: dict[str, Drill]) -> list[str]:
+    """`email_to` anywhere needs an [smtp] section: say so now, not when the first failure is to be mailed."""
+    if settings.smtp is not None:
+        return []
+    wanting = [(_display(path), settings.notify)]
+    wanting += [(_display(path.parent / settings.paths.jobs / f"{n}.toml"), j.notify) for n, j in jobs.items()]
+    wanting += [(_display(path.parent / settings.paths.drills / f"{n}.toml"), d.notify) for n, d in drills.items()]
+    return [f"{where}: notify.email_to: needs an [smtp] section in {path.name}"
+            for where, notify in wanting if notify is not None and notify.email_to]
 
 
 def _load_dir(folder: Path, model: type[Job] | type[Drill], errors: list[str]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from backupctl.errors import BackupctlError
 from backupctl.progress import Progress
 from backupctl.repofiles import list_repository, name_matches_content
 from backupctl.s3.demo import step_s3
+from backupctl.scheduler.demo import step_scheduler
 from backupctl.targets.media import init_medium
 
 DEMO_JOB = "pacs-demo"
@@ -174,6 +175,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("verify", step_verify),
     ("s3", step_s3),
     ("drill", step_drill),
+    ("scheduler", step_scheduler),
 ]
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +20,14 @@ from pathlib import Path
 from backupctl.errors import LockBusy
 
 POLL_SECONDS = 0.2
+log = logging.getLogger("backupctl.locking")
+
+
+def _holder_text() -> str:
+    """What the lock file says about its holder: pid, since when, which command (argv holds no secrets)."""
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    command = " ".join(["backupctl", *sys.argv[1:]])[:200] if sys.argv else "backupctl"
+    return f"pid {os.getpid()} since {since}: {command}"
 
 
 def lock_path(state_dir: Path, repository: str) -> Path:
@@ -32,18 +42,24 @@ def repository_lock(state_dir: Path, repository: str, wait_seconds: float = 0.0)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + wait_seconds
+        waiting = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
                 if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
                     raise LockBusy(f"repository {repository} is in use by backupctl ({holder})",
                                    hint="wait for that run to finish, or set [staging] lock_wait_seconds") from None
+                if not waiting:
+                    waiting = True
+                    log.info("repository %s is in use (%s); waiting up to %.0f s", repository, holder, wait_seconds)
                 time.sleep(POLL_SECONDS)  # waiting for another process: flock has no timeout of its own
+        if waiting:
+            log.info("repository lock acquired")
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        os.pwrite(fd, _holder_text().encode(), 0)
         yield
     finally:
         os.close(fd)

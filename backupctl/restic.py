@@ -93,6 +93,7 @@ class BackupSummary:
     total_files: int = 0
     total_bytes: int = 0
     data_added: int = 0
+    data_blobs: int = 0                 # new file-content blobs: 0 when no file data changed
     seconds: float = 0.0
     unreadable: list[str] = field(default_factory=list)
 
@@ -348,6 +349,7 @@ class Restic:
             total_files=summary.get("total_files_processed", 0),
             total_bytes=summary.get("total_bytes_processed", 0),
             data_added=summary.get("data_added", 0),
+            data_blobs=summary.get("data_blobs", 0),
             seconds=seconds,
             unreadable=errors,
         )

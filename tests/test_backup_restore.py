@@ -40,6 +40,7 @@ def test_second_backup_of_unchanged_archive_adds_no_data(installation: Config) -
     assert first.bytes_added > 0
     assert second.files_new == 0 and second.files_changed == 0
     # no file data; only tree metadata, since the state folder holding the manifest changes (catalog WAL)
+    assert second.data_blobs == 0 and first.data_blobs > 0
     assert second.bytes_added < 4096
     assert second.snapshot_id != first.snapshot_id
 

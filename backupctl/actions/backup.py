@@ -43,6 +43,7 @@ class BackupOutcome:
     seconds: float
     unreadable: list[str] = field(default_factory=list)
     replicas: list[ReplicationOutcome] = field(default_factory=list)
+    data_blobs: int = 0
     manifest: dict[str, Any] | None = None   # the signed manifest stored in the snapshot (verify)
 
     @property
@@ -133,4 +134,4 @@ def _record(catalog: Catalog, run_id: int, job: Job, summary: BackupSummary, sta
 def _outcome(job: Job, run_id: int, s: BackupSummary, status: str, seconds: float) -> BackupOutcome:
     return BackupOutcome(job.name, run_id, status, s.snapshot.id if s.snapshot else None,
                          s.snapshot.short_id if s.snapshot else None, s.total_files, s.total_bytes, s.data_added,
-                         s.files_new, s.files_changed, seconds, s.unreadable)
+                         s.files_new, s.files_changed, seconds, s.unreadable, data_blobs=s.data_blobs)

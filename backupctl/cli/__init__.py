@@ -22,6 +22,7 @@ from backupctl.cli import dev as dev_cmds
 from backupctl.cli import drill as drill_cmds
 from backupctl.cli import media as media_cmds
 from backupctl.cli import s3 as s3_cmds
+from backupctl.cli import scheduler as scheduler_cmds
 from backupctl.cli import setup as setup_cmds
 from backupctl.cli import verify as verify_cmds
 from backupctl.cli.common import OPTIONS, err
@@ -77,6 +78,7 @@ app.add_typer(drill_cmds.app, name="drill")
 demo_cmds.register(app)
 s3_cmds.register(app)
 verify_cmds.register(app)
+scheduler_cmds.register(app)
 
 
 def run(argv: list[str] | None = None) -> int:

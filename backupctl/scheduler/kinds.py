@@ -1,0 +1,247 @@
+"""What a scheduled job runs, by kind: a backup job is the chain backup -> replicate -> verify; a drill is
+one restore drill. Steps are looked up by name so verification and drills plug in where they live:
+
+    STEP_ENTRIES["verify"] = "backupctl.actions.verify:scheduled_verify"
+
+An entry is `module:function` taking `(config, name, progress)` and returning anything with a truthy `ok`
+attribute or key (or None) on success; it raises a `BackupctlError` or returns `ok` false on failure. A step
+whose module is not installed is reported as skipped, never as success. `register_step` replaces a step
+with a callable (tests, plugins).
+
+The chain stops at the first failed or interrupted step: a failed backup is not replicated (the replicas
+keep the previous, known-good state) and a failed replication is not verified. A partial backup (some files
+unreadable) is still replicated and verified: what was saved must reach the other copies.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from backupctl.actions.backup import run_backup
+from backupctl.actions.replicate import replicate_to
+from backupctl.catalog import open_catalog
+from backupctl.config import Config
+from backupctl.errors import BackupctlError, Interrupted, PartialSnapshot
+from backupctl.logs import log_context
+from backupctl.progress import Progress
+from backupctl.restic import Terminated
+
+log = logging.getLogger("backupctl.scheduler")
+
+KINDS = ("backup", "drill")
+CHAINS: dict[str, tuple[str, ...]] = {"backup": ("backup", "replicate", "verify"), "drill": ("drill",)}
+STEP_ENTRIES: dict[str, str] = {
+    "verify": "backupctl.scheduler.kinds:verify_after_backup",
+    "drill": "backupctl.scheduler.kinds:scheduled_drill",
+}
+SEVERITY = {"skipped": 0, "success": 1, "partial": 2, "failed": 3, "interrupted": 4}
+EXIT_CODES = {"success": 0, "skipped": 0, "partial": 3, "failed": 1, "interrupted": 130}
+
+
+@dataclass
+class StepResult:
+    step: str
+    status: str                      # success | partial | failed | interrupted | skipped
+    error: str | None = None
+    seconds: float = 0.0
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ChainResult:
+    kind: str
+    name: str
+    status: str
+    steps: list[StepResult]
+    seconds: float
+
+    @property
+    def error(self) -> str | None:
+        errors = [f"{s.step}: {s.error}" for s in self.steps if s.error and s.status != "skipped"]
+        return "; ".join(errors) or None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "status": self.status, "error": self.error,
+                "seconds": round(self.seconds, 3), "steps": [asdict(s) for s in self.steps]}
+
+
+StepFn = Callable[[Config, str, Progress], StepResult]
+_REGISTERED: dict[str, StepFn] = {}
+
+
+def register_step(name: str, fn: StepFn) -> None:
+    _REGISTERED[name] = fn
+
+
+def schedule_id(kind: str, name: str) -> str:
+    return f"{kind}:{name}"
+
+
+def split_schedule_id(value: str) -> tuple[str, str]:
+    kind, _, name = value.partition(":")
+    return kind, name
+
+
+# built-in steps ---------------------------------------------------------------------------------------------
+
+
+def _backup(config: Config, name: str, progress: Progress) -> StepResult:
+    try:
+        outcome = run_backup(config, name, progress, replicate=False)
+    except PartialSnapshot as exc:
+        return StepResult("backup", "partial", exc.one_line())
+    return StepResult("backup", outcome.status, figures={
+        "snapshot": outcome.short_id, "files": outcome.files, "bytes": outcome.bytes,
+        "bytes_added": outcome.bytes_added, "seconds": round(outcome.seconds, 3)})
+
+
+def _replicate(config: Config, name: str, progress: Progress) -> StepResult:
+    targets = config.job(name).targets
+    if not targets:
+        return StepResult("replicate", "skipped", "the job has no targets")
+    with open_catalog(config.catalog_path) as catalog:
+        outcomes = [replicate_to(config, catalog, t, progress, job=name) for t in targets]
+    failed = [o for o in outcomes if not o.ok]
+    figures = {o.target: {"files": o.report.uploaded, "bytes": o.report.uploaded_bytes}
+               for o in outcomes if o.ok and o.report}
+    if failed:
+        return StepResult("replicate", "failed", "; ".join(f"{o.target}: {o.error}" for o in failed), figures=figures)
+    return StepResult("replicate", "success", figures=figures)
+
+
+class StepUnavailable(Exception):
+    """The capability a step needs is not part of this installation."""
+
+
+def _import_capability(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            raise StepUnavailable(module) from None
+        raise
+
+
+def verify_after_backup(config: Config, name: str, progress: Progress) -> StepResult:
+    """`backupctl verify` after a backup: the repository (restic check on a rotating slice of packs) and,
+    when the job has targets, the replicas it was just copied to. Restore-level checks are the drills' job."""
+    run = _import_capability("backupctl.verify.run")
+    targets = config.job(name).targets
+    levels = ["repo", "replicas"] if targets else ["repo"]
+    report = run.run_verify(config, levels, run.VerifyOptions(job=name, targets=list(targets) or None), progress)
+    if report.ok:
+        return StepResult("verify", "success", figures={"levels": levels, "seconds": round(report.seconds, 3)})
+    return StepResult("verify", "failed", report.first_failures() or "verification failed")
+
+
+def scheduled_drill(config: Config, name: str, progress: Progress) -> StepResult:
+    """`backupctl drill run NAME`: passes only if every check held and the RTO was met."""
+    drill = _import_capability("backupctl.actions.drill")
+    result = drill.run_drill(config, name, progress)
+    figures = {"run_id": result.run_id, "recovery_seconds": result.recovery_seconds, "rto_met": result.rto_met,
+               "snapshot": (result.snapshot_id or "")[:8] or None}
+    if result.passed:
+        return StepResult("drill", "success", figures=figures)
+    reasons = result.first_failures() or [result.error or ("RTO not met" if result.rto_met is False else "failed")]
+    return StepResult("drill", "failed", "; ".join(str(r) for r in reasons), figures=figures)
+
+
+def _entry(step: str) -> Callable[..., Any] | None:
+    module_name, _, attr = STEP_ENTRIES[step].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            return None  # that capability is not part of this version
+        raise
+    return getattr(module, attr, None)
+
+
+def _plugged(step: str) -> StepFn:
+    def run(config: Config, name: str, progress: Progress) -> StepResult:
+        fn = _entry(step)
+        try:
+            if fn is None:
+                raise StepUnavailable(step)
+            result = fn(config, name, progress)
+        except StepUnavailable:
+            return StepResult(step, "skipped", f"{step} is not available in this version of backupctl")
+        if isinstance(result, StepResult):
+            return result
+        ok = result is None or (result.get("ok") if isinstance(result, dict) else getattr(result, "ok", True))
+        error = None if ok else str(getattr(result, "error", None) or (result.get("error") if isinstance(
+            result, dict) else None) or f"{step} reported a failure")
+        status = getattr(result, "status", None) if not isinstance(result, dict) else result.get("status")
+        if status not in SEVERITY:
+            status = "success" if ok else "failed"
+        return StepResult(step, status, error)
+
+    return run
+
+
+BUILTIN: dict[str, StepFn] = {"backup": _backup, "replicate": _replicate}
+
+
+def step_function(step: str) -> StepFn:
+    if step in _REGISTERED:
+        return _REGISTERED[step]
+    if step in BUILTIN:
+        return BUILTIN[step]
+    return _plugged(step)
+
+
+def for_scheduled_runs(config: Config) -> Config:
+    """The configuration as a scheduled run uses it: it queues for the repository lock up to
+    `[scheduler] lock_wait_seconds` (a manual run in progress delays it instead of failing it)."""
+    settings = config.settings
+    wait = max(settings.staging.lock_wait_seconds, settings.scheduler.lock_wait_seconds)
+    staging = settings.staging.model_copy(update={"lock_wait_seconds": wait})
+    return Config(config.path, settings.model_copy(update={"staging": staging}), config.jobs, config.drills)
+
+
+# the chain --------------------------------------------------------------------------------------------------
+
+
+def _run_step(step: str, config: Config, name: str, progress: Progress) -> StepResult:
+    started = time.monotonic()
+    try:
+        result = step_function(step)(config, name, progress)
+    except (KeyboardInterrupt, Terminated, Interrupted) as exc:
+        message = exc.one_line() if isinstance(exc, Interrupted) else "stopped by a signal"
+        result = StepResult(step, "interrupted", message)
+    except BackupctlError as exc:
+        result = StepResult(step, "failed", exc.one_line())
+    except Exception as exc:  # a bug must still end as a recorded failure, not a silent thread death
+        log.exception("step %s of %s crashed", step, name)
+        result = StepResult(step, "failed", f"internal error: {exc!r}")
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def run_chain(config: Config, kind: str, name: str, progress: Progress) -> ChainResult:
+    """Run every step of `kind` for `name` in order, stopping after a failed or interrupted one."""
+    if kind not in CHAINS:
+        raise BackupctlError(f"unknown schedule kind '{kind}' (kinds: {', '.join(KINDS)})")
+    config.job(name) if kind == "backup" else config.drill(name)  # unknown names are bad input, said early
+    started = time.monotonic()
+    steps: list[StepResult] = []
+    for step in CHAINS[kind]:
+        with log_context(step=step):
+            log.info("%s %s: step %s starting", kind, name, step)
+            result = _run_step(step, config, name, progress)
+            log.log(logging.INFO if result.status in ("success", "skipped") else logging.ERROR,
+                    "%s %s: step %s %s%s", kind, name, step, result.status,
+                    f": {result.error}" if result.error else "")
+        steps.append(result)
+        if result.status in ("failed", "interrupted"):
+            break
+    worst = max((s.status for s in steps), key=SEVERITY.__getitem__, default="skipped")
+    status = "success" if worst == "skipped" else worst
+    if all(s.status == "skipped" for s in steps):
+        status = "failed"  # nothing ran: a drill without its module must not look like a success
+    return ChainResult(kind, name, status, steps, time.monotonic() - started)
