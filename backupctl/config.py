@@ -299,9 +299,61 @@ class Retention(Strict):
         return all(v is None for v in self.model_dump().values())
 
 
+HookCommand = str | Annotated[list[str], Field(min_length=1)]
+
+
+class Hooks(Strict):
+    """Commands around a job's run, as borgmatic and Kopia offer: a string runs through /bin/sh, a list is
+    run as is. Each gets the job's facts in BACKUPCTL_* environment variables and `timeout_seconds`."""
+
+    before: list[HookCommand] = []           # before the sources are read; a failure aborts the run
+    after: list[HookCommand] = []            # after a successful snapshot
+    on_error: list[HookCommand] = []         # after a failed run (best effort)
+    timeout_seconds: float = Field(default=300, gt=0)
+
+
+class OrthancSource(Strict):
+    """A local Orthanc (SQLite index) backed up consistently: stop, copy index + config, hard-link the
+    storage area, start again; the PACS is always restarted. See README, section PACS."""
+
+    config: Path = Path("/etc/orthanc")       # the configuration folder (or single file)
+    storage_dir: Path = Path("/var/lib/orthanc/db-v6")
+    index_dir: Path | None = None            # default: storage_dir (as the Debian package)
+    url: str = "http://127.0.0.1:8042"       # REST API: readiness after restart, shutdown without a unit
+    credentials_file: Path | None = None     # 'username:password' (0600) when authentication is on
+    credentials_env: str | None = None       # or an environment variable holding 'username:password'
+    verify_tls: bool = True
+    systemd_unit: str | None = None          # stop/start with systemctl
+    stop_command: list[str] | None = None    # else REST POST /tools/shutdown
+    start_command: list[str] | None = None   # must return once Orthanc is launched (a service start)
+    command_timeout_seconds: float = Field(default=120, gt=0)
+    max_downtime_seconds: float = Field(default=300, gt=0)
+    snapshot_dir: Path | None = None         # same filesystem as storage_dir; default <state>/pacs/<job>
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/@\s]+(/.*)?$", value):
+            raise ValueError("an http(s) URL without user-info, like http://127.0.0.1:8042 "
+                             "(credentials go in credentials_file)")
+        return value
+
+    @model_validator(mode="after")
+    def _start_stop(self) -> OrthancSource:
+        if self.systemd_unit is None and self.start_command is None:
+            raise ValueError("set systemd_unit, or start_command (Orthanc must always be started again)")
+        if self.systemd_unit is not None and (self.start_command or self.stop_command):
+            raise ValueError("set either systemd_unit or stop_command/start_command, not both")
+        if self.credentials_file is not None and self.credentials_env is not None:
+            raise ValueError("set credentials_file or credentials_env, not both")
+        return self
+
+
 class Job(Strict):
     name: str
-    sources: list[Path] = Field(min_length=1)
+    sources: list[Path] = []                 # folders/files; may be empty when `orthanc` is set
+    orthanc: OrthancSource | None = None
+    hooks: Hooks = Hooks()
     excludes: list[str] = []
     targets: list[str] = []
     schedule: str | None = None              # cron text
@@ -315,6 +367,8 @@ class Job(Strict):
 
     @model_validator(mode="after")
     def _cron(self) -> Job:
+        if not self.sources and self.orthanc is None:
+            raise ValueError("set sources (a list of paths) or an [orthanc] source")
         if self.schedule is not None:
             try:
                 validate_cron(self.schedule, self.timezone)

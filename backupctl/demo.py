@@ -27,6 +27,7 @@ from backupctl.config import Config
 from backupctl.dicom.synth import ArchiveSpec, write_archive
 from backupctl.drills.demo import step_drill
 from backupctl.errors import BackupctlError
+from backupctl.pacs.demo import demo_pacs
 from backupctl.progress import Progress
 from backupctl.repofiles import list_repository, name_matches_content
 from backupctl.s3.demo import step_s3
@@ -144,6 +145,11 @@ def step_restore(ctx: DemoContext) -> dict[str, Any]:
             "differences": differing[:5]}
 
 
+def step_pacs(ctx: DemoContext) -> dict[str, Any]:
+    assert ctx.config is not None and ctx.archive is not None
+    return demo_pacs(ctx.config, ctx.workdir / "pacs", ctx.archive, ctx.progress)
+
+
 def _differences(left: Path, right: Path) -> list[str]:
     """Paths whose bytes differ, or that exist on one side only."""
     out: list[str] = []
@@ -175,6 +181,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("verify", step_verify),
     ("s3", step_s3),
     ("drill", step_drill),
+    ("pacs", step_pacs),
     ("scheduler", step_scheduler),
 ]
 

@@ -112,6 +112,45 @@ class IntegrityError(BackupctlError):
     """Data read back does not match what was written (hash, size, signature)."""
 
 
+# PACS (Orthanc) and hooks --------------------------------------------------------------------------------
+
+
+class OrthancError(BackupctlError):
+    """An Orthanc instance could not be started, stopped, reached or refused a request."""
+
+
+class OrthancNotInstalled(OrthancError):
+    exit_code = 2
+
+
+class OrthancStartError(OrthancError):
+    """Orthanc did not answer `/system` in time, or exited while starting."""
+
+
+class OrthancStopError(OrthancError):
+    """Orthanc did not stop (stop command failed, or the index stayed locked)."""
+
+
+class OrthancUnreachable(OrthancError):
+    """No HTTP answer from an Orthanc REST API (refused, timed out)."""
+
+
+class OrthancHttpError(OrthancError):
+    """Orthanc answered with an HTTP error; `status` is the HTTP status."""
+
+    def __init__(self, message: str, *, hint: str | None = None, status: int = 0) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class DowntimeExceeded(OrthancError):
+    """The PACS stayed stopped longer than the job's `max_downtime_seconds`; the copy was discarded."""
+
+
+class HookFailed(BackupctlError):
+    """A job's before/after hook exited non-zero or timed out."""
+
+
 # S3 Object Lock target ----------------------------------------------------------------------------------
 
 

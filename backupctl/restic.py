@@ -298,9 +298,14 @@ class Restic:
         return found[0]
 
     def backup(self, paths: Sequence[Path], *, excludes: Sequence[str] = (), tags: Sequence[str] = (),
-               progress: Progress | None = None) -> BackupSummary:
-        """Back up `paths`; exit 3 (some files unreadable, snapshot saved) raises PartialSnapshot."""
+               progress: Progress | None = None, ignore_ctime: bool = False) -> BackupSummary:
+        """Back up `paths`; exit 3 (some files unreadable, snapshot saved) raises PartialSnapshot.
+
+        `ignore_ctime`: for hard-linked copies (Orthanc storage), whose ctime changes at every link while
+        content, mtime and inode do not; without it restic would re-read every file of every run."""
         args = ["backup", "--json", "--host", self.host]
+        if ignore_ctime:
+            args.append("--ignore-ctime")
         for tag in tags:
             args += ["--tag", tag]
         for pattern in excludes:

@@ -12,11 +12,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from backupctl.catalog import Catalog
+from backupctl.catalog import pacs as pacs_rows
 from backupctl.config import Config, Job
-from backupctl.errors import SourceUnreadable
+from backupctl.errors import BackupctlError, SourceUnreadable
+from backupctl.pacs.source import discard_snapshot_dir, resolve_orthanc, take_copy
+from backupctl.progress import Progress
 
 
 def check_sources(config: Config, job: Job) -> list[Path]:
+    """The job's plain source paths, checked; an `[orthanc]` source is checked too (its copy folder is
+    added by `prepared_sources`)."""
+    if job.orthanc is not None:
+        resolve_orthanc(config, job)
     paths = [config.resolve(p) for p in job.sources]
     for path in paths:
         if not path.exists():
@@ -28,6 +36,29 @@ def check_sources(config: Config, job: Job) -> list[Path]:
 
 
 @contextmanager
-def prepared_sources(config: Config, job: Job) -> Iterator[list[Path]]:
-    """The paths restic should read for `job`, valid for the duration of the block."""
-    yield check_sources(config, job)
+def prepared_sources(config: Config, job: Job, *, catalog: Catalog | None = None, run_id: int | None = None,
+                     progress: Progress | None = None) -> Iterator[list[Path]]:
+    """The paths restic should read for `job`, valid for the duration of the block.
+
+    For an `[orthanc]` source this is where the PACS is stopped, copied and started again (see
+    `backupctl.pacs.source`); the copy's downtime is recorded in the catalog, also when it failed."""
+    paths = check_sources(config, job)
+    if job.orthanc is None:
+        yield paths
+        return
+    src = resolve_orthanc(config, job)
+    try:
+        copy = take_copy(src, progress)
+    except BaseException as exc:
+        figures = getattr(exc, "orthanc_copy", None)
+        error = exc.one_line() if isinstance(exc, BackupctlError) else f"interrupted ({type(exc).__name__})"
+        if catalog is not None:
+            pacs_rows.record_copy(catalog, run_id=run_id, job=job.name, status="failed",
+                                  figures=figures.figures() if figures else {}, error=error)
+        raise
+    if catalog is not None:
+        pacs_rows.record_copy(catalog, run_id=run_id, job=job.name, status="ok", figures=copy.figures())
+    try:
+        yield [*paths, copy.root]
+    finally:
+        discard_snapshot_dir(copy.root)

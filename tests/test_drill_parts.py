@@ -118,13 +118,6 @@ def test_scratch_inside_a_source_is_refused_by_config_check(installation: Config
     assert "bad.toml: scratch:" in result.stderr and "source of job pacs" in result.stderr
 
 
-def test_depth_pacs_without_the_pacs_capability_is_refused_before_starting(installation: Config,
-                                                                           tmp_path: Path) -> None:
-    (tmp_path / "restore_drills" / "deep.toml").write_text('job = "pacs"\ndepth = "pacs"\n')
-    assert_one_line_error(cli(installation.path, "drill", "run", "deep"), 2, "depth 'pacs'")
-    assert not (tmp_path / "var" / "scratch").exists()
-
-
 @pytest.mark.slow
 def test_report_input_errors_are_one_line(installation: Config, tmp_path: Path) -> None:
     assert_one_line_error(cli(installation, "drill", "report", "--since", "soon"), 2, "--since")

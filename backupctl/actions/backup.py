@@ -9,10 +9,12 @@ from typing import Any
 
 from backupctl.actions.replicate import ReplicationOutcome, replicate_to
 from backupctl.catalog import Catalog, open_catalog
+from backupctl.catalog import pacs as pacs_rows
 from backupctl.catalog import runs as run_rows
 from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.config import Config, Job
 from backupctl.errors import BackupctlError, Interrupted, PartialSnapshot
+from backupctl.hooks import JobHooks
 from backupctl.locking import repository_lock
 from backupctl.progress import NullProgress, Progress
 from backupctl.repository import staging_restic
@@ -44,6 +46,8 @@ class BackupOutcome:
     unreadable: list[str] = field(default_factory=list)
     replicas: list[ReplicationOutcome] = field(default_factory=list)
     data_blobs: int = 0
+    hook_errors: list[str] = field(default_factory=list)     # failed `after` hooks (snapshot saved anyway)
+    pacs: dict | None = None                                  # the Orthanc copy's figures (downtime, ...)
     manifest: dict[str, Any] | None = None   # the signed manifest stored in the snapshot (verify)
 
     @property
@@ -72,14 +76,18 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
     run_id = run_rows.start_run(catalog, job.name)
     started = time.monotonic()
     status = "success"
+    hooks = JobHooks(job.name, job.hooks, run_id=run_id, sources=[config.resolve(p) for p in job.sources],
+                     cwd=config.base)
     try:
         restic.unlock()  # stale locks of killed runs would block later exclusive operations (check, prune)
-        with prepared_sources(config, job) as paths:
+        hooks.before()
+        with prepared_sources(config, job, catalog=catalog, run_id=run_id, progress=progress) as paths:
             # the signed manifest goes into the same snapshot: it is written before restic reads
             prepared = prepare_manifest(config, job, paths, progress)
             try:
                 summary = restic.backup([*paths, prepared.folder], excludes=job.excludes,
-                                        tags=[job_tag(job.name), *job.tags], progress=progress)
+                                        tags=[job_tag(job.name), *job.tags], progress=progress,
+                                        ignore_ctime=job.orthanc is not None)
                 summary = sources_only(summary, prepared)
             except PartialSnapshot as partial:
                 # saved, but some files were unreadable
@@ -87,20 +95,30 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
                 _record(catalog, run_id, job, summary, status, time.monotonic() - started, partial.one_line())
                 _record_manifest(catalog, restic, summary, prepared, progress)
                 raise
-    except PartialSnapshot:
+    except PartialSnapshot as exc:
+        hooks.on_error(exc.one_line())
         raise
     except (KeyboardInterrupt, Terminated, Interrupted):
         run_rows.finish_run(catalog, run_id, "interrupted", error="interrupted; restic stopped, no snapshot saved")
         raise Interrupted("backup interrupted; restic was stopped cleanly and no snapshot was saved") from None
     except BackupctlError as exc:
         run_rows.finish_run(catalog, run_id, "failed", error=exc.one_line())
+        hooks.on_error(exc.one_line())
         raise
     except Exception as exc:
         run_rows.finish_run(catalog, run_id, "failed", error=f"internal error: {exc!r}")
+        hooks.on_error(f"internal error: {exc!r}")
         raise
-    _record(catalog, run_id, job, summary, status, time.monotonic() - started, None)
-    outcome = _outcome(job, run_id, summary, status, time.monotonic() - started)
+    # `after` hooks run once the snapshot is saved; a failing one makes the run partial, never loses it
+    hook_errors = hooks.after(summary.snapshot.id if summary.snapshot else None, status)
+    run_status = "partial" if hook_errors else status
+    _record(catalog, run_id, job, summary, status, time.monotonic() - started,
+            "; ".join(hook_errors) or None, run_status=run_status)
+    outcome = _outcome(job, run_id, summary, run_status, time.monotonic() - started)
+    outcome.hook_errors = hook_errors
     outcome.manifest = _record_manifest(catalog, restic, summary, prepared, progress)
+    if job.orthanc is not None:
+        outcome.pacs = pacs_rows.copy_for_run(catalog, run_id)
     return outcome
 
 
@@ -119,14 +137,14 @@ def _record_manifest(catalog: Catalog, restic: Restic, summary: BackupSummary, p
 
 
 def _record(catalog: Catalog, run_id: int, job: Job, summary: BackupSummary, status: str, seconds: float,
-            error: str | None) -> None:
+            error: str | None, run_status: str | None = None) -> None:
     snap = summary.snapshot
     if snap is not None:
         snapshot_rows.record_snapshot(
             catalog, snapshot_id=snap.id, short_id=snap.short_id, job=job.name, time=snap.time, run_id=run_id,
             size=summary.total_bytes, files=summary.total_files, tags=snap.tags, paths=snap.paths,
             status="complete" if status == "success" else "partial")
-    run_rows.finish_run(catalog, run_id, status, run_rows.RunFigures(
+    run_rows.finish_run(catalog, run_id, run_status or status, run_rows.RunFigures(
         bytes=summary.total_bytes, bytes_added=summary.data_added, files=summary.total_files, seconds=seconds,
         snapshot_id=snap.id if snap else None), error=error)
 

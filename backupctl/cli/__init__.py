@@ -21,6 +21,7 @@ from backupctl.cli import demo as demo_cmds
 from backupctl.cli import dev as dev_cmds
 from backupctl.cli import drill as drill_cmds
 from backupctl.cli import media as media_cmds
+from backupctl.cli import pacs as pacs_cmds
 from backupctl.cli import s3 as s3_cmds
 from backupctl.cli import scheduler as scheduler_cmds
 from backupctl.cli import setup as setup_cmds
@@ -73,6 +74,7 @@ def _global(
 setup_cmds.register(app)
 backup_cmds.register(app)
 app.add_typer(media_cmds.app, name="media")
+app.add_typer(pacs_cmds.app, name="pacs")
 app.add_typer(dev_cmds.app, name="dev")
 app.add_typer(drill_cmds.app, name="drill")
 demo_cmds.register(app)

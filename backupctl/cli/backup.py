@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +19,9 @@ from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json, short_time
 from backupctl.cli.common import table as make_table
-from backupctl.errors import IntegrityError, TargetError, UsageError
+from backupctl.errors import IntegrityError, PartialRun, TargetError, UsageError
+from backupctl.pacs.orthanc import read_credentials
+from backupctl.pacs.restore import outcome_dict, restore_as_orthanc, restore_to_pacs
 from backupctl.repository import staging_restic
 
 backup_app = typer.Typer(help="Run backups.", no_args_is_help=True)
@@ -61,7 +64,13 @@ def backup_run(
             if r.ok and r.report:
                 out.print(f"  {r.target} ({r.report.location}): {r.report.uploaded} files copied, "
                           f"{human_bytes(r.report.uploaded_bytes)}, {r.report.skipped} already there")
+        if outcome.pacs:
+            out.print(f"  orthanc: down {outcome.pacs['downtime_seconds'] or 0:.1f} s for the copy "
+                      f"({outcome.pacs['storage_files']} storage files, "
+                      f"{outcome.pacs['linked_while_stopped']} linked while stopped)")
     failed = [r for r in outcome.replicas if not r.ok]
+    if outcome.hook_errors:
+        raise PartialRun(f"snapshot {outcome.short_id} is saved, but " + "; ".join(outcome.hook_errors))
     if failed:
         raise TargetError(f"snapshot {outcome.short_id} is saved in staging, but replication failed: "
                           + "; ".join(f"{r.target}: {r.error}" for r in failed))
@@ -117,30 +126,83 @@ def snapshots(
 def restore(
     snapshot: Annotated[str | None, typer.Argument(
         help="Snapshot id (or unique prefix), or 'latest'; with --study, default the newest holding it.")] = None,
-    to: Annotated[Path | None, typer.Option("--to", help="Empty folder to restore into.")] = None,
+    to: Annotated[Path | None, typer.Option("--to", help="Empty folder to restore into (with --to-pacs: "
+                                                          "keep the files there).")] = None,
     include: Annotated[list[str] | None, typer.Option("--include", help="Only this path (repeatable).")] = None,
     study: Annotated[list[str] | None, typer.Option(
         "--study", help="Only this study's files (Study Instance UID, repeatable), verified after restore.")] = None,
     from_target: Annotated[str, typer.Option("--from", help="Copy to read: staging or a target name.")] = "staging",
     force: Annotated[bool, typer.Option("--force", help="Restore into a non-empty folder.")] = False,
+    to_pacs: Annotated[str | None, typer.Option("--to-pacs", metavar="URL",
+                                                help="Send the DICOM files to this Orthanc (REST), e.g. "
+                                                     "http://127.0.0.1:8042.")] = None,
+    pacs_credentials: Annotated[Path | None, typer.Option(
+        "--pacs-credentials", metavar="FILE", envvar="BACKUPCTL_PACS_CREDENTIALS_FILE",
+        help="'username:password' file (0600) for --to-pacs; or set BACKUPCTL_PACS_CREDENTIALS.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=32,
+                                             help="Parallel uploads for --to-pacs.")] = 4,
+    as_orthanc: Annotated[Path | None, typer.Option("--as-orthanc", metavar="DIR",
+                                                    help="Lay out a whole Orthanc (config, index, storage) "
+                                                         "from a snapshot of an orthanc source.")] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Restore a snapshot (all of it, --include paths, or --study UIDs) from staging or a replica."""
-    if to is None:
-        raise UsageError("say where to restore with --to DIR (an empty folder)")
+    """Restore a snapshot (all of it, --include paths, or --study UIDs) from staging or a replica: into a
+    folder, into a running PACS (--to-pacs), or as a ready-to-start Orthanc (--as-orthanc)."""
+    if sum(x is not None for x in (to_pacs, as_orthanc)) > 1 or (as_orthanc and to):
+        raise UsageError("choose one of --to, --to-pacs (optionally with --to) and --as-orthanc")
+    if to is None and to_pacs is None and as_orthanc is None:
+        raise UsageError("say where to restore: --to DIR, --to-pacs URL or --as-orthanc DIR")
     if study:
+        if to is None or to_pacs or as_orthanc:
+            raise UsageError("--study restores into a folder: give --to DIR (without --to-pacs/--as-orthanc)")
         restore_study_cmd(snapshot, to, study, from_target, force, json_output)
         return
     if snapshot is None:
         raise UsageError("name the snapshot to restore (an id, or 'latest'), or give --study UID")
     config = common.load()
+    progress = common.progress(json_output)
+    if to_pacs is not None:
+        _restore_to_pacs(config, snapshot, to_pacs, to, include, from_target, pacs_credentials, concurrency,
+                         progress, json_output)
+        return
+    if as_orthanc is not None:
+        made = restore_as_orthanc(config, snapshot, as_orthanc, copy=from_target, progress=progress)
+        if json_output:
+            print_json({**outcome_dict(made), "start_command": made.start_command})
+        else:
+            out.print(f"Orthanc of snapshot {made.snapshot_id[:8]} laid out in {made.to}: "
+                      f"{made.storage_files} stored files, index {human_bytes(made.index_bytes)}; "
+                      f"start it with: {made.start_command}")
+        return
+    assert to is not None
     outcome = restore_snapshot(config, snapshot, to, includes=include, copy=from_target, force=force,
-                               progress=common.progress(json_output))
+                               progress=progress)
     if json_output:
         print_json({**asdict(outcome), "ok": True})
     else:
         out.print(f"restored {outcome.files} files ({human_bytes(outcome.bytes)}) of snapshot "
                   f"{outcome.snapshot_id[:8]} from {outcome.source} into {outcome.to} in {outcome.seconds:.1f} s")
+
+
+def _restore_to_pacs(config, snapshot: str, url: str, keep: Path | None, include: list[str] | None,  # noqa: ANN001
+                     copy: str, credentials_file: Path | None, concurrency: int, progress, json_output: bool) -> None:
+    if "@" in url.split("//", 1)[-1].split("/", 1)[0]:
+        raise UsageError("--to-pacs URL must not carry credentials (they would sit in the process list)",
+                         hint="put 'username:password' in a 0600 file and pass --pacs-credentials FILE")
+    from_env = credentials_file is None and bool(os.environ.get("BACKUPCTL_PACS_CREDENTIALS"))
+    creds = read_credentials(credentials_file, "BACKUPCTL_PACS_CREDENTIALS" if from_env else None)
+    sent = restore_to_pacs(config, snapshot, url, credentials=creds, includes=include, copy=copy, keep=keep,
+                           concurrency=concurrency, progress=progress)
+    if json_output:
+        print_json(outcome_dict(sent))
+    else:
+        out.print(f"sent {sent.sent} of {sent.dicom_files} DICOM files of snapshot {sent.snapshot_id[:8]} to "
+                  f"{sent.url} ({sent.stored} stored, {sent.already} already there, {sent.retries} retries) "
+                  f"in {sent.seconds:.1f} s")
+    if sent.rejected:
+        first = sent.rejected[0]
+        raise PartialRun(f"the PACS refused {len(sent.rejected)} of {sent.dicom_files} files "
+                         f"(first: {first['file']}: {first['reason']})")
 
 
 def restore_study_cmd(snapshot: str | None, to: Path, studies: list[str], copy: str, force: bool,

@@ -57,4 +57,7 @@ def register(factory: PacsFactory) -> None:
 
 
 def factory() -> PacsFactory | None:
+    if _factory is None:
+        # the PACS capability registers itself on import (backupctl.pacs.drill.OrthancDrillStep)
+        import backupctl.pacs.drill  # noqa: F401
     return _factory
