@@ -12,6 +12,7 @@ declare -A want=(
   [ceph]=ceph-common
   [curl]=curl
   [openssl]=openssl
+  [/usr/bin/time]=time       # GNU time: peak RSS of restic in the benchmarks
   [chromium]=chromium        # opens drill reports in tests
 )
 missing=()

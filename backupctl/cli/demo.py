@@ -12,7 +12,6 @@ from rich.markup import escape
 
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json
-from backupctl.demo import run_demo
 
 
 def register(app: typer.Typer) -> None:
@@ -90,6 +89,8 @@ def demo(
             out.print(f"{mark} {key:<9} {escape(_summary(key, result))}")
 
     try:
+        from backupctl.demo import run_demo  # imported on use: it pulls in pydicom and numpy (~0.2 s)
+
         result = run_demo(root, common.progress(json_output), on_step=show)
         if not keep:
             _keep_report(result, output_dir)

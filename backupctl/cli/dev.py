@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from backupctl.cli.common import human_bytes, out
-from backupctl.dicom.synth import ArchiveSpec, write_archive
 
 app = typer.Typer(help="Developer tools: synthetic archives, embedded servers.", no_args_is_help=True)
 
@@ -25,6 +24,8 @@ def synth_archive(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Write a synthetic PACS archive of valid DICOM files (deterministic for a seed)."""
+    from backupctl.dicom.synth import ArchiveSpec, write_archive  # on use: pydicom and numpy cost ~0.2 s
+
     spec = ArchiveSpec(patients, studies_per_patient, series_per_study, instances_per_series, rows, columns, seed)
     written = write_archive(directory, spec)
     out.print(f"wrote {len(written)} DICOM files ({human_bytes(sum(w.size for w in written))}) "

@@ -6,7 +6,7 @@ import signal
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -17,7 +17,9 @@ from backupctl.cli.common import human_bytes, out, print_json
 from backupctl.errors import IntegrityError, PartialRun, TargetError, UsageError
 from backupctl.repofiles import list_repository
 from backupctl.targets import make_target
-from backupctl.targets.s3 import S3Target
+
+if TYPE_CHECKING:
+    from backupctl.targets.s3 import S3Target
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 target_app = typer.Typer(help="Replica targets: create and check them.", no_args_is_help=True)
@@ -35,6 +37,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _s3_target(config, name: str, catalog) -> S3Target:  # noqa: ANN001
+    from backupctl.targets.s3 import S3Target  # boto3 costs ~0.2 s: only S3 commands pay it
+
     target = make_target(config, name, catalog)
     if not isinstance(target, S3Target):
         raise UsageError(f"target {name} is not an S3 target",
