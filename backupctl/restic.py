@@ -96,6 +96,7 @@ class BackupSummary:
     data_blobs: int = 0                 # new file-content blobs: 0 when no file data changed
     seconds: float = 0.0
     unreadable: list[str] = field(default_factory=list)
+    nodes: list[Node] | None = None     # the new snapshot's listing (restic ls), read once for every use
 
 
 @dataclass(frozen=True)
@@ -345,7 +346,9 @@ class Restic:
 
     def _summary(self, summary: dict[str, Any], errors: list[str], seconds: float) -> BackupSummary:
         short = summary.get("snapshot_id")
-        snap = self.snapshot(short) if short else None
+        # one `ls` gives the full id (0.14 prints only the short one) and the listing the manifest check needs:
+        # every restic command pays the repository's key derivation, so one call instead of two
+        snap, nodes = self.listing(short) if short else (None, None)
         return BackupSummary(
             snapshot=snap,
             files_new=summary.get("files_new", 0),
@@ -357,6 +360,7 @@ class Restic:
             data_blobs=summary.get("data_blobs", 0),
             seconds=seconds,
             unreadable=errors,
+            nodes=nodes,
         )
 
     def restore(self, snapshot_id: str, target: Path, *, includes: Sequence[str] = (),
@@ -381,10 +385,24 @@ class Restic:
 
     def ls(self, snapshot_id: str) -> Iterator[Node]:
         """Every node of a snapshot (restic ls --json prints the snapshot first, then one node per line)."""
+        return iter(self.listing(snapshot_id)[1])
+
+    def listing(self, snapshot_id: str) -> tuple[Snapshot, list[Node]]:
+        """The snapshot (full id, time, paths, tags) and every node of it, from one `restic ls --json`."""
+        snap: Snapshot | None = None
+        nodes: list[Node] = []
         for line in self.run(["ls", "--json", snapshot_id]).stdout_lines:
             msg = _parse_json_line(line)
-            if msg and msg.get("struct_type") == "node":
-                yield Node(msg["path"], msg["type"], msg.get("size", 0), msg.get("mtime", ""))
+            if not isinstance(msg, dict):
+                continue
+            if msg.get("struct_type") == "node":
+                nodes.append(Node(msg["path"], msg["type"], msg.get("size", 0), msg.get("mtime", "")))
+            elif msg.get("struct_type") == "snapshot" and snap is None:
+                snap = _snapshot(msg)
+        if snap is None:
+            raise ResticError(f"no snapshot {snapshot_id} in {self.repository}",
+                              hint="list them with `backupctl snapshots`")
+        return snap, nodes
 
     def dump(self, snapshot_id: str, path: str) -> bytes:
         """One file's content from a snapshot."""

@@ -127,7 +127,7 @@ def _record_manifest(catalog: Catalog, restic: Restic, summary: BackupSummary, p
     if summary.snapshot is None:
         return None
     try:
-        return record_snapshot_manifest(catalog, restic, summary.snapshot, prepared, progress)
+        return record_snapshot_manifest(catalog, restic, summary.snapshot, prepared, progress, summary.nodes)
     except BackupctlError as exc:
         # the snapshot and its signed manifest are saved; only the cross-check and the index are missing,
         # and `catalog rebuild` or the next verify can redo them: never fail a saved backup for this

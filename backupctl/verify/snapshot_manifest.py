@@ -17,6 +17,7 @@ import io
 import logging
 import re
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -41,7 +42,7 @@ from backupctl.manifest import (
     write_manifest,
 )
 from backupctl.progress import NullProgress, Progress
-from backupctl.restic import BackupSummary, Restic, Snapshot
+from backupctl.restic import BackupSummary, Node, Restic, Snapshot
 from backupctl.signing import SigningKey, VerifyKey, ensure_key, load_verify_key
 
 log = logging.getLogger("backupctl.verify")
@@ -152,18 +153,21 @@ def changed_during_backup(manifest: Manifest, nodes: dict[str, tuple[int, int | 
     return changed
 
 
-def snapshot_files(restic: Restic, snapshot_id: str) -> dict[str, tuple[int, int | None]]:
-    """path -> (size, mtime ns) of every regular file of a snapshot."""
-    return {n.path: (n.size, restic_time_ns(n.mtime)) for n in restic.ls(snapshot_id) if n.type == "file"}
+def snapshot_files(restic: Restic, snapshot_id: str,
+                   nodes: Iterable[Node] | None = None) -> dict[str, tuple[int, int | None]]:
+    """path -> (size, mtime ns) of every regular file of a snapshot (from `nodes` when the caller has them)."""
+    listing = restic.ls(snapshot_id) if nodes is None else nodes
+    return {n.path: (n.size, restic_time_ns(n.mtime)) for n in listing if n.type == "file"}
 
 
 def record_snapshot_manifest(catalog: Catalog, restic: Restic, snapshot: Snapshot, prepared: PreparedManifest,
-                             progress: Progress | None = None) -> dict[str, Any]:
+                             progress: Progress | None = None,
+                             nodes: Iterable[Node] | None = None) -> dict[str, Any]:
     """Cross-check the new snapshot against the manifest and record both; returns figures for the outcome."""
     progress = progress or NullProgress()
     with progress.task("manifest: compare with snapshot", total=None, unit="files"):
-        nodes = snapshot_files(restic, snapshot.id)
-    changed = changed_during_backup(prepared.manifest, nodes, str(prepared.folder))
+        files = snapshot_files(restic, snapshot.id, nodes)
+    changed = changed_during_backup(prepared.manifest, files, str(prepared.folder))
     record_manifest(catalog, snapshot.id, str(prepared.folder), prepared.manifest, prepared.sha256, prepared.stats,
                     changed)
     figures = prepared.stats.as_dict()
