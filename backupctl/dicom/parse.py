@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pydicom
 import pydicom.config
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UncompressedTransferSyntaxes
@@ -83,9 +84,25 @@ def _text(ds: Dataset, keyword: str) -> str | None:
     return str(value).strip()
 
 
+_FACT_TAGS = {name: tag_for_keyword(kw) for name, kw in FACT_KEYWORDS.items()}
+
+
+def _ascii_text(ds: Dataset, name: str) -> str | None:
+    """A UI or CS value read from its raw bytes: these VRs are ASCII by the standard, so converting the
+    element (what `ds.get` does) would only cost time. Anything already converted goes through `_text`."""
+    elem = ds.get_item(_FACT_TAGS[name])
+    if elem is None:
+        return None
+    value = elem.value
+    if isinstance(value, bytes):
+        return value.decode("ascii", errors="replace").strip(" \0") or None
+    return _text(ds, FACT_KEYWORDS[name])
+
+
 def facts_of(ds: Dataset) -> dict[str, str | None]:
-    """The manifest facts of a parsed dataset, plus 'patient_id' in clear for the caller to hash at once."""
-    facts = {name: _text(ds, kw) for name, kw in FACT_KEYWORDS.items()}
+    """The manifest facts of a parsed dataset, plus 'patient_id' in clear for the caller to hash at once.
+    The Patient ID (LO, in the dataset's character set) is converted by pydicom, never decoded by hand."""
+    facts = {name: _ascii_text(ds, name) for name in FACT_KEYWORDS}
     meta = getattr(ds, "file_meta", None)
     facts["transfer_syntax"] = _text(meta, "TransferSyntaxUID") if meta is not None else None
     facts["patient_id"] = _text(ds, "PatientID")
