@@ -201,15 +201,8 @@ def upload_locked(bucket: Bucket, rel: str, path: Path, digest: Digest, mode: st
         raise IntegrityError(f"{bucket.endpoint} stored {key} with ETag {etag or '(none)'}, expected "
                              f"{expected_etag}", hint="bytes were damaged in transit; retry the replication")
     _check_stored(bucket, key, digest, etag, head)
-    fixed = False
-    if not lock.holds(mode, until):
-        # the server dropped (or shortened) the lock headers: set the lock explicitly and read it again
-        lock = set_retention(bucket, key, version_id, stronger_mode(lock.mode, mode), until)
-        fixed = True
-    assert lock.until is not None
-    return S3Object(key=rel, version_id=version_id, size=digest.size, sha256=digest.sha256, md5=etag,
-                    lock_mode=lock.mode or mode, retain_until=iso(lock.until), required_until=iso(required),
-                    uploaded=utcnow(), lock_fixed=fixed)
+    # the server may have dropped (or shortened) the lock headers: then the lock is set explicitly
+    return _locked_record(bucket, rel, version_id, digest, etag, lock, mode, until, required, hold=until)
 
 
 def adopt_existing(bucket: Bucket, rel: str, version_id: str, digest: Digest, etag: str, mode: str,
@@ -224,9 +217,16 @@ def adopt_existing(bucket: Bucket, rel: str, version_id: str, digest: Digest, et
         _check_stored(bucket, key, digest, etag, head)
     except IntegrityError:
         return None
+    return _locked_record(bucket, rel, version_id, digest, etag, lock, mode, until, required, hold=required)
+
+
+def _locked_record(bucket: Bucket, rel: str, version_id: str, digest: Digest, etag: str, lock: Lock, mode: str,
+                   until: datetime, required: datetime, *, hold: datetime) -> S3Object:
+    """The catalog record of a stored version, after making sure it is locked in `mode` until `hold` at least
+    (set to `until` with PutObjectRetention, and read back, when the server's lock falls short)."""
     fixed = False
-    if not lock.holds(mode, required):
-        lock = set_retention(bucket, key, version_id, stronger_mode(lock.mode, mode), until)
+    if not lock.holds(mode, hold):
+        lock = set_retention(bucket, bucket.key(rel), version_id, stronger_mode(lock.mode, mode), until)
         fixed = True
     assert lock.until is not None
     return S3Object(key=rel, version_id=version_id, size=digest.size, sha256=digest.sha256, md5=etag,
