@@ -95,6 +95,7 @@ class MediaTargetConfig(Strict):
     labels: list[str] = Field(min_length=1)
     rotation_days: float = Field(default=7, gt=0)
     folder: str = "backupctl"
+    concurrency: int = Field(default=2, ge=1, le=16)   # files copied at once (each checked by its name)
 
     @field_validator("labels")
     @classmethod

@@ -11,6 +11,7 @@ import json
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from backupctl.config import MediaTargetConfig
 from backupctl.errors import IntegrityError, MediaLabelMismatch, MediaNotMounted, TargetError, UsageError
 from backupctl.fsutil import atomic_write_text, fsync_dir
 from backupctl.progress import Progress
-from backupctl.repofiles import HASH_CHUNK, RepoFile, kind_of, list_repository, sha256_file
+from backupctl.repofiles import HASH_CHUNK, KIND_ORDER, RepoFile, kind_of, list_repository, sha256_file
 from backupctl.targets.base import Finding, SyncReport, Target
 
 LABEL_FILE = "BACKUPCTL-MEDIUM.json"
@@ -125,14 +126,22 @@ class MediaTarget(Target):
         present = self.list_files()
         todo = [f for f in files if present.get(f.rel) != f.size]
         report = SyncReport(self.name, label, skipped=len(files) - len(todo))
+        def copy(f: RepoFile) -> int:
+            size = copy_checked(staging / f.rel, self.repo / f.rel, f.name if f.named_by_hash else None)
+            task.advance(f.size)
+            return size
+
         with progress.task(f"media {label}", total=sum(f.size for f in todo), unit="B") as task:
-            for f in todo:
-                expected = f.name if f.named_by_hash else None
-                report.uploaded_bytes += copy_checked(staging / f.rel, self.repo / f.rel, expected)
-                report.uploaded += 1
-                task.advance(f.size)
-        for folder in {(self.repo / f.rel).parent for f in todo}:
-            fsync_dir(folder)
+            # one kind at a time, each made durable before the next: a snapshot file never reaches the disk
+            # before what it refers to; within a kind, reading, hashing and writing of files overlap
+            for kind in KIND_ORDER:
+                batch = [f for f in todo if f.kind == kind]
+                with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
+                    for size in pool.map(copy, batch):
+                        report.uploaded_bytes += size
+                        report.uploaded += 1
+                for folder in {(self.repo / f.rel).parent for f in batch}:
+                    fsync_dir(folder)
         report.seconds = time.monotonic() - started
         return report
 
