@@ -330,10 +330,7 @@ class Restic:
                 elif kind == "error":
                     errors.append(str(msg.get("item") or msg.get("error")))
 
-            try:
-                result = self.run(args, on_stdout=on_line, ok_codes=(0, 3))
-            except ResticError:
-                raise
+            result = self.run(args, on_stdout=on_line, ok_codes=(0, 3))
         errors += _unreadable_from_stderr(result.stderr_tail)
         out = self._summary(summary, errors, time.monotonic() - started)
         if result.returncode == 3:

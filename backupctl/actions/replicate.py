@@ -27,8 +27,7 @@ class ReplicationOutcome:
     snapshots: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        return d
+        return asdict(self)
 
 
 def replicate_to(config: Config, catalog: Catalog, target_name: str, progress: Progress,
