@@ -1,9 +1,11 @@
 """`drill run NAME`: restore a snapshot (or a sample of its studies) from one copy, prove it, time it.
 
-Phases, each timed with a monotonic clock: fetch (a remote copy is brought to scratch), select (snapshot,
-signed manifest, studies), restore, hash verify, DICOM verify, ingest and query (depth 'pacs'), clean-up.
-The first study is restored and verified on its own before the rest, so the drill measures what a
-radiologist waits for in an emergency: the time until one study is back and proven intact.
+Phases, each timed with a monotonic clock, one after the other: fetch (a remote copy is brought to scratch),
+select (snapshot, signed manifest, studies), restore (restic; the files it has completed are checked
+meanwhile), verify (the checks left when restic ends: SHA-256 against the signed manifest and, depth
+'dicom'/'pacs', the full DICOM parse, each file read once), ingest and query (depth 'pacs'), clean-up.
+The time to the first verified study is when the first study had every file restored and proven intact:
+what a radiologist waits for while the archive comes back.
 
 Everything is recorded in the catalog as a run of kind 'drill' (see `catalog.drills`). A failed check or a
 missed RTO makes the drill fail (the CLI exits 1) but is not an exception: the drill still runs what it
@@ -13,6 +15,7 @@ can and says what failed. Scratch space is always removed, also on failure and C
 from __future__ import annotations
 
 import logging
+import os
 import random
 import secrets
 import shutil
@@ -44,9 +47,10 @@ from backupctl.progress import NullProgress, Progress
 from backupctl.repository import password_source
 from backupctl.restic import Restic, Snapshot, Terminated, job_tag
 from backupctl.signing import VerifyKey
+from backupctl.verify.alongside import AlongsideChecker, Outcome
 from backupctl.verify.findings import Finding
 from backupctl.verify.restore import include_patterns
-from backupctl.verify.restored import TreeCheck, restored_path, verify_restored_tree
+from backupctl.verify.restored import decode_set, restored_path
 from backupctl.verify.snapshot_manifest import read_snapshot_manifest, trusted_key
 
 log = logging.getLogger("backupctl.drills")
@@ -81,7 +85,6 @@ class _Drilling:
     manifest: Manifest | None = None
     scope: Scope | None = None
     changed: frozenset[str] = frozenset()   # files the backup saw change while it ran (catalog, if any)
-    decode_left: int = 0                 # DICOM files still to decode: the budget spans both passes
 
     @property
     def target(self) -> Path:
@@ -114,7 +117,7 @@ def run_drill(config: Config, name: str, progress: Progress | None = None, *, se
                              rto_seconds=drill.rto_minutes * 60)
         drill_rows.start_drill(catalog, result)
         state = _Drilling(config, catalog, drill, result, PhaseClock(), root, random.Random(seed), progress,
-                          trusted, decode_left=drill.decode_files)
+                          trusted)
         _run_recorded(state)
     return result
 
@@ -176,31 +179,14 @@ def _run_phases(state: _Drilling) -> None:
     _fetch(state)
     _select(state)
     assert state.scope is not None and state.manifest is not None
-    scope, result = state.scope, state.result
     state.target.mkdir()
-    first = scope.studies[:1]
-    if first:
-        _restore_and_verify(state, first, includes=_patterns(state, first))
-        ok = all(s.ok for s in result.studies if s.study_uid == first[0])
-        result.first_study_uid = first[0]
-        result.first_study_seconds = state.clock.elapsed() if ok else None
-    rest = scope.studies[1:]
-    if scope.whole:
-        excludes = _patterns(state, first) if first else []
-        if len(excludes) > MAX_PATTERNS_PER_CALL:
-            excludes = []  # too many to name: restore the first study once more with the rest
-        _restore_and_verify(state, rest, excludes=excludes, everything=True)
-    elif rest:
-        _restore_and_verify(state, rest, includes=_patterns(state, rest))
+    _restore_and_verify(state)
     if state.drill.depth == "pacs":
         _pacs(state)
-    restored = state.clock.phases["restore"]
-    restored.files, restored.bytes = tree_size(state.target)   # what restic wrote, the manifest folder too
-    result.files, result.bytes = state.clock.phases["hash"].files, state.clock.phases["hash"].bytes
 
 
 def _patterns(state: _Drilling, studies: list[str]) -> list[str]:
-    """restic patterns selecting exactly the files of `studies` (as --include, or as --exclude)."""
+    """restic --include patterns selecting exactly the files of `studies`."""
     assert state.scope is not None and state.manifest is not None
     return include_patterns(state.manifest, [e for uid in studies for e in state.scope.by_study[uid]])
 
@@ -275,33 +261,44 @@ def _check_space(state: _Drilling) -> None:
                                          f"{needed >> 20} MiB needed")
 
 
-def _restore_and_verify(state: _Drilling, studies: list[str], *, includes: list[str] = (),
-                        excludes: list[str] = (), everything: bool = False) -> None:
-    """Restore the files of `studies` (or `everything` but the excluded), then check them."""
-    assert state.scope is not None and state.manifest is not None and state.snapshot is not None
-    scope = state.scope
-    if everything:
-        named = {e.path for uid in state.scope.studies[:1] for e in scope.by_study[uid]} if excludes else set()
-        entries = [e for e in scope.entries if e.path not in named]
-    else:
-        entries = [e for uid in studies for e in scope.by_study[uid]]
-    _restore(state, includes, excludes, everything)
-    hashed = _verify(state, "hash", entries, unlisted=everything)
-    intact = {e.path for e in entries if e.sha256 is not None} - {f.subject for f in hashed.findings}
-    checked = _verify(state, "dicom", [e for e in entries if e.path in intact]) \
-        if state.drill.depth in ("dicom", "pacs") else None
-    _record_studies(state, studies, hashed, checked)
+def _restore_and_verify(state: _Drilling) -> None:
+    """Restore the scope with restic and check every file against the signed manifest while it does: files
+    restic has completed are checked as it goes, the rest once it ends (see `verify.alongside`)."""
+    assert state.scope is not None and state.manifest is not None
+    scope, drill, clock = state.scope, state.drill, state.clock
+    entries = scope.entries
+    parse = drill.depth in ("dicom", "pacs")
+    decode = decode_set(entries, drill.decode_files, state.result.seed) if parse else set()
+    includes = [] if scope.whole else _patterns(state, scope.studies)
+    checker = AlongsideChecker(state.target, entries, decode=decode, changed=state.changed, parse=parse,
+                               workers=state.config.settings.verify.workers or os.cpu_count() or 1,
+                               remove_checked=drill.depth != "pacs", progress=state.progress, now=clock.elapsed)
+    try:
+        _restore(state, includes, checker)
+        with clock.phase("verify") as phase:
+            listed = {e.path for e in state.manifest.entries} if scope.whole else None
+            outcome = checker.finish(unlisted_from=listed)
+            # the phase is the time after restic ended; what was checked while it restored is in the restore
+            phase.files = sum(1 for e in entries if e.sha256 is not None) - outcome.early_files
+            phase.bytes = sum(e.size for e in entries if e.sha256 is not None) - outcome.early_bytes
+            phase.detail = f"{outcome.early_files} file(s) checked while restic restored, {phase.files} after"
+    finally:
+        checker.close()
+    restored = clock.phases["restore"]
+    restored.files, restored.bytes = outcome.restored_files, outcome.restored_bytes
+    _record_checks(state, entries, outcome, parse)
 
 
-def _restore(state: _Drilling, includes: list[str], excludes: list[str], everything: bool) -> None:
+def _restore(state: _Drilling, includes: list[str], checker: AlongsideChecker) -> None:
+    """restic restores the whole snapshot, or the files `includes` selects (in calls of at most
+    MAX_PATTERNS_PER_CALL patterns), with `checker` checking what it completes; a file restic cannot
+    restore is recorded, not raised."""
     assert state.restic is not None and state.snapshot is not None
-    calls = [includes[i:i + MAX_PATTERNS_PER_CALL] for i in range(0, len(includes), MAX_PATTERNS_PER_CALL)]
-    if everything:
-        calls = [[]]
+    calls = [includes[i:i + MAX_PATTERNS_PER_CALL] for i in range(0, len(includes), MAX_PATTERNS_PER_CALL)] or [[]]
     with state.clock.phase("restore"):
+        checker.start()
         for chunk in calls:
-            failed = state.restic.restore(state.snapshot.id, state.target, includes=chunk,
-                                          excludes=excludes if everything else (), keep_going=True,
+            failed = state.restic.restore(state.snapshot.id, state.target, includes=chunk, keep_going=True,
                                           progress=state.progress)
             for path, error in failed:
                 state.result.problems.append(Problem("restore", ERROR, "restore-error", path, error))
@@ -311,24 +308,16 @@ def _restore(state: _Drilling, includes: list[str], excludes: list[str], everyth
                                  else "restic restored every file it was asked for"))
 
 
-def _verify(state: _Drilling, part: str, entries: list[Entry], unlisted: bool = False) -> TreeCheck:
-    """One half of the check of restored files against the signed manifest: 'hash' or 'dicom'."""
-    assert state.manifest is not None
-    decode = 0
-    if part == "dicom":
-        entries = [e for e in entries if e.kind == DICOM or e.path.lower().endswith(".dcm")]
-        # the first study gets one decode at most, so the sample spreads over the archive
-        decode = min(state.decode_left, sum(1 for e in entries if e.kind == DICOM),
-                     1 if not state.result.studies else state.decode_left)
-        state.decode_left -= decode
-    with state.clock.phase(part) as phase:
-        tree = verify_restored_tree(state.target, state.manifest, entries=entries, decode=decode,
-                                    seed=state.result.seed, workers=state.config.settings.verify.workers,
-                                    progress=state.progress, changed=state.changed, only=part, unlisted=unlisted)
-        phase.files += len(entries)
-        phase.bytes += sum(e.size for e in entries if e.sha256 is not None)
-    _add_findings(state, part, tree.findings, checked=len(entries))
-    return tree
+def _record_checks(state: _Drilling, entries: list[Entry], outcome: Outcome, parse: bool) -> None:
+    """The 'hash' and 'dicom' checks, and the studies, from each file's check."""
+    hashed = [f for c in outcome.checks for f in c.hash] + outcome.unlisted
+    _add_findings(state, "hash", hashed, checked=len(entries))
+    content = [(e, c) for e, c in zip(entries, outcome.checks, strict=True) if e.sha256 is not None]
+    state.result.files, state.result.bytes = len(content), sum(e.size for e, _ in content)
+    if parse:
+        _add_findings(state, "dicom", [f for c in outcome.checks for f in c.dicom],
+                      checked=sum(1 for c in outcome.checks if c.parsed))
+    _record_studies(state, entries, outcome, record_reads=parse)
 
 
 def _add_findings(state: _Drilling, check: str, findings: list[Finding], checked: int) -> None:
@@ -351,22 +340,30 @@ def _add_findings(state: _Drilling, check: str, findings: list[Finding], checked
     result.add_check(Check(check, "fail" if errors else "pass", total, errors, detail))
 
 
-def _record_studies(state: _Drilling, studies: list[str], hashed: TreeCheck, checked: TreeCheck | None) -> None:
+def _record_studies(state: _Drilling, entries: list[Entry], outcome: Outcome, record_reads: bool) -> None:
+    """Each study's outcome and when its last file was verified; the first study verified is the drill's
+    time to the first verified study (what a radiologist waits for while the archive comes back)."""
     assert state.scope is not None
     scope, result = state.scope, state.result
-    now = state.clock.elapsed()
-    outcome = {uid: hashed.studies.get(uid, True) and (checked.studies.get(uid, True) if checked else True)
-               for uid in studies}
-    if checked is not None and state.snapshot is not None:
+    ok: dict[str, bool] = dict.fromkeys(scope.studies, True)
+    done: dict[str, float] = dict.fromkeys(scope.studies, 0.0)
+    for e, check, at in zip(entries, outcome.checks, outcome.at, strict=True):
+        if e.kind == DICOM and e.study in ok:
+            ok[e.study] = ok[e.study] and not any(f.severity == ERROR for f in check.findings)
+            done[e.study] = max(done[e.study], at)
+    if record_reads and state.snapshot is not None:
         # a drill's full check counts for coverage like `verify restore` (when each study was last proven)
-        verify_rows.record_study_reads(state.catalog, outcome, state.snapshot.id, result.run_id)
-    for uid, ok in outcome.items():
-        is_first = uid == scope.studies[0]
+        verify_rows.record_study_reads(state.catalog, ok, state.snapshot.id, result.run_id)
+    verified = sorted((at, uid) for uid, at in done.items() if ok[uid])
+    if verified:
+        result.first_study_seconds, result.first_study_uid = verified[0]
+    for uid in scope.studies:
         # a whole-snapshot drill keeps the first study and the failed ones, not every study of the archive
-        if scope.whole and ok and not is_first:
+        if scope.whole and ok[uid] and uid != result.first_study_uid:
             continue
         files = scope.by_study[uid]
-        result.studies.append(StudyResult(uid, len(files), sum(e.size for e in files), ok, now))
+        result.studies.append(StudyResult(uid, len(files), sum(e.size for e in files), ok[uid],
+                                          done[uid] if ok[uid] else None))
 
 
 def _pacs(state: _Drilling) -> None:
@@ -395,16 +392,14 @@ def _pacs(state: _Drilling) -> None:
 def _finish(state: _Drilling) -> None:
     """Skip what did not run, measure recovery time against the RTO, extrapolate a sample."""
     result, clock, drill = state.result, state.clock, state.drill
-    if drill.depth == "hash":
-        clock.skip("dicom", "depth 'hash'")
     if drill.depth != "pacs":
         clock.skip("ingest", f"depth '{drill.depth}'")
         clock.skip("query", f"depth '{drill.depth}'")
     result.phases = list(clock.phases.values())
-    verified = [p for p in ("hash", "dicom", "ingest", "query") if clock.phases[p].status == "ok"]
+    verified = [p for p in ("verify", "ingest", "query") if clock.phases[p].status == "ok"]
     if result.error or not verified or state.scope is None:
         return
-    result.recovery_seconds = sum(p.seconds for p in result.phases if p.name != "cleanup")
+    result.recovery_seconds = clock.recovery_ended
     if not state.scope.whole:
         result.estimated_full_seconds = _extrapolate(state)
     sampled = drill.scope.startswith("sample:")
@@ -420,7 +415,8 @@ def _finish(state: _Drilling) -> None:
 
 def _extrapolate(state: _Drilling) -> float | None:
     """The whole snapshot's recovery time from the sample's measured throughput, phase by phase: restore and
-    hash scale with bytes, DICOM/PACS with DICOM files; fetch and select happen once either way."""
+    verify (the checks run during both) scale with bytes, ingest and query with DICOM files; fetch and select
+    happen once either way."""
     scope, manifest, phases = state.scope, state.manifest, state.clock.phases
     assert scope is not None and manifest is not None
     if not scope.bytes or not scope.files:
@@ -430,8 +426,8 @@ def _extrapolate(state: _Drilling) -> float | None:
     by_bytes = (state.result.archive_bytes or 0) / scope.bytes
     by_dicom = all_dicom / sample_dicom
     once = phases["fetch"].seconds + phases["select"].seconds
-    scaled = (phases["restore"].seconds + phases["hash"].seconds) * by_bytes + \
-        (phases["dicom"].seconds + phases["ingest"].seconds + phases["query"].seconds) * by_dicom
+    scaled = (phases["restore"].seconds + phases["verify"].seconds) * by_bytes + \
+        (phases["ingest"].seconds + phases["query"].seconds) * by_dicom
     return once + scaled
 
 

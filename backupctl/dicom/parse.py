@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
 import pydicom.config
@@ -241,20 +242,32 @@ def compare_facts(facts: dict[str, str | None], expected: dict[str, str | None])
 
 def check_file(path: Path, expected: dict[str, str | None] | None = None, decode: bool = False) -> DicomCheck:
     """Full parse check of one DICOM file; `expected` are the manifest's facts to compare UIDs with."""
-    result = DicomCheck()
     try:
         with open(path, "rb") as fh:
-            head = fh.read(PREAMBLE + 4)
-            if not looks_like_dicom(head):
-                result.fail("truncated" if len(head) < PREAMBLE + 4 else "not-dicom",
-                            "too short to be DICOM" if len(head) < PREAMBLE + 4 else "no DICM marker: not DICOM")
-                return result
-            fh.seek(0)
-            with _quiet():
-                ds = pydicom.dcmread(fh, defer_size=None)
+            return _check_stream(fh, expected, decode)
     except OSError as exc:
+        result = DicomCheck()
         result.fail("unreadable", f"cannot read: {exc.strerror}")
         return result
+
+
+def check_bytes(data: bytes, expected: dict[str, str | None] | None = None, decode: bool = False) -> DicomCheck:
+    """`check_file` of a file's content already in memory: a restore check reads each file once, for its
+    SHA-256 and for this parse."""
+    return _check_stream(io.BytesIO(data), expected, decode)
+
+
+def _check_stream(fh: BinaryIO, expected: dict[str, str | None] | None, decode: bool) -> DicomCheck:
+    result = DicomCheck()
+    head = fh.read(PREAMBLE + 4)
+    if not looks_like_dicom(head):
+        result.fail("truncated" if len(head) < PREAMBLE + 4 else "not-dicom",
+                    "too short to be DICOM" if len(head) < PREAMBLE + 4 else "no DICM marker: not DICOM")
+        return result
+    fh.seek(0)
+    try:
+        with _quiet():
+            ds = pydicom.dcmread(fh, defer_size=None)
     except InvalidDicomError:
         result.fail("not-dicom", "not a DICOM file")
         return result
