@@ -104,8 +104,10 @@ def _source(tmp_path: Path) -> list[tuple[Entry, bytes]]:
 
 
 def _checker(root: Path, entries: list[Entry], remove: bool = False) -> AlongsideChecker:
-    return AlongsideChecker(root, entries, decode=set(), changed=frozenset(), parse=True, workers=2,
-                            remove_checked=remove, progress=NullProgress(), now=lambda: 0.0)
+    checker = AlongsideChecker(root, parse=True, workers=2, remove_checked=remove, progress=NullProgress(),
+                               now=lambda: 0.0)
+    checker.provide(entries, set())
+    return checker
 
 
 def test_files_are_checked_as_they_complete_and_the_rest_when_restic_ends(tmp_path: Path) -> None:

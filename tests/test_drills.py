@@ -157,13 +157,14 @@ def test_drill_list_and_show(site: Site) -> None:
     assert_one_line_error(cli(config, "drill", "show", "99999"), 2, "no drill #99999")
 
 
-def test_manifest_signed_by_another_key_fails_the_drill_before_restoring(site: Site) -> None:
+@pytest.mark.parametrize("scope", ["sample:1", "all"])
+def test_manifest_signed_by_another_key_fails_the_drill_and_no_file_is_checked(site: Site, scope: str) -> None:
     from backupctl.signing import generate_key, public_key_path
 
-    config = site.define("trust", 'job = "pacs"\nscope = "sample:1"\nrto_minutes = 30\n')
+    config = site.define("trust", f'job = "pacs"\nscope = "{scope}"\nrto_minutes = 30\n')
     pub = public_key_path(config.signing_key)
     genuine = pub.read_bytes()
-    other = generate_key(site.root / "impostor.key")
+    other = generate_key(site.root / f"impostor-{scope.replace(':', '-')}.key")
     try:
         pub.write_bytes(public_key_path(other.path).read_bytes())
         result = run_drill(config, "trust", seed=1)
@@ -171,8 +172,13 @@ def test_manifest_signed_by_another_key_fails_the_drill_before_restoring(site: S
         pub.write_bytes(genuine)
     assert not result.passed
     assert result.check("manifest").status == "fail" and "another key" in result.check("manifest").detail
-    assert result.check("restore") is None and result.rto_met is None
-    assert {p.name: p.status for p in result.phases}["restore"] == "not-run"
+    assert result.check("restore") is None and result.check("hash") is None and result.rto_met is None
+    phases = {p.name: p for p in result.phases}
+    if scope == "all":   # the whole snapshot's restore starts while its manifest is read, and is stopped
+        assert phases["restore"].status == "failed" and "another key" in phases["restore"].detail
+    else:                # the studies to restore come from the manifest: nothing is restored
+        assert phases["restore"].status == "not-run"
+    assert phases["verify"].status == "not-run"
     assert result.scratch_removed
 
 

@@ -19,6 +19,7 @@ import os
 import random
 import secrets
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,7 @@ from backupctl.verify.alongside import AlongsideChecker, Outcome
 from backupctl.verify.findings import Finding
 from backupctl.verify.restore import include_patterns
 from backupctl.verify.restored import decode_set, restored_path
-from backupctl.verify.snapshot_manifest import read_snapshot_manifest, trusted_key
+from backupctl.verify.snapshot_manifest import SnapshotManifest, read_snapshot_manifest, trusted_key
 
 log = logging.getLogger("backupctl.drills")
 
@@ -85,6 +86,7 @@ class _Drilling:
     manifest: Manifest | None = None
     scope: Scope | None = None
     changed: frozenset[str] = frozenset()   # files the backup saw change while it ran (catalog, if any)
+    reserved: int = 0                     # bytes the space check counted before the manifest was read
 
     @property
     def target(self) -> Path:
@@ -177,10 +179,18 @@ def _clean_up(state: _Drilling) -> None:
 
 def _run_phases(state: _Drilling) -> None:
     _fetch(state)
-    _select(state)
-    assert state.scope is not None and state.manifest is not None
-    state.target.mkdir()
-    _restore_and_verify(state)
+    # the checks' workers start before restic lists the snapshots: they load pydicom while it runs
+    checker = AlongsideChecker(state.target, parse=state.drill.depth in ("dicom", "pacs"),
+                               workers=state.config.settings.verify.workers or os.cpu_count() or 1,
+                               remove_checked=state.drill.depth != "pacs", progress=state.progress,
+                               now=state.clock.elapsed)
+    try:
+        checker.start()
+        _select(state)
+        state.target.mkdir()
+        _restore_and_verify(state, checker)
+    finally:
+        checker.close()
     if state.drill.depth == "pacs":
         _pacs(state)
 
@@ -213,6 +223,8 @@ def _fetch(state: _Drilling) -> None:
 
 
 def _select(state: _Drilling) -> None:
+    """The snapshot, then (unless it is read alongside the restore, see `_reads_manifest_alongside`) its
+    signed manifest and the scope; then the space check."""
     result, drill = state.result, state.drill
     assert state.restic is not None
     with state.clock.phase("select") as phase:
@@ -228,54 +240,82 @@ def _select(state: _Drilling) -> None:
         state.changed = frozenset(verify_rows.changed_during_backup(state.catalog, snap.id))
         state.check("snapshot", True, f"{snap.short_id} of {snap.time[:19].replace('T', ' ')} "
                                       f"(rule '{drill.snapshot}', {len(snapshots)} in the copy)")
-        try:
-            found = read_snapshot_manifest(state.restic, snap, state.trusted)
-        except _ReadFailure as exc:  # altered, signed by another key, missing, or unreadable from the copy
-            phase.status = "failed"
-            state.check("manifest", False, exc.one_line())
-        state.manifest = found.manifest
-        result.manifest_sha256, result.key_id = found.sha256, found.manifest.key_id
-        content = [e for e in found.manifest.entries if e.sha256 is not None]
-        result.archive_files, result.archive_bytes = len(content), sum(e.size for e in content)
-        state.check("manifest", True, f"signature verifies (key {state.trusted.key_id}); "
-                                      f"{len(content)} files, {len(found.manifest.studies())} studies")
-        try:
-            state.scope = choose_scope(found.manifest, drill.scope, drill.studies, state.rng)
-        except SelectionError as exc:
-            phase.status = "failed"
-            state.check("scope", False, str(exc))
-        scope = state.scope
-        what = "the whole snapshot" if scope.whole else f"{len(scope.studies)} stud" + \
-            ("y" if len(scope.studies) == 1 else "ies")
-        state.check("scope", True, f"{what}: {scope.files} files, {scope.bytes} bytes (scope '{drill.scope}')",
-                    checked=len(scope.studies))
         phase.files = len(snapshots)
-    _check_space(state)
+        if not _reads_manifest_alongside(state):
+            try:
+                found = read_snapshot_manifest(state.restic, snap, state.trusted)
+            except _ReadFailure as exc:  # altered, signed by another key, missing, or unreadable from the copy
+                phase.status = "failed"
+                state.check("manifest", False, exc.one_line())
+            try:
+                scope = choose_scope(found.manifest, drill.scope, drill.studies, state.rng)
+            except SelectionError as exc:
+                phase.status = "failed"
+                state.check("scope", False, str(exc))
+            _record_manifest(state, found, scope)
+    needed = state.scope.bytes if state.scope is not None else state.reserved
+    _check_space(state, needed)
 
 
-def _check_space(state: _Drilling) -> None:
-    assert state.scope is not None
-    needed = state.scope.bytes + SPACE_MARGIN_BYTES
+def _reads_manifest_alongside(state: _Drilling) -> bool:
+    """Whether the manifest is read while restic already restores: for the whole snapshot (restic needs no
+    pattern from it) when the catalog recorded the snapshot's size at backup (the space check needs it
+    first). The manifest read from the copy still decides everything else. Sets `state.reserved`."""
+    assert state.snapshot is not None
+    if state.drill.scope != "all":
+        return False
+    recorded = verify_rows.manifest_of(state.catalog, state.snapshot.id)
+    if recorded is None:
+        return False
+    state.reserved = int(recorded["bytes"])
+    return True
+
+
+def _record_manifest(state: _Drilling, found: SnapshotManifest, scope: Scope) -> None:
+    """The manifest and scope checks, once the manifest is read and verified."""
+    result, drill = state.result, state.drill
+    state.manifest, state.scope = found.manifest, scope
+    result.manifest_sha256, result.key_id = found.sha256, found.manifest.key_id
+    content = [e for e in found.manifest.entries if e.sha256 is not None]
+    result.archive_files, result.archive_bytes = len(content), sum(e.size for e in content)
+    state.check("manifest", True, f"signature verifies (key {state.trusted.key_id}); "
+                                  f"{len(content)} files, {len(found.manifest.studies())} studies")
+    what = "the whole snapshot" if scope.whole else f"{len(scope.studies)} stud" + \
+        ("y" if len(scope.studies) == 1 else "ies")
+    state.check("scope", True, f"{what}: {scope.files} files, {scope.bytes} bytes (scope '{drill.scope}')",
+                checked=len(scope.studies))
+
+
+def _check_space(state: _Drilling, nbytes: int) -> None:
+    needed = nbytes + SPACE_MARGIN_BYTES
     free = shutil.disk_usage(state.scratch).free
     state.check("space", free >= needed, f"{free >> 20} MiB free in {state.scratch.parent}, "
                                          f"{needed >> 20} MiB needed")
 
 
-def _restore_and_verify(state: _Drilling) -> None:
+def _restore_and_verify(state: _Drilling, checker: AlongsideChecker) -> None:
     """Restore the scope with restic and check every file against the signed manifest while it does: files
     restic has completed are checked as it goes, the rest once it ends (see `verify.alongside`)."""
-    assert state.scope is not None and state.manifest is not None
-    scope, drill, clock = state.scope, state.drill, state.clock
-    entries = scope.entries
-    parse = drill.depth in ("dicom", "pacs")
-    decode = decode_set(entries, drill.decode_files, state.result.seed) if parse else set()
-    includes = [] if scope.whole else _patterns(state, scope.studies)
-    checker = AlongsideChecker(state.target, entries, decode=decode, changed=state.changed, parse=parse,
-                               workers=state.config.settings.verify.workers or os.cpu_count() or 1,
-                               remove_checked=drill.depth != "pacs", progress=state.progress, now=clock.elapsed)
+    clock = state.clock
+    reader: _ManifestReader | None = None
     try:
-        _restore(state, includes, checker)
+        with clock.phase("restore") as phase:
+            if state.manifest is None:
+                reader = _ManifestReader(state, checker)
+                reader.start()
+            else:
+                _provide(state, checker)
+            _restore(state, checker, reader)
+            if reader is not None:
+                reader.join()
+                if reader.failure is not None:
+                    phase.status, phase.detail = "failed", "stopped: " + reader.failure[1]
+        if reader is not None:
+            _record_read_alongside(state, reader)
+        _record_restore_check(state)
         with clock.phase("verify") as phase:
+            assert state.scope is not None and state.manifest is not None
+            entries, scope = state.scope.entries, state.scope
             listed = {e.path for e in state.manifest.entries} if scope.whole else None
             outcome = checker.finish(unlisted_from=listed)
             # the phase is the time after restic ended; what was checked while it restored is in the restore
@@ -283,25 +323,89 @@ def _restore_and_verify(state: _Drilling) -> None:
             phase.bytes = sum(e.size for e in entries if e.sha256 is not None) - outcome.early_bytes
             phase.detail = f"{outcome.early_files} file(s) checked while restic restored, {phase.files} after"
     finally:
-        checker.close()
+        if reader is not None:
+            reader.join()
     restored = clock.phases["restore"]
     restored.files, restored.bytes = outcome.restored_files, outcome.restored_bytes
-    _record_checks(state, entries, outcome, parse)
+    _record_checks(state, entries, outcome, checker.parse)
 
 
-def _restore(state: _Drilling, includes: list[str], checker: AlongsideChecker) -> None:
-    """restic restores the whole snapshot, or the files `includes` selects (in calls of at most
-    MAX_PATTERNS_PER_CALL patterns), with `checker` checking what it completes; a file restic cannot
-    restore is recorded, not raised."""
+def _provide(state: _Drilling, checker: AlongsideChecker) -> None:
+    assert state.scope is not None
+    parse = state.drill.depth in ("dicom", "pacs")
+    decode = decode_set(state.scope.entries, state.drill.decode_files, state.result.seed) if parse else set()
+    checker.provide(state.scope.entries, decode, state.changed)
+
+
+class _ManifestReader(threading.Thread):
+    """Reads and verifies the snapshot's manifest from the copy while restic restores the whole snapshot
+    (restic's start, key derivation, runs on one core: the other one reads the manifest), then gives the
+    checker its files. A manifest that does not verify, or a snapshot larger than the catalog said, stops
+    restic: nothing restored could be vouched for, or the scratch space may not hold it."""
+
+    def __init__(self, state: _Drilling, checker: AlongsideChecker) -> None:
+        super().__init__(name="backupctl-drill-manifest", daemon=True)
+        self.state, self.checker = state, checker
+        self.stop_restore = threading.Event()
+        self.found: SnapshotManifest | None = None
+        self.scope: Scope | None = None
+        self.failure: tuple[str, str] | None = None      # (check, detail)
+
+    def run(self) -> None:
+        state = self.state
+        assert state.restic is not None and state.snapshot is not None
+        try:
+            self.found = read_snapshot_manifest(state.restic, state.snapshot, state.trusted)
+            self.scope = choose_scope(self.found.manifest, state.drill.scope, state.drill.studies, state.rng)
+        except _ReadFailure as exc:
+            self._fail("manifest", exc.one_line())
+            return
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread, which decides
+            self._fail("manifest", f"the manifest could not be read: {exc!r}")
+            return
+        beyond = self.scope.bytes - state.reserved
+        free = shutil.disk_usage(state.scratch).free
+        if beyond > 0 and free < beyond + SPACE_MARGIN_BYTES:
+            self._fail("space", f"the snapshot holds {self.scope.bytes >> 20} MiB, {beyond >> 20} MiB more than "
+                                f"the catalog recorded; {free >> 20} MiB left free in {state.scratch.parent}")
+            return
+        state.manifest, state.scope = self.found.manifest, self.scope
+        _provide(state, self.checker)
+
+    def _fail(self, check: str, detail: str) -> None:
+        self.failure = (check, detail)
+        self.stop_restore.set()
+
+
+def _record_read_alongside(state: _Drilling, reader: _ManifestReader) -> None:
+    if reader.failure is not None:
+        check, detail = reader.failure
+        state.check(check, False, detail)     # stops the drill
+    assert reader.found is not None and reader.scope is not None
+    _record_manifest(state, reader.found, reader.scope)
+
+
+def _restore(state: _Drilling, checker: AlongsideChecker, reader: _ManifestReader | None) -> None:
+    """restic restores the whole snapshot, or the files of the scope's studies (in calls of at most
+    MAX_PATTERNS_PER_CALL patterns) while `checker` checks what it completes; a file restic cannot restore
+    is recorded, not raised."""
     assert state.restic is not None and state.snapshot is not None
+    includes = [] if state.scope is None or state.scope.whole else _patterns(state, state.scope.studies)
     calls = [includes[i:i + MAX_PATTERNS_PER_CALL] for i in range(0, len(includes), MAX_PATTERNS_PER_CALL)] or [[]]
-    with state.clock.phase("restore"):
-        checker.start()
-        for chunk in calls:
+    for chunk in calls:
+        try:
             failed = state.restic.restore(state.snapshot.id, state.target, includes=chunk, keep_going=True,
-                                          progress=state.progress)
-            for path, error in failed:
-                state.result.problems.append(Problem("restore", ERROR, "restore-error", path, error))
+                                          progress=state.progress,
+                                          stop=reader.stop_restore if reader is not None else None)
+        except Interrupted:
+            if reader is not None and reader.stop_restore.is_set():
+                return   # stopped because of what the manifest said: recorded by the caller
+            raise
+        for path, error in failed:
+            state.result.problems.append(Problem("restore", ERROR, "restore-error", path, error))
+
+
+def _record_restore_check(state: _Drilling) -> None:
     errors = [p for p in state.result.problems if p.check == "restore"]
     state.result.add_check(Check("restore", "fail" if errors else "pass", failed=len(errors),
                                  detail=f"restic could not restore {len(errors)} file(s)" if errors

@@ -72,28 +72,29 @@ class Outcome:
 
 
 class AlongsideChecker:
-    """Checks `entries` under `root` while restic restores them: `start()` (or `with`) before restic starts,
-    `finish()` once it has ended, `close()` always.
+    """Checks restored files under `root` while restic restores them: `start()` (or `with`) before restic
+    starts, `provide()` the manifest's entries to check (also later), `finish()` once restic has ended,
+    `close()` always.
 
-    `decode`: paths whose pixel data is also decoded; `changed`: paths the backup saw change while it ran;
     `parse`: run the DICOM check (on intact files only); `remove_checked`: delete each file once checked,
     after restic has ended (nothing reads the restored files afterwards); `now`: the caller's clock.
     """
 
-    def __init__(self, root: Path, entries: list[Entry], *, decode: set[str], changed: frozenset[str],
-                 parse: bool, workers: int, remove_checked: bool, progress: Progress,
+    def __init__(self, root: Path, *, parse: bool, workers: int, remove_checked: bool, progress: Progress,
                  now: Callable[[], float]) -> None:
-        self.root, self.entries = root, entries
-        self.decode, self.changed, self.parse = decode, changed, parse
+        self.root, self.parse = root, parse
+        self.changed: frozenset[str] = frozenset()
         self.workers, self.remove_checked, self.now = max(1, workers), remove_checked, now
-        self.paths = [str(restored_path(root, e.path)) for e in entries]
+        self.entries: list[Entry] = []
+        self.decode: set[str] = set()
+        self.paths: list[str] = []
         self.proofs: dict[int, EarlyProof] = {}
         self.proven_at: dict[int, float] = {}
-        # files worth proving early: content a hash can prove, small enough to hold in memory
-        self._pending = [i for i, e in enumerate(entries) if e.sha256 is not None and 0 < e.size <= WHOLE_FILE_BYTES]
+        self._pending: list[int] = []
         self._tried: dict[int, int] = {}          # index -> mtime when it did not hash right yet
         self._ready: deque[int] = deque()
         self._inflight: dict[Future[list[EarlyProof | int]], list[int]] = {}
+        self._provided = threading.Event()
         self._restic_ended = threading.Event()
         self._failure: BaseException | None = None
         self._sweeps = self._misses = 0             # for the debug log: how much early work was wasted
@@ -103,6 +104,18 @@ class AlongsideChecker:
         self._pool: ProcessPoolExecutor | None = None
         self._watcher: threading.Thread | None = None
 
+    def provide(self, entries: list[Entry], decode: set[str], changed: frozenset[str] = frozenset()) -> None:
+        """The files to check (`decode`: paths whose pixel data is also decoded; `changed`: paths the backup
+        saw change while it ran). Once only, from any thread: the manifest may arrive while restic already
+        restores."""
+        self.entries, self.decode, self.changed = entries, decode, changed
+        self.paths = [str(restored_path(self.root, e.path)) for e in entries]
+        # worth proving early: content a hash can prove, small enough to hold in memory
+        self._pending = [i for i, e in enumerate(entries) if e.sha256 is not None and 0 < e.size <= WHOLE_FILE_BYTES]
+        if self._task is not None:
+            self._task.update(total=sum(e.size for e in entries))
+        self._provided.set()
+
     # starting and stopping -------------------------------------------------------------------------------
 
     def __enter__(self) -> AlongsideChecker:
@@ -111,7 +124,7 @@ class AlongsideChecker:
 
     def start(self) -> None:
         """Start the workers and the watcher: call it just before restic starts."""
-        total = sum(e.size for e in self.entries)
+        total = sum(e.size for e in self.entries) if self._provided.is_set() else None
         self._task = self._stack.enter_context(self._progress.task("verify restored files", total=total, unit="B"))
         self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("fork"), initializer=_init_worker,
                                          initargs=(self.parse,))
@@ -138,6 +151,9 @@ class AlongsideChecker:
 
     def _watch(self) -> None:
         try:
+            while not self._provided.wait(0.05):
+                if self._restic_ended.is_set():
+                    return
             next_sweep = time.monotonic()
             while not self._restic_ended.is_set():
                 if time.monotonic() >= next_sweep:
@@ -204,7 +220,7 @@ class AlongsideChecker:
         """restic has ended: confirm the files proven early, check all others, return everything found.
         `unlisted_from`: every path the manifest lists, to report restored files it does not list."""
         self._restic_ended.set()
-        assert self._watcher is not None and self._pool is not None
+        assert self._watcher is not None and self._pool is not None and self._provided.is_set()
         self._watcher.join()
         if self._failure is not None:
             raise self._failure
@@ -293,8 +309,10 @@ def _init_worker(parse: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.nice(WORKER_NICE)
-    if parse:
-        import backupctl.dicom.parse  # noqa: F401 - pydicom, while restic starts rather than on the first file
+    if parse:   # pydicom is imported now, while restic starts, rather than on the first file
+        from backupctl.dicom.parse import silence_for_process
+
+        silence_for_process()
 
 
 def _ready() -> None:
