@@ -98,6 +98,7 @@ class AlongsideChecker:
         self._restic_ended = threading.Event()
         self._failure: BaseException | None = None
         self._sweeps = self._misses = 0             # for the debug log: how much early work was wasted
+        self._watcher_cpu = 0.0
         self._progress = progress
         self._task: Task | None = None
         self._stack = ExitStack()
@@ -156,7 +157,8 @@ class AlongsideChecker:
                     return
             next_sweep = time.monotonic()
             while not self._restic_ended.is_set():
-                if time.monotonic() >= next_sweep:
+                # no need to look for more files while the workers have plenty queued
+                if time.monotonic() >= next_sweep and len(self._ready) < self.workers * BATCH_FILES:
                     self._sweep()
                     next_sweep = time.monotonic() + SWEEP_SECONDS
                 self._submit_ready()
@@ -165,6 +167,8 @@ class AlongsideChecker:
                 self._collect_early(timeout=None)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which decides
             self._failure = exc
+        finally:
+            self._watcher_cpu = time.thread_time()
 
     def _sweep(self) -> None:
         """Move files that look written (manifest size, untouched for SETTLE_SECONDS, not tried at this mtime)
@@ -224,8 +228,8 @@ class AlongsideChecker:
         self._watcher.join()
         if self._failure is not None:
             raise self._failure
-        log.debug("%d of %d files proven while restic restored (%d sweeps, %d reads too early)",
-                  len(self.proofs), len(self.entries), self._sweeps, self._misses)
+        log.debug("%d of %d files proven while restic restored (%d sweeps, %d reads too early, %.2f s CPU)",
+                  len(self.proofs), len(self.entries), self._sweeps, self._misses, self._watcher_cpu)
         outcome = Outcome(checks=[FileCheck() for _ in self.entries], at=[0.0] * len(self.entries))
         outcome.early_files = len(self.proofs)
         outcome.early_bytes = sum(self.entries[i].size for i in self.proofs)
@@ -284,19 +288,17 @@ def _walk(root: Path, listed: set[str] | None) -> tuple[int, int, list[Finding]]
     """Files and bytes under `root`, and (when `listed` is given) the files the manifest does not list."""
     files = size = 0
     unlisted = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        in_manifest_dir = MANIFEST_DIR_NAME in Path(dirpath).relative_to(root).parts
+    top = len(str(root))
+    for dirpath, _, filenames in os.walk(root):
+        folder = dirpath[top:]                   # the folder's path in the snapshot ('' for the root)
+        in_manifest_dir = MANIFEST_DIR_NAME in folder.split(os.sep)
         for name in filenames:
-            path = os.path.join(dirpath, name)
             files += 1
-            size += os.lstat(path).st_size
-            if listed is None or in_manifest_dir:
-                continue
-            snap_path = "/" + os.path.relpath(path, root).replace(os.sep, "/")
-            if snap_path not in listed:
+            size += os.lstat(os.path.join(dirpath, name)).st_size
+            snap_path = f"{folder}/{name}"
+            if listed is not None and not in_manifest_dir and snap_path not in listed:
                 unlisted.append(Finding(WARNING, "unlisted", snap_path,
                                         "restored but not in the manifest (added during the backup?)"))
-        dirnames.sort()
     return files, size, unlisted
 
 
