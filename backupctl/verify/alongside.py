@@ -90,8 +90,10 @@ class AlongsideChecker:
         self.paths: list[str] = []
         self.proofs: dict[int, EarlyProof] = {}
         self.proven_at: dict[int, float] = {}
-        self._pending: list[int] = []
+        self._names: list[str] = []
+        self._pending: dict[str, list[int]] = {}  # folder -> files in it not proven yet
         self._tried: dict[int, int] = {}          # index -> mtime when it did not hash right yet
+        self._holed: dict[int, int] = {}          # index -> mtime when the filesystem showed a hole in it
         self._ready: deque[int] = deque()
         self._inflight: dict[Future[list[EarlyProof | int]], list[int]] = {}
         self._provided = threading.Event()
@@ -111,8 +113,11 @@ class AlongsideChecker:
         restores."""
         self.entries, self.decode, self.changed = entries, decode, changed
         self.paths = [str(restored_path(self.root, e.path)) for e in entries]
-        # worth proving early: content a hash can prove, small enough to hold in memory
-        self._pending = [i for i, e in enumerate(entries) if e.sha256 is not None and 0 < e.size <= WHOLE_FILE_BYTES]
+        self._names = [os.path.basename(p) for p in self.paths]
+        # worth proving early: content a hash can prove, small enough to hold in memory; by folder
+        for i, e in enumerate(entries):
+            if e.sha256 is not None and 0 < e.size <= WHOLE_FILE_BYTES:
+                self._pending.setdefault(os.path.dirname(self.paths[i]), []).append(i)
         if self._task is not None:
             self._task.update(total=sum(e.size for e in entries))
         self._provided.set()
@@ -158,11 +163,13 @@ class AlongsideChecker:
             next_sweep = time.monotonic()
             while not self._restic_ended.is_set():
                 # no need to look for more files while the workers have plenty queued
-                if time.monotonic() >= next_sweep and len(self._ready) < self.workers * BATCH_FILES:
-                    self._sweep()
-                    next_sweep = time.monotonic() + SWEEP_SECONDS
+                if len(self._ready) < self.workers * BATCH_FILES and time.monotonic() >= next_sweep:
+                    # at most about 5 % of a core on looking: a slow restic with many files gets fewer sweeps
+                    next_sweep = time.monotonic() + max(SWEEP_SECONDS, 20 * self._sweep())
                 self._submit_ready()
-                self._collect_early(timeout=max(0.0, next_sweep - time.monotonic()))
+                # wake for the next sweep, or when a worker has room for what is ready (never spin)
+                wake = SWEEP_SECONDS if self._ready else max(0.0, next_sweep - time.monotonic())
+                self._collect_early(timeout=wake)
             while self._inflight:
                 self._collect_early(timeout=None)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which decides
@@ -170,25 +177,42 @@ class AlongsideChecker:
         finally:
             self._watcher_cpu = time.thread_time()
 
-    def _sweep(self) -> None:
-        """Move files that look written (manifest size, untouched for SETTLE_SECONDS, not tried at this mtime)
-        to the ready queue."""
+    def _sweep(self) -> float:
+        """Move files that look written to the ready queue (see `_looks_written`); returns the CPU seconds it
+        took. One directory listing per folder with files still to prove: files restic has not created yet
+        cost nothing."""
+        started = time.thread_time()
         self._sweeps += 1
         now_ns = time.time_ns()
-        settle_ns = int(SETTLE_SECONDS * 1e9)
-        waiting = []
-        for i in self._pending:
+        for folder, waiting in list(self._pending.items()):
             try:
-                st = os.stat(self.paths[i])
+                with os.scandir(folder) as listing:
+                    present = {d.name: d for d in listing}
             except OSError:
-                waiting.append(i)
-                continue
-            if st.st_size == self.entries[i].size and st.st_mtime_ns != self._tried.get(i) \
-                    and now_ns - st.st_mtime_ns >= settle_ns and not _has_hole(self.paths[i], st.st_size):
-                self._ready.append(i)
+                continue                          # restic has not created the folder yet
+            still = []
+            for i in waiting:
+                found = present.get(self._names[i])
+                if found is not None and self._looks_written(i, found.stat(follow_symlinks=False), now_ns):
+                    self._ready.append(i)
+                else:
+                    still.append(i)
+            if still:
+                self._pending[folder] = still
             else:
-                waiting.append(i)
-        self._pending = waiting
+                del self._pending[folder]
+        return time.thread_time() - started
+
+    def _looks_written(self, i: int, st: os.stat_result, now_ns: int) -> bool:
+        """The manifest's size, not written to for SETTLE_SECONDS, not already tried at this mtime, and no
+        region left unwritten as far as the filesystem tells."""
+        if st.st_size != self.entries[i].size or st.st_mtime_ns == self._tried.get(i) \
+                or now_ns - st.st_mtime_ns < SETTLE_SECONDS * 1e9 or st.st_mtime_ns == self._holed.get(i):
+            return False
+        if _has_hole(self.paths[i], st.st_size):
+            self._holed[i] = st.st_mtime_ns       # not worth looking again before restic writes to it again
+            return False
+        return True
 
     def _submit_ready(self) -> None:
         assert self._pool is not None
@@ -212,7 +236,7 @@ class AlongsideChecker:
                 else:
                     self._misses += 1
                     self._tried[i] = got
-                    self._pending.append(i)
+                    self._pending.setdefault(os.path.dirname(self.paths[i]), []).append(i)
 
     def _advance(self, nbytes: int) -> None:
         if self._task is not None:
