@@ -186,3 +186,29 @@ def test_listed_study_missing_from_the_snapshot_fails_the_scope_check(site: Site
     config = site.define("listed-missing", 'job = "pacs"\nscope = "studies"\nstudies = ["1.2.3.999"]\n')
     result = cli(config, "drill", "run", "listed-missing")
     assert_one_line_error(result, 1, "scope", "1.2.3.999")
+
+
+def test_the_copys_listing_decides_which_snapshot_a_drill_restores(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    from backupctl.restic import job_tag
+
+    other = build_site(tmp_path)
+    config = other.define("newest", 'job = "pacs"\nscope = "all"\nrto_minutes = 30\n')
+    first = run_drill(config, "newest", seed=1)
+    assert first.passed and first.snapshot_id == other.backup.snapshot_id
+    # restic starts on the catalog's pick at once; the copy's listing, alongside, agreed with it
+    assert "catalog's pick" in {p.name: p for p in first.phases}["select"].detail
+    # a snapshot of the job the catalog does not know (taken with restic itself): the newest in the copy
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "note.txt").write_text("taken behind backupctl's back")
+    newer = staging_restic(config).backup([stray], tags=[job_tag("pacs")]).snapshot
+    assert newer is not None
+
+    result = run_drill(config, "newest", seed=1)
+
+    assert result.snapshot_id == newer.id                 # the copy's choice, not the catalog's
+    assert f"the copy's listing picks snapshot {newer.short_id}" in caplog.text   # restic was stopped, restarted
+    assert result.check("snapshot").status == "pass" and newer.short_id in result.check("snapshot").detail
+    assert result.check("manifest").status == "fail" and "no manifest" in result.check("manifest").detail
+    assert not result.passed and result.scratch_removed

@@ -27,6 +27,7 @@ from backupctl.actions.restore import restic_for_copy, tree_size
 from backupctl.catalog import Catalog, open_catalog
 from backupctl.catalog import drills as drill_rows
 from backupctl.catalog import runs as run_rows
+from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.catalog import verify as verify_rows
 from backupctl.config import Config, Drill
 from backupctl.drills import pacs_step
@@ -87,6 +88,7 @@ class _Drilling:
     scope: Scope | None = None
     changed: frozenset[str] = frozenset()   # files the backup saw change while it ran (catalog, if any)
     reserved: int = 0                     # bytes the space check counted before the manifest was read
+    picked_early: bool = False            # `snapshot` is the catalog's pick, to be confirmed by the copy
 
     @property
     def target(self) -> Path:
@@ -188,7 +190,14 @@ def _run_phases(state: _Drilling) -> None:
         checker.start()
         _select(state)
         state.target.mkdir()
-        _restore_and_verify(state, checker)
+        if not _restore_and_verify(state, checker):
+            # the catalog's pick was not the copy's: again, with the snapshot the copy's listing chose
+            remove_scratch(state.target)
+            with state.clock.phase("select"):
+                _prepare_manifest(state)
+            _check_space(state, state.scope.bytes if state.scope is not None else state.reserved)
+            state.target.mkdir(exist_ok=True)
+            _restore_and_verify(state, checker)
     finally:
         checker.close()
     if state.drill.depth == "pacs":
@@ -223,38 +232,86 @@ def _fetch(state: _Drilling) -> None:
 
 
 def _select(state: _Drilling) -> None:
-    """The snapshot, then (unless it is read alongside the restore, see `_reads_manifest_alongside`) its
-    signed manifest and the scope; then the space check."""
-    result, drill = state.result, state.drill
-    assert state.restic is not None
+    """The snapshot (picked from the catalog, see `_pick_early`, or from the copy's listing), then its
+    signed manifest and the scope unless they are read alongside the restore; then the space check."""
     with state.clock.phase("select") as phase:
-        try:
-            snapshots = state.restic.snapshots(tags=[job_tag(drill.job)])
-            snap = choose_snapshot(snapshots, drill.snapshot, state.rng)
-        except (SelectionError, IntegrityError, ResticError) as exc:
-            phase.status = "failed"
-            why = exc.one_line() if isinstance(exc, BackupctlError) else str(exc)
-            state.check("snapshot", False, f"{why} (rule '{drill.snapshot}', copy '{drill.copy_from}')")
-        state.snapshot = snap
-        result.snapshot_id, result.snapshot_time = snap.id, snap.time
-        state.changed = frozenset(verify_rows.changed_during_backup(state.catalog, snap.id))
-        state.check("snapshot", True, f"{snap.short_id} of {snap.time[:19].replace('T', ' ')} "
-                                      f"(rule '{drill.snapshot}', {len(snapshots)} in the copy)")
-        phase.files = len(snapshots)
-        if not _reads_manifest_alongside(state):
-            try:
-                found = read_snapshot_manifest(state.restic, snap, state.trusted)
-            except _ReadFailure as exc:  # altered, signed by another key, missing, or unreadable from the copy
-                phase.status = "failed"
-                state.check("manifest", False, exc.one_line())
-            try:
-                scope = choose_scope(found.manifest, drill.scope, drill.studies, state.rng)
-            except SelectionError as exc:
-                phase.status = "failed"
-                state.check("scope", False, str(exc))
-            _record_manifest(state, found, scope)
-    needed = state.scope.bytes if state.scope is not None else state.reserved
-    _check_space(state, needed)
+        if _pick_early(state):
+            phase.detail = "the catalog's pick; the copy's listing confirmed it while restic restored"
+        else:
+            _list_and_choose(state)
+            _prepare_manifest(state)
+    _check_space(state, state.scope.bytes if state.scope is not None else state.reserved)
+
+
+def _pick_early(state: _Drilling) -> bool:
+    """For the whole snapshot from staging: the snapshot the rule picks among those the catalog records,
+    when the catalog also recorded its manifest (its size serves the space check), so restic can start
+    restoring at once. The copy's own listing decides all the same: it runs alongside the restore, and if
+    it picks another snapshot, restic is stopped and the drill starts again with that one."""
+    drill = state.drill
+    if drill.scope != "all" or drill.copy_from != "staging":
+        return False
+    rows = snapshot_rows.list_snapshots(state.catalog, drill.job, replicas=False)
+    known = [Snapshot(r["id"], r["short_id"], r["time"], r["paths"], r["tags"], "") for r in rows]
+    twin = random.Random()
+    twin.setstate(state.rng.getstate())      # the listing's choice draws from the drill's own generator
+    try:
+        pick = choose_snapshot(known, drill.snapshot, twin)
+    except SelectionError:
+        return False
+    recorded = verify_rows.manifest_of(state.catalog, pick.id)
+    if recorded is None:
+        return False
+    state.snapshot, state.picked_early, state.reserved = pick, True, int(recorded["bytes"])
+    state.result.snapshot_id, state.result.snapshot_time = pick.id, pick.time
+    state.changed = frozenset(verify_rows.changed_during_backup(state.catalog, pick.id))
+    return True
+
+
+def _list_and_choose(state: _Drilling) -> None:
+    """The snapshot the rule picks among those the copy holds (restic's listing)."""
+    drill = state.drill
+    assert state.restic is not None
+    try:
+        snapshots = state.restic.snapshots(tags=[job_tag(drill.job)])
+        snap = choose_snapshot(snapshots, drill.snapshot, state.rng)
+    except (SelectionError, IntegrityError, ResticError) as exc:
+        state.clock.fail("select", _listing_failure(state, exc))
+        state.check("snapshot", False, _listing_failure(state, exc))
+    _record_snapshot(state, snap, snapshots)
+
+
+def _listing_failure(state: _Drilling, exc: Exception) -> str:
+    why = exc.one_line() if isinstance(exc, BackupctlError) else str(exc)
+    return f"{why} (rule '{state.drill.snapshot}', copy '{state.drill.copy_from}')"
+
+
+def _record_snapshot(state: _Drilling, snap: Snapshot, snapshots: list[Snapshot]) -> None:
+    state.snapshot, state.picked_early = snap, False
+    state.result.snapshot_id, state.result.snapshot_time = snap.id, snap.time
+    state.clock.phases["select"].files = len(snapshots)
+    state.changed = frozenset(verify_rows.changed_during_backup(state.catalog, snap.id))
+    state.check("snapshot", True, f"{snap.short_id} of {snap.time[:19].replace('T', ' ')} "
+                                  f"(rule '{state.drill.snapshot}', {len(snapshots)} in the copy)")
+
+
+def _prepare_manifest(state: _Drilling) -> None:
+    """Read the snapshot's manifest now, unless it can be read alongside the restore."""
+    drill = state.drill
+    assert state.restic is not None and state.snapshot is not None
+    if _reads_manifest_alongside(state):
+        return
+    try:
+        found = read_snapshot_manifest(state.restic, state.snapshot, state.trusted)
+    except _ReadFailure as exc:  # altered, signed by another key, missing, or unreadable from the copy
+        state.clock.fail("select", exc.one_line())
+        state.check("manifest", False, exc.one_line())
+    try:
+        scope = choose_scope(found.manifest, drill.scope, drill.studies, state.rng)
+    except SelectionError as exc:
+        state.clock.fail("select", str(exc))
+        state.check("scope", False, str(exc))
+    _record_manifest(state, found, scope)
 
 
 def _reads_manifest_alongside(state: _Drilling) -> bool:
@@ -293,9 +350,10 @@ def _check_space(state: _Drilling, nbytes: int) -> None:
                                          f"{needed >> 20} MiB needed")
 
 
-def _restore_and_verify(state: _Drilling, checker: AlongsideChecker) -> None:
+def _restore_and_verify(state: _Drilling, checker: AlongsideChecker) -> bool:
     """Restore the scope with restic and check every file against the signed manifest while it does: files
-    restic has completed are checked as it goes, the rest once it ends (see `verify.alongside`)."""
+    restic has completed are checked as it goes, the rest once it ends (see `verify.alongside`). False when
+    restic was stopped because the snapshot picked early was not the copy's choice."""
     clock = state.clock
     reader: _ManifestReader | None = None
     try:
@@ -308,10 +366,10 @@ def _restore_and_verify(state: _Drilling, checker: AlongsideChecker) -> None:
             _restore(state, checker, reader)
             if reader is not None:
                 reader.join()
-                if reader.failure is not None:
+                if reader.failure is not None and reader.failure[0] != "pick":
                     phase.status, phase.detail = "failed", "stopped: " + reader.failure[1]
-        if reader is not None:
-            _record_read_alongside(state, reader)
+        if reader is not None and not _record_read_alongside(state, reader):
+            return False
         _record_restore_check(state)
         with clock.phase("verify") as phase:
             assert state.scope is not None and state.manifest is not None
@@ -328,6 +386,7 @@ def _restore_and_verify(state: _Drilling, checker: AlongsideChecker) -> None:
     restored = clock.phases["restore"]
     restored.files, restored.bytes = outcome.restored_files, outcome.restored_bytes
     _record_checks(state, entries, outcome, checker.parse)
+    return True
 
 
 def _provide(state: _Drilling, checker: AlongsideChecker) -> None:
@@ -350,10 +409,13 @@ class _ManifestReader(threading.Thread):
         self.found: SnapshotManifest | None = None
         self.scope: Scope | None = None
         self.failure: tuple[str, str] | None = None      # (check, detail)
+        self.listing: tuple[Snapshot, list[Snapshot]] | None = None   # the copy's choice, when picked early
 
     def run(self) -> None:
         state = self.state
         assert state.restic is not None and state.snapshot is not None
+        if state.picked_early and not self._confirm_pick():
+            return
         try:
             self.found = read_snapshot_manifest(state.restic, state.snapshot, state.trusted)
             self.scope = choose_scope(self.found.manifest, state.drill.scope, state.drill.studies, state.rng)
@@ -372,17 +434,41 @@ class _ManifestReader(threading.Thread):
         state.manifest, state.scope = self.found.manifest, self.scope
         _provide(state, self.checker)
 
+    def _confirm_pick(self) -> bool:
+        """The copy's listing and the rule: the snapshot they pick must be the one restic restores."""
+        state = self.state
+        assert state.restic is not None and state.snapshot is not None
+        try:
+            snapshots = state.restic.snapshots(tags=[job_tag(state.drill.job)])
+            chosen = choose_snapshot(snapshots, state.drill.snapshot, state.rng)
+        except (SelectionError, IntegrityError, ResticError) as exc:
+            self._fail("snapshot", _listing_failure(state, exc))
+            return False
+        self.listing = (chosen, snapshots)
+        if chosen.id != state.snapshot.id:
+            self._fail("pick", f"the copy's listing picks snapshot {chosen.short_id}, the catalog "
+                               f"{state.snapshot.short_id}")
+            return False
+        return True
+
     def _fail(self, check: str, detail: str) -> None:
         self.failure = (check, detail)
         self.stop_restore.set()
 
 
-def _record_read_alongside(state: _Drilling, reader: _ManifestReader) -> None:
+def _record_read_alongside(state: _Drilling, reader: _ManifestReader) -> bool:
+    """What was read while restic restored; False when the early pick was not the copy's choice."""
+    if reader.listing is not None:
+        _record_snapshot(state, *reader.listing)
     if reader.failure is not None:
         check, detail = reader.failure
+        if check == "pick":
+            log.warning("drill %s: %s; restoring that one", state.drill.name, detail)
+            return False
         state.check(check, False, detail)     # stops the drill
     assert reader.found is not None and reader.scope is not None
     _record_manifest(state, reader.found, reader.scope)
+    return True
 
 
 def _restore(state: _Drilling, checker: AlongsideChecker, reader: _ManifestReader | None) -> None:
