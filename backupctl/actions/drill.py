@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import secrets
 import shutil
 import threading
@@ -58,6 +59,7 @@ from backupctl.verify.snapshot_manifest import SnapshotManifest, read_snapshot_m
 log = logging.getLogger("backupctl.drills")
 
 MAX_PATTERNS_PER_CALL = 1000         # restic argv stays far below the kernel's limit
+_SNAPSHOT_NAME = re.compile(r"^[0-9a-f]{64}$")   # restic's temporary files in snapshots/ are not snapshots
 SPACE_MARGIN_BYTES = 64 << 20        # room kept free beyond what the restore needs
 
 
@@ -88,7 +90,6 @@ class _Drilling:
     scope: Scope | None = None
     changed: frozenset[str] = frozenset()   # files the backup saw change while it ran (catalog, if any)
     reserved: int = 0                     # bytes the space check counted before the manifest was read
-    picked_early: bool = False            # `snapshot` is the catalog's pick, to be confirmed by the copy
 
     @property
     def target(self) -> Path:
@@ -190,14 +191,7 @@ def _run_phases(state: _Drilling) -> None:
         checker.start()
         _select(state)
         state.target.mkdir()
-        if not _restore_and_verify(state, checker):
-            # the catalog's pick was not the copy's: again, with the snapshot the copy's listing chose
-            remove_scratch(state.target)
-            with state.clock.phase("select"):
-                _prepare_manifest(state)
-            _check_space(state, state.scope.bytes if state.scope is not None else state.reserved)
-            state.target.mkdir(exist_ok=True)
-            _restore_and_verify(state, checker)
+        _restore_and_verify(state, checker)
     finally:
         checker.close()
     if state.drill.depth == "pacs":
@@ -232,67 +226,50 @@ def _fetch(state: _Drilling) -> None:
 
 
 def _select(state: _Drilling) -> None:
-    """The snapshot (picked from the catalog, see `_pick_early`, or from the copy's listing), then its
-    signed manifest and the scope unless they are read alongside the restore; then the space check."""
+    """The snapshot, then its signed manifest and the scope (unless they are read alongside the restore,
+    see `_reads_manifest_alongside`); then the space check."""
+    drill = state.drill
     with state.clock.phase("select") as phase:
-        if _pick_early(state):
-            phase.detail = "the catalog's pick; the copy's listing confirmed it while restic restored"
-        else:
-            _list_and_choose(state)
-            _prepare_manifest(state)
+        try:
+            snapshots, how = _snapshots_in_copy(state)
+            snap = choose_snapshot(snapshots, drill.snapshot, state.rng)
+        except (SelectionError, IntegrityError, ResticError) as exc:
+            phase.status = "failed"
+            why = exc.one_line() if isinstance(exc, BackupctlError) else str(exc)
+            state.check("snapshot", False, f"{why} (rule '{drill.snapshot}', copy '{drill.copy_from}')")
+        state.snapshot = snap
+        state.result.snapshot_id, state.result.snapshot_time = snap.id, snap.time
+        state.changed = frozenset(verify_rows.changed_during_backup(state.catalog, snap.id))
+        state.check("snapshot", True, f"{snap.short_id} of {snap.time[:19].replace('T', ' ')} "
+                                      f"(rule '{drill.snapshot}', {len(snapshots)} in the copy)")
+        phase.files, phase.detail = len(snapshots), how
+        _prepare_manifest(state)
     _check_space(state, state.scope.bytes if state.scope is not None else state.reserved)
 
 
-def _pick_early(state: _Drilling) -> bool:
-    """For the whole snapshot from staging: the snapshot the rule picks among those the catalog records,
-    when the catalog also recorded its manifest (its size serves the space check), so restic can start
-    restoring at once. The copy's own listing decides all the same: it runs alongside the restore, and if
-    it picks another snapshot, restic is stopped and the drill starts again with that one."""
-    drill = state.drill
-    if drill.scope != "all" or drill.copy_from != "staging":
-        return False
-    rows = snapshot_rows.list_snapshots(state.catalog, drill.job, replicas=False)
-    known = [Snapshot(r["id"], r["short_id"], r["time"], r["paths"], r["tags"], "") for r in rows]
-    twin = random.Random()
-    twin.setstate(state.rng.getstate())      # the listing's choice draws from the drill's own generator
-    try:
-        pick = choose_snapshot(known, drill.snapshot, twin)
-    except SelectionError:
-        return False
-    recorded = verify_rows.manifest_of(state.catalog, pick.id)
-    if recorded is None:
-        return False
-    state.snapshot, state.picked_early, state.reserved = pick, True, int(recorded["bytes"])
-    state.result.snapshot_id, state.result.snapshot_time = pick.id, pick.time
-    state.changed = frozenset(verify_rows.changed_during_backup(state.catalog, pick.id))
-    return True
+def _snapshots_in_copy(state: _Drilling) -> tuple[list[Snapshot], str]:
+    """The job's snapshots in the copy, and how they were listed.
 
-
-def _list_and_choose(state: _Drilling) -> None:
-    """The snapshot the rule picks among those the copy holds (restic's listing)."""
-    drill = state.drill
+    A local copy's `snapshots/` folder names each snapshot by the SHA-256 of its stored file, so what the
+    catalog recorded for a name (job, time, paths) is exactly what that file holds: when the catalog knows
+    every snapshot in the folder, the folder and the catalog give restic's listing without a restic run
+    (each costs its key derivation). Otherwise (a snapshot the catalog does not know, a copy that is not a
+    local folder) restic lists them."""
     assert state.restic is not None
+    tag = job_tag(state.drill.job)
     try:
-        snapshots = state.restic.snapshots(tags=[job_tag(drill.job)])
-        snap = choose_snapshot(snapshots, drill.snapshot, state.rng)
-    except (SelectionError, IntegrityError, ResticError) as exc:
-        state.clock.fail("select", _listing_failure(state, exc))
-        state.check("snapshot", False, _listing_failure(state, exc))
-    _record_snapshot(state, snap, snapshots)
-
-
-def _listing_failure(state: _Drilling, exc: Exception) -> str:
-    why = exc.one_line() if isinstance(exc, BackupctlError) else str(exc)
-    return f"{why} (rule '{state.drill.snapshot}', copy '{state.drill.copy_from}')"
-
-
-def _record_snapshot(state: _Drilling, snap: Snapshot, snapshots: list[Snapshot]) -> None:
-    state.snapshot, state.picked_early = snap, False
-    state.result.snapshot_id, state.result.snapshot_time = snap.id, snap.time
-    state.clock.phases["select"].files = len(snapshots)
-    state.changed = frozenset(verify_rows.changed_during_backup(state.catalog, snap.id))
-    state.check("snapshot", True, f"{snap.short_id} of {snap.time[:19].replace('T', ' ')} "
-                                  f"(rule '{state.drill.snapshot}', {len(snapshots)} in the copy)")
+        with os.scandir(Path(state.restic.repository) / "snapshots") as listing:
+            names = {d.name for d in listing if _SNAPSHOT_NAME.match(d.name)}
+    except OSError:
+        names = None
+    if names is not None:
+        known = {r["id"]: r for r in snapshot_rows.list_snapshots(state.catalog, include_forgotten=True,
+                                                                 replicas=False)}
+        if names <= known.keys():
+            rows = [known[n] for n in sorted(names) if tag in known[n]["tags"]]
+            return ([Snapshot(r["id"], r["short_id"], r["time"], r["paths"], r["tags"], "") for r in rows],
+                    "the copy's snapshots folder, described by the catalog")
+    return state.restic.snapshots(tags=[tag]), "listed by restic"
 
 
 def _prepare_manifest(state: _Drilling) -> None:
@@ -350,10 +327,9 @@ def _check_space(state: _Drilling, nbytes: int) -> None:
                                          f"{needed >> 20} MiB needed")
 
 
-def _restore_and_verify(state: _Drilling, checker: AlongsideChecker) -> bool:
+def _restore_and_verify(state: _Drilling, checker: AlongsideChecker) -> None:
     """Restore the scope with restic and check every file against the signed manifest while it does: files
-    restic has completed are checked as it goes, the rest once it ends (see `verify.alongside`). False when
-    restic was stopped because the snapshot picked early was not the copy's choice."""
+    restic has completed are checked as it goes, the rest once it ends (see `verify.alongside`)."""
     clock = state.clock
     reader: _ManifestReader | None = None
     try:
@@ -366,10 +342,10 @@ def _restore_and_verify(state: _Drilling, checker: AlongsideChecker) -> bool:
             _restore(state, checker, reader)
             if reader is not None:
                 reader.join()
-                if reader.failure is not None and reader.failure[0] != "pick":
+                if reader.failure is not None:
                     phase.status, phase.detail = "failed", "stopped: " + reader.failure[1]
-        if reader is not None and not _record_read_alongside(state, reader):
-            return False
+        if reader is not None:
+            _record_read_alongside(state, reader)
         _record_restore_check(state)
         with clock.phase("verify") as phase:
             assert state.scope is not None and state.manifest is not None
@@ -386,7 +362,6 @@ def _restore_and_verify(state: _Drilling, checker: AlongsideChecker) -> bool:
     restored = clock.phases["restore"]
     restored.files, restored.bytes = outcome.restored_files, outcome.restored_bytes
     _record_checks(state, entries, outcome, checker.parse)
-    return True
 
 
 def _provide(state: _Drilling, checker: AlongsideChecker) -> None:
@@ -409,13 +384,10 @@ class _ManifestReader(threading.Thread):
         self.found: SnapshotManifest | None = None
         self.scope: Scope | None = None
         self.failure: tuple[str, str] | None = None      # (check, detail)
-        self.listing: tuple[Snapshot, list[Snapshot]] | None = None   # the copy's choice, when picked early
 
     def run(self) -> None:
         state = self.state
         assert state.restic is not None and state.snapshot is not None
-        if state.picked_early and not self._confirm_pick():
-            return
         try:
             self.found = read_snapshot_manifest(state.restic, state.snapshot, state.trusted)
             self.scope = choose_scope(self.found.manifest, state.drill.scope, state.drill.studies, state.rng)
@@ -434,41 +406,17 @@ class _ManifestReader(threading.Thread):
         state.manifest, state.scope = self.found.manifest, self.scope
         _provide(state, self.checker)
 
-    def _confirm_pick(self) -> bool:
-        """The copy's listing and the rule: the snapshot they pick must be the one restic restores."""
-        state = self.state
-        assert state.restic is not None and state.snapshot is not None
-        try:
-            snapshots = state.restic.snapshots(tags=[job_tag(state.drill.job)])
-            chosen = choose_snapshot(snapshots, state.drill.snapshot, state.rng)
-        except (SelectionError, IntegrityError, ResticError) as exc:
-            self._fail("snapshot", _listing_failure(state, exc))
-            return False
-        self.listing = (chosen, snapshots)
-        if chosen.id != state.snapshot.id:
-            self._fail("pick", f"the copy's listing picks snapshot {chosen.short_id}, the catalog "
-                               f"{state.snapshot.short_id}")
-            return False
-        return True
-
     def _fail(self, check: str, detail: str) -> None:
         self.failure = (check, detail)
         self.stop_restore.set()
 
 
-def _record_read_alongside(state: _Drilling, reader: _ManifestReader) -> bool:
-    """What was read while restic restored; False when the early pick was not the copy's choice."""
-    if reader.listing is not None:
-        _record_snapshot(state, *reader.listing)
+def _record_read_alongside(state: _Drilling, reader: _ManifestReader) -> None:
     if reader.failure is not None:
         check, detail = reader.failure
-        if check == "pick":
-            log.warning("drill %s: %s; restoring that one", state.drill.name, detail)
-            return False
         state.check(check, False, detail)     # stops the drill
     assert reader.found is not None and reader.scope is not None
     _record_manifest(state, reader.found, reader.scope)
-    return True
 
 
 def _restore(state: _Drilling, checker: AlongsideChecker, reader: _ManifestReader | None) -> None:

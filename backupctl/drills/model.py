@@ -82,8 +82,7 @@ class StudyResult:
 
 
 class PhaseClock:
-    """Times phases with a monotonic clock. A phase may run in several stretches (the first study is
-    restored and verified before the rest); its seconds add up."""
+    """Times phases with a monotonic clock. A phase may run in several stretches; its seconds add up."""
 
     def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
         self._now = now
