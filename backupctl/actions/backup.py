@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from backupctl.actions.replicate import ReplicationOutcome, replicate_to
@@ -84,10 +86,12 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
         with prepared_sources(config, job, catalog=catalog, run_id=run_id, progress=progress) as paths:
             # the signed manifest goes into the same snapshot: it is written before restic reads
             prepared = prepare_manifest(config, job, paths, progress)
+            targets = [*paths, prepared.folder]
             try:
-                summary = restic.backup([*paths, prepared.folder], excludes=job.excludes,
+                summary = restic.backup(targets, excludes=job.excludes,
                                         tags=[job_tag(job.name), *job.tags], progress=progress,
-                                        ignore_ctime=job.orthanc is not None)
+                                        ignore_ctime=job.orthanc is not None,
+                                        parent=_parent(catalog, restic, job, targets))
                 summary = sources_only(summary, prepared)
             except PartialSnapshot as partial:
                 # saved, but some files were unreadable
@@ -122,12 +126,19 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
     return outcome
 
 
+def _parent(catalog: Catalog, restic: Restic, job: Job, targets: list[Path]) -> str | None:
+    """The job's previous snapshot of the same paths, when the repository still holds it: restic then compares
+    with the snapshot the catalog knows (and the figures say which one), instead of searching for one."""
+    found = snapshot_rows.latest_snapshot_id(catalog, job.name, [os.path.abspath(p) for p in targets])
+    return found if found and restic.holds_snapshot(found) else None
+
+
 def _record_manifest(catalog: Catalog, restic: Restic, summary: BackupSummary, prepared: PreparedManifest,
                      progress: Progress) -> dict[str, Any] | None:
     if summary.snapshot is None:
         return None
     try:
-        return record_snapshot_manifest(catalog, restic, summary.snapshot, prepared, progress, summary.nodes)
+        return record_snapshot_manifest(catalog, restic, summary, prepared, progress)
     except BackupctlError as exc:
         # the snapshot and its signed manifest are saved; only the cross-check and the index are missing,
         # and `catalog rebuild` or the next verify can redo them: never fail a saved backup for this

@@ -15,10 +15,10 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import re
 import tarfile
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,17 +32,20 @@ from backupctl.manifest import (
     MANIFEST_DIR_NAME,
     MANIFEST_NAME,
     SIGNATURE_NAME,
+    SPECIAL,
     BuildStats,
+    Entry,
     Manifest,
     ManifestError,
     build_manifest,
     find_manifest_dir,
     load_manifest,
     verify_bytes,
+    walk_sources,
     write_manifest,
 )
 from backupctl.progress import NullProgress, Progress
-from backupctl.restic import BackupSummary, Node, Restic, Snapshot
+from backupctl.restic import BackupSummary, Restic, Snapshot
 from backupctl.signing import SigningKey, VerifyKey, ensure_key, load_verify_key
 
 log = logging.getLogger("backupctl.verify")
@@ -74,6 +77,8 @@ class PreparedManifest:
     stats: BuildStats
     key_id: str
     rewritten: bool = True          # False: byte-identical to the previous manifest, left untouched
+    sources: list[Path] = field(default_factory=list)    # what was described, to look again after restic
+    excludes: list[str] = field(default_factory=list)
 
 
 def prepare_manifest(config: Config, job: Job, sources: list[Path], progress: Progress | None = None,
@@ -93,7 +98,7 @@ def prepare_manifest(config: Config, job: Job, sources: list[Path], progress: Pr
         log.warning("job %s: %d DICOM files carry their Patient ID in their path; manifests, snapshots and "
                     "findings show paths as they are (the ID itself is never logged)", job.name, stats.id_in_path)
     _, sha, rewritten = write_manifest(manifest, folder, key)
-    return PreparedManifest(folder, manifest, sha, stats, key.key_id, rewritten)
+    return PreparedManifest(folder, manifest, sha, stats, key.key_id, rewritten, list(sources), list(job.excludes))
 
 
 def sources_only(summary: BackupSummary, prepared: PreparedManifest) -> BackupSummary:
@@ -153,21 +158,58 @@ def changed_during_backup(manifest: Manifest, nodes: dict[str, tuple[int, int | 
     return changed
 
 
-def snapshot_files(restic: Restic, snapshot_id: str,
-                   nodes: Iterable[Node] | None = None) -> dict[str, tuple[int, int | None]]:
-    """path -> (size, mtime ns) of every regular file of a snapshot (from `nodes` when the caller has them)."""
-    listing = restic.ls(snapshot_id) if nodes is None else nodes
-    return {n.path: (n.size, restic_time_ns(n.mtime)) for n in listing if n.type == "file"}
+def snapshot_files(restic: Restic, snapshot_id: str) -> dict[str, tuple[int, int | None]]:
+    """path -> (size, mtime ns) of every regular file of a snapshot."""
+    return {n.path: (n.size, restic_time_ns(n.mtime)) for n in restic.ls(snapshot_id) if n.type == "file"}
 
 
-def record_snapshot_manifest(catalog: Catalog, restic: Restic, snapshot: Snapshot, prepared: PreparedManifest,
-                             progress: Progress | None = None,
-                             nodes: Iterable[Node] | None = None) -> dict[str, Any]:
+def sources_as_described(prepared: PreparedManifest) -> bool:
+    """True when the sources, walked again now, hold exactly the files the manifest describes, each with the
+    same size, mtime and inode: then nothing changed between the manifest pass and restic's read either
+    (the same test restic and the manifest use to skip unchanged files)."""
+    described = {e.path: e for e in prepared.manifest.entries}
+    seen = 0
+    for found in walk_sources(prepared.sources, prepared.excludes):
+        entry = described.get(found.path)
+        if entry is None or not _looks_as_described(entry, found.st):
+            return False
+        seen += 1
+    return seen == len(described)
+
+
+def _looks_as_described(entry: Entry, st: os.stat_result) -> bool:
+    size = 0 if entry.kind == SPECIAL else st.st_size     # the manifest records no size for fifos and devices
+    return (entry.size, entry.mtime_ns, entry.ino) == (size, st.st_mtime_ns, st.st_ino)
+
+
+def _counts_agree(summary: BackupSummary, manifest: Manifest) -> bool:
+    """restic read as many regular files and bytes as the manifest hashed (its figures without the manifest)."""
+    files = [e for e in manifest.entries if e.sha256 is not None]
+    return summary.total_files == len(files) and summary.total_bytes == sum(e.size for e in files)
+
+
+def changes_since_manifest(restic: Restic, summary: BackupSummary,
+                           prepared: PreparedManifest) -> list[tuple[str, str]]:
+    """(path, what differs) for files restic may have read differently from the manifest pass.
+
+    The cheap proof first: restic's counts agree with the manifest and the sources still look as described.
+    Only when that fails is the snapshot listed (`restic ls`, another repository open) and compared file by
+    file, so a quiet archive costs one walk, and a busy one gets the exact answer."""
+    if not summary.unreadable and _counts_agree(summary, prepared.manifest) and sources_as_described(prepared):
+        return []
+    assert summary.snapshot is not None
+    files = snapshot_files(restic, summary.snapshot.id)
+    return changed_during_backup(prepared.manifest, files, str(prepared.folder))
+
+
+def record_snapshot_manifest(catalog: Catalog, restic: Restic, summary: BackupSummary, prepared: PreparedManifest,
+                             progress: Progress | None = None) -> dict[str, Any]:
     """Cross-check the new snapshot against the manifest and record both; returns figures for the outcome."""
     progress = progress or NullProgress()
+    snapshot = summary.snapshot
+    assert snapshot is not None
     with progress.task("manifest: compare with snapshot", total=None, unit="files"):
-        files = snapshot_files(restic, snapshot.id, nodes)
-    changed = changed_during_backup(prepared.manifest, files, str(prepared.folder))
+        changed = changes_since_manifest(restic, summary, prepared)
     record_manifest(catalog, snapshot.id, str(prepared.folder), prepared.manifest, prepared.sha256, prepared.stats,
                     changed)
     figures = prepared.stats.as_dict()
