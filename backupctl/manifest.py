@@ -76,6 +76,8 @@ class Entry:
     sha256: str | None = None
     dicom: dict[str, str | None] | None = None   # facts; 'patient' is the keyed hash
     error: str | None = None
+    # its serialized line, when read from a manifest to be written again unchanged (no re-encoding)
+    line: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         data = {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns, "ino": self.ino,
@@ -157,9 +159,11 @@ class BuildStats:
     id_in_path: int = 0            # DICOM files whose path contains their own Patient ID
     seconds: float = 0.0
     workers: int = 1
+    sources_fingerprint: str = ""  # of what the walk saw (see `sources_fingerprint`)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["sources_fingerprint"]
         secs = self.seconds or 1e-9
         data["files_per_second"] = round(self.hashed / secs, 1)
         data["mb_per_second"] = round(self.hashed_bytes / secs / 1e6, 1)
@@ -228,6 +232,22 @@ def walk_sources(sources: Iterable[Path], excludes: list[str] = ()) -> Iterator[
             yield from _walk_folder(path, excludes)
         else:
             yield _Found(path, st)
+
+
+def _seen(found: _Found) -> bytes:
+    st = found.st
+    size = st.st_size if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode) else 0
+    return b"%s\0%d\0%d\0%d\n" % (os.fsencode(found.path), size, st.st_mtime_ns, st.st_ino)
+
+
+def sources_fingerprint(sources: Iterable[Path], excludes: list[str] = ()) -> str:
+    """A digest of every path the walk finds with its size, mtime and inode: equal digests before and after
+    restic mean the sources did not change in between (the test restic and the manifest use to skip files),
+    proven without holding the file list in memory."""
+    h = hashlib.blake2b(digest_size=32)
+    for found in walk_sources(sources, excludes):
+        h.update(_seen(found))
+    return h.hexdigest()
 
 
 def _walk_folder(root: str, excludes: list[str]) -> Iterator[_Found]:
@@ -451,10 +471,12 @@ def describe_sources(sources: list[Path], key: SigningKey, stats: BuildStats, *,
     started = time.monotonic()
     stats.workers = workers = workers or os.cpu_count() or 1
     prev = _Previous(previous)
+    seen = hashlib.blake2b(digest_size=32)
     with progress.task("manifest: hash + parse", total=None, unit="B") as task:
         reader = _Reader(key.patient_hash_key(), workers, task, stats)
         try:
             for found in walk_sources(sources, list(excludes)):
+                seen.update(_seen(found))
                 st = found.st
                 if stat.S_ISLNK(st.st_mode):
                     ready = reader.add_ready(Entry(found.path, st.st_size, st.st_mtime_ns, st.st_ino, SYMLINK))
@@ -469,6 +491,7 @@ def describe_sources(sources: list[Path], key: SigningKey, stats: BuildStats, *,
                     yield _counted(entry, stats)
             for entry in reader.finish():
                 yield _counted(entry, stats)
+            stats.sources_fingerprint = seen.hexdigest()
         finally:
             reader.close()
     stats.seconds = time.monotonic() - started
@@ -589,9 +612,14 @@ def write_manifest_stream(header: dict[str, Any], entries: Iterable[Entry], fold
             out = _HashingFile(raw)
             with gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=5, mtime=0) as gz:
                 gz.write(_line(header))
+                lines: list[bytes] = []
                 for e in entries:
                     index.add(e)
-                    gz.write(_line(e.to_json()))
+                    lines.append(e.line or _line(e.to_json()))
+                    if len(lines) >= 512:   # one compressor call per block of lines, not per line
+                        gz.write(b"".join(lines))
+                        lines.clear()
+                gz.write(b"".join(lines))
                 gz.write(_line({"type": "end", "files": index.files, "dicom": index.dicom}))
             raw.flush()
             os.fsync(raw.fileno())
@@ -630,16 +658,18 @@ def parse(data: bytes, what: str = "manifest") -> Manifest:
     return Manifest(header, list(rows))
 
 
-def iter_rows(fh: Any, what: str = "manifest") -> Iterator[Any]:
-    """The header dict, then every Entry, of a serialized manifest read as a stream; checks the trailer."""
+def iter_rows(fh: Any, what: str = "manifest", keep_lines: bool = False) -> Iterator[Any]:
+    """The header dict, then every Entry, of a serialized manifest read as a stream; checks the trailer.
+    `keep_lines`: each Entry keeps its serialized line, to be written again as it is."""
     try:
         with gzip.GzipFile(fileobj=fh, mode="rb") as gz:
-            lines = (json.loads(line) for line in gz if line.strip())
-            first = next(lines, None)
+            lines = (line for line in gz if line.strip())
+            first = json.loads(next(lines, b"null"))
             if not isinstance(first, dict) or first.get("type") != "header" or first.get("format") != FORMAT:
                 raise ManifestError(f"{what} has no {FORMAT} header")
             yield first
-            for count, row in enumerate(lines):
+            for count, line in enumerate(lines):
+                row = json.loads(line)
                 if row.get("type") == "end":
                     if row.get("files") != count or next(lines, None) is not None:
                         raise ManifestError(f"{what} is incomplete (its trailer counts differently)")
@@ -648,16 +678,18 @@ def iter_rows(fh: Any, what: str = "manifest") -> Iterator[Any]:
                     entry = Entry.from_json(row)
                 except (KeyError, TypeError, ValueError) as exc:
                     raise ManifestError(f"{what} has a malformed entry ({exc})") from None
+                if keep_lines and line.endswith(b"\n"):
+                    entry.line = line
                 yield entry
     except (OSError, EOFError, UnicodeDecodeError, ValueError, AttributeError) as exc:
         raise ManifestError(f"{what} is not a readable manifest ({type(exc).__name__})") from None
     raise ManifestError(f"{what} is incomplete (its trailer is missing)")
 
 
-def iter_entries(path: Path, what: str = "manifest") -> Iterator[Entry]:
+def iter_entries(path: Path, what: str = "manifest", keep_lines: bool = False) -> Iterator[Entry]:
     """Every entry of a manifest file, streamed (the caller verified its signature first)."""
     with open(path, "rb") as fh:
-        rows = iter_rows(fh, what)
+        rows = iter_rows(fh, what, keep_lines)
         next(rows)
         yield from rows
 
@@ -733,7 +765,7 @@ def verified_entries(folder: Path, trusted: VerifyKey) -> tuple[dict[str, Any], 
         raise ManifestError(f"no manifest in {folder} ({Path(exc.filename).name} missing)") from None
     with open(path, "rb") as fh:
         header = next(iter_rows(fh, what))
-    return header, iter_entries(path, what)
+    return header, iter_entries(path, what, keep_lines=True)
 
 
 def find_manifest_dir(paths: Iterable[str]) -> str | None:

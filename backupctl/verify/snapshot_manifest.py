@@ -15,13 +15,11 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import re
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,6 @@ from backupctl.manifest import (
     MANIFEST_DIR_NAME,
     MANIFEST_NAME,
     SIGNATURE_NAME,
-    SPECIAL,
     BuildStats,
     Entry,
     Manifest,
@@ -43,9 +40,9 @@ from backupctl.manifest import (
     find_manifest_dir,
     iter_entries,
     manifest_header,
+    sources_fingerprint,
     verified_entries,
     verify_bytes,
-    walk_sources,
     write_manifest_stream,
 )
 from backupctl.progress import NullProgress, Progress
@@ -183,24 +180,14 @@ def snapshot_files(restic: Restic, snapshot_id: str) -> dict[str, tuple[int, int
 
 
 def sources_as_described(prepared: PreparedManifest) -> bool:
-    """True when the sources, walked again now, hold exactly the files the manifest describes, each with the
+    """True when the sources, walked again now, hold exactly the paths the manifest pass saw, each with the
     same size, mtime and inode: then nothing changed between the manifest pass and restic's read either
-    (the same test restic and the manifest use to skip unchanged files). Walk and manifest are both in
-    manifest order, so they are compared as two streams."""
-    walked = walk_sources(prepared.sources, prepared.excludes)
+    (the same test restic and the manifest use to skip unchanged files)."""
     try:
-        for entry, found in zip_longest(prepared.entries(), walked):
-            if entry is None or found is None or entry.path != found.path or \
-                    not _looks_as_described(entry, found.st):
-                return False
+        now = sources_fingerprint(prepared.sources, prepared.excludes)
     except OSError:   # a source is gone (a prepared copy removed): no proof here, the listing decides
         return False
-    return True
-
-
-def _looks_as_described(entry: Entry, st: os.stat_result) -> bool:
-    size = 0 if entry.kind == SPECIAL else st.st_size     # the manifest records no size for fifos and devices
-    return (entry.size, entry.mtime_ns, entry.ino) == (size, st.st_mtime_ns, st.st_ino)
+    return bool(prepared.stats.sources_fingerprint) and now == prepared.stats.sources_fingerprint
 
 
 def _counts_agree(summary: BackupSummary, index: ManifestIndex) -> bool:
