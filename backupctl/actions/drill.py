@@ -185,8 +185,7 @@ def _run_phases(state: _Drilling) -> None:
     # the checks' workers start before restic lists the snapshots: they load pydicom while it runs
     checker = AlongsideChecker(state.target, parse=state.drill.depth in ("dicom", "pacs"),
                                workers=state.config.settings.verify.workers or os.cpu_count() or 1,
-                               remove_checked=state.drill.depth != "pacs", progress=state.progress,
-                               now=state.clock.elapsed)
+                               progress=state.progress, now=state.clock.elapsed)
     try:
         checker.start()
         _select(state)

@@ -1,9 +1,9 @@
 """Scratch space for drills: a fresh private folder per drill, never inside live data, always removed.
 
 Each drill restores into `<scratch root>/drill-<run id>-<pid>-<random>`, created empty with mode 0700, so
-a drill never writes over anything. The folder is removed when the drill ends, however it ends; a drill
-killed outright (SIGKILL, power loss) leaves its folder behind, and the next drill removes folders whose
-process is gone.
+a drill never writes over anything. The folder is removed when the drill ends, however it ends (its files
+several at a time); a drill killed outright (SIGKILL, power loss) leaves its folder behind, and the next
+drill removes folders whose process is gone.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import shutil
 import stat
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from backupctl.config import Config, Drill, scratch_overlaps
@@ -42,9 +43,16 @@ def make_scratch(root: Path, run_id: int) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"drill-{run_id}-{os.getpid()}-", dir=root))
 
 
+UNLINK_THREADS = 8     # a file just restored often waits for its pages' writeback to be deleted: wait in parallel
+
+
 def remove_scratch(path: Path) -> bool:
     """Remove the folder and everything in it, also read-only files and folders restic restored with
-    their original modes. True when it is gone."""
+    their original modes. True when it is gone.
+
+    The files go first, several at a time: deleting a file restic has just written mostly waits for the disk
+    (journal, writeback), so one at a time a 2 GB restore took seconds where 8 at a time take a fraction."""
+    _unlink_files(path)
 
     def make_writable_and_retry(func, target, _exc) -> None:  # noqa: ANN001 - shutil's callback shape
         parent = os.path.dirname(target)
@@ -63,6 +71,22 @@ def remove_scratch(path: Path) -> bool:
         except OSError as exc:
             log.warning("could not remove drill scratch %s: %s", path, exc)
     return not path.exists()
+
+
+def _unlink_files(path: Path) -> None:
+    """Delete the regular files and symlinks under `path` in parallel; what cannot be deleted this way
+    (in a read-only folder, say) is left for rmtree, which makes folders writable first."""
+    names = [os.path.join(folder, name) for folder, _, files in os.walk(path) for name in files]
+    if len(names) < UNLINK_THREADS:
+        return
+    with ThreadPoolExecutor(UNLINK_THREADS, thread_name_prefix="backupctl-scratch") as pool:
+        for _ in pool.map(_unlink_quietly, names, chunksize=64):
+            pass
+
+
+def _unlink_quietly(name: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(name)
 
 
 def remove_stale_scratch(root: Path) -> list[Path]:

@@ -15,9 +15,8 @@ manifest's size that restic has not written to for SETTLE_SECONDS goes to the pr
 before restic so the workers inherit nothing restic-related). A file that does not hash right yet is tried
 again only after restic writes to it again (its mtime moves), so a file costs at most one wasted read per
 piece restic writes, and usually none. When restic has ended: files proven early are confirmed (size, zero
-regions), every other file gets the full check with the usual rules (missing, changed during backup, hash
-mismatch, ...), and, when nothing needs the restored files afterwards, each is deleted once checked, so the
-clean-up has less left to do.
+regions), and every other file gets the full check with the usual rules (missing, changed during backup,
+hash mismatch, ...).
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -66,7 +65,7 @@ class Outcome:
     at: list[float]
     early_files: int = 0                 # proven while restic was still restoring
     early_bytes: int = 0
-    restored_files: int = 0              # what restic wrote (the manifest folder too), before any deletion
+    restored_files: int = 0              # what restic wrote (the manifest folder too)
     restored_bytes: int = 0
     unlisted: list[Finding] = field(default_factory=list)
 
@@ -76,15 +75,14 @@ class AlongsideChecker:
     starts, `provide()` the manifest's entries to check (also later), `finish()` once restic has ended,
     `close()` always.
 
-    `parse`: run the DICOM check (on intact files only); `remove_checked`: delete each file once checked,
-    after restic has ended (nothing reads the restored files afterwards); `now`: the caller's clock.
+    `parse`: run the DICOM check (on intact files only); `now`: the caller's clock.
     """
 
-    def __init__(self, root: Path, *, parse: bool, workers: int, remove_checked: bool, progress: Progress,
+    def __init__(self, root: Path, *, parse: bool, workers: int, progress: Progress,
                  now: Callable[[], float]) -> None:
         self.root, self.parse = root, parse
         self.changed: frozenset[str] = frozenset()
-        self.workers, self.remove_checked, self.now = max(1, workers), remove_checked, now
+        self.workers, self.now = max(1, workers), now
         self.entries: list[Entry] = []
         self.decode: set[str] = set()
         self.paths: list[str] = []
@@ -258,14 +256,14 @@ class AlongsideChecker:
         outcome = Outcome(checks=[FileCheck() for _ in self.entries], at=[0.0] * len(self.entries))
         outcome.early_files = len(self.proofs)
         outcome.early_bytes = sum(self.entries[i].size for i in self.proofs)
-        # before any file is deleted: what restic wrote, and what it wrote beyond the manifest
+        # what restic wrote, and what it wrote beyond the manifest
         outcome.restored_files, outcome.restored_bytes, outcome.unlisted = _walk(self.root, unlisted_from)
         pending: dict[Future[list[FileCheck | None]], list[int]] = {}
         for batch in _batches(len(self.entries)):
             items = [(self.entries[i], self.paths[i], self.entries[i].path in self.decode,
                       self.entries[i].path in self.changed, self.proofs[i].zeros if i in self.proofs else None)
                      for i in batch]
-            pending[self._pool.submit(_final_batch, items, self.parse, self.remove_checked)] = batch
+            pending[self._pool.submit(_final_batch, items, self.parse)] = batch
             if len(pending) >= self.workers * 3:
                 self._collect_final(pending, outcome)
         while pending:
@@ -367,10 +365,9 @@ def _prove_batch(items: list[tuple[Entry, str, bool]], parse: bool) -> list[Earl
     return [prove_early(Path(path), e, decode, parse) for e, path, decode in items]
 
 
-def _final_batch(items: list[tuple[Entry, str, bool, bool, list[tuple[int, int]] | None]], parse: bool,
-                 remove: bool) -> list[FileCheck | None]:
-    """The check of each file once restic has ended (None: its early proof stands); then, with `remove`,
-    the file is deleted."""
+def _final_batch(items: list[tuple[Entry, str, bool, bool, list[tuple[int, int]] | None]],
+                 parse: bool) -> list[FileCheck | None]:
+    """The check of each file once restic has ended (None: its early proof stands)."""
     out: list[FileCheck | None] = []
     for e, path, decode, changed, zeros in items:
         restored = Path(path)
@@ -378,7 +375,4 @@ def _final_batch(items: list[tuple[Entry, str, bool, bool, list[tuple[int, int]]
             out.append(None)
         else:
             out.append(check_once(restored, e, decode, changed, parse=parse, parse_damaged=False))
-        if remove and e.sha256 is not None:
-            with suppress(OSError):   # the clean-up removes whatever is left
-                os.unlink(restored)
     return out
