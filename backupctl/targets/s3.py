@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -207,10 +207,15 @@ class S3Target(Target):
 
     def _collect(self, futures: dict[Future[S3Object], tuple[int, str]], task, report: SyncReport,  # noqa: ANN001
                  bytes_total: bool) -> None:
+        """Record each version as soon as its upload (or extension) is proven, while the others run: a kill
+        then loses at most the ones in flight (the next run adopts them), and progress moves as files land.
+        On the first failure, what has not started is cancelled; what finishes anyway is still recorded."""
         pending = set(futures)
         first_error: BaseException | None = None
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            proven: list[tuple[S3Object, str]] = []
+            progressed = 0
             for fut in done:
                 if fut.cancelled():
                     continue
@@ -221,23 +226,28 @@ class S3Target(Target):
                         for other in pending:
                             other.cancel()
                     continue
-                obj = fut.result()
                 size, what = futures[fut]
-                self._record(obj, what, report)
-                task.advance(size if bytes_total else 1)
+                proven.append((fut.result(), what))
+                progressed += size if bytes_total else 1
+            self._record(proven, report)
+            task.advance(progressed)
         if first_error is not None:
             raise first_error
 
-    def _record(self, obj: S3Object, what: str, report: SyncReport) -> None:
-        if what == "upload":
-            s3_rows.record_objects(self.catalog, self.name, self.location, [obj])
-            report.uploaded += 1
-            report.uploaded_bytes += obj.size
-        else:
-            s3_rows.record_retention(self.catalog, self.name, self.location, [obj])
-            self.last_extended += 1
-        if obj.lock_fixed:
-            self.last_fixed += 1
+    def _record(self, proven: list[tuple[S3Object, str]], report: SyncReport) -> None:
+        """One catalog transaction per kind for the versions proven since the last wake-up."""
+        uploaded = [obj for obj, what in proven if what == "upload"]
+        extended = [obj for obj, what in proven if what != "upload"]
+        if uploaded:
+            s3_rows.record_objects(self.catalog, self.name, self.location, uploaded)
+            report.uploaded += len(uploaded)
+            report.uploaded_bytes += sum(obj.size for obj in uploaded)
+        if extended:
+            s3_rows.record_retention(self.catalog, self.name, self.location, extended)
+            self.last_extended += len(extended)
+        fixed = sum(1 for obj, _ in proven if obj.lock_fixed)
+        if fixed:
+            self.last_fixed += fixed
             s3_rows.note_endpoint(self.catalog, self.name, self.location, self.bucket.endpoint,
                                   drops_lock_headers=True)
 
