@@ -29,6 +29,7 @@ from backupctl.errors import (
     S3Unreachable,
     SecretError,
 )
+from backupctl.s3 import sigv4
 
 Resolve = Callable[[Path], Path]
 _DENIED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken",
@@ -114,6 +115,8 @@ def botocore_config(cfg: S3TargetConfig, *, max_attempts: int | None = None) -> 
         # (aws-chunked) is not understood by older servers such as Ceph RGW 16
         request_checksum_calculation="when_required",
         response_checksum_validation="when_supported",
+        # over plain HTTP, sign upload bodies with the SHA-256 they declare instead of hashing them again
+        signature_version=sigv4.signature_version(),
     )
 
 
