@@ -62,6 +62,31 @@ class Deadlines:
         return self.required if f.kind == "snapshots" else self.slacked
 
 
+class Prereads:
+    """Reads and hashes the first files a run will upload while the bucket is being connected to, checked and
+    listed: a file without a recorded version is uploaded (or adopted) whatever the bucket answers, so its
+    bytes and digest need nothing from the server. At most `count` files are read ahead, each then taken by
+    its uploader (which checks it against its name as for any other read); what was not taken is dropped."""
+
+    def __init__(self, staging: Path, likely_uploads: list[RepoFile], count: int) -> None:
+        ahead = likely_uploads[:count]
+        self._pool = ThreadPoolExecutor(len(ahead), thread_name_prefix="s3-read") if ahead else None
+        self._reads: dict[str, Future[tuple[bytes | None, s3obj.Digest]]] = {
+            f.rel: self._pool.submit(s3obj.read_for_upload, staging / f.rel) for f in ahead} if self._pool else {}
+
+    def take(self, f: RepoFile) -> tuple[bytes | None, s3obj.Digest] | None:
+        read = self._reads.pop(f.rel, None)
+        return read.result() if read is not None else None
+
+    def __enter__(self) -> Prereads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._reads.clear()
+
+
 class S3Target(Target):
     kind = "s3"
 
@@ -108,18 +133,20 @@ class S3Target(Target):
     def sync(self, staging: Path, files: list[RepoFile], progress: Progress) -> SyncReport:
         started = time.monotonic()
         self.last_extended = self.last_fixed = 0
-        location = self.prepare()
-        deadlines = Deadlines.for_now(self.cfg)
-        listing = list_versions(self.bucket)
         recorded = self.recorded()
-        self._check_same_repository(staging, listing, recorded)
-        plan = self._plan(files, listing, recorded, deadlines)
-        report = SyncReport(self.name, location, skipped=plan.present)
-        # data, index, keys, config first; snapshots only once all of that is uploaded and locked long enough
-        for phase in (lambda f: f.kind != "snapshots", lambda f: f.kind == "snapshots"):
-            uploads = [f for f in plan.upload if phase(f)]
-            extends = [(f, o) for f, o in plan.extend if phase(f)]
-            self._run_phase(staging, uploads, extends, listing, deadlines, progress, report)
+        with Prereads(staging, [f for f in files if f.rel not in recorded and f.kind != "snapshots"],
+                      self.cfg.concurrency) as prereads:
+            location = self.prepare()
+            deadlines = Deadlines.for_now(self.cfg)
+            listing = list_versions(self.bucket)
+            self._check_same_repository(staging, listing, recorded)
+            plan = self._plan(files, listing, recorded, deadlines)
+            report = SyncReport(self.name, location, skipped=plan.present)
+            # data, index, keys, config first; snapshots only once all of that is uploaded and locked long enough
+            for phase in (lambda f: f.kind != "snapshots", lambda f: f.kind == "snapshots"):
+                uploads = [f for f in plan.upload if phase(f)]
+                extends = [(f, o) for f, o in plan.extend if phase(f)]
+                self._run_phase(staging, uploads, extends, listing, deadlines, progress, report, prereads)
         report.notes += self._notes(plan, deadlines)
         report.seconds = time.monotonic() - started
         return report
@@ -185,12 +212,12 @@ class S3Target(Target):
 
     def _run_phase(self, staging: Path, uploads: list[RepoFile], extends: list[tuple[RepoFile, S3Object]],
                    listing: dict[str, KeyVersions], deadlines: Deadlines, progress: Progress,
-                   report: SyncReport) -> None:
+                   report: SyncReport, prereads: Prereads) -> None:
         if not uploads and not extends:
             return
         work: list[tuple[Callable[[], S3Object], int, str]] = []
         for f in uploads:
-            work.append((self._uploader(staging, f, listing.get(f.rel), deadlines), f.size, "upload"))
+            work.append((self._uploader(staging, f, listing.get(f.rel), deadlines, prereads), f.size, "upload"))
         for f, rec in extends:
             work.append((self._extender(f, rec, deadlines), 0, "extend"))
         total = sum(size for _, size, _ in work) or len(work)
@@ -251,11 +278,11 @@ class S3Target(Target):
             s3_rows.note_endpoint(self.catalog, self.name, self.location, self.bucket.endpoint,
                                   drops_lock_headers=True)
 
-    def _uploader(self, staging: Path, f: RepoFile, kv: KeyVersions | None,
-                  deadlines: Deadlines) -> Callable[[], S3Object]:
+    def _uploader(self, staging: Path, f: RepoFile, kv: KeyVersions | None, deadlines: Deadlines,
+                  prereads: Prereads) -> Callable[[], S3Object]:
         def run() -> S3Object:
             path = staging / f.rel
-            data, digest = s3obj.read_for_upload(path)
+            data, digest = prereads.take(f) or s3obj.read_for_upload(path)
             if f.named_by_hash and digest.sha256 != f.name:
                 raise IntegrityError(f"staging file {path} does not match its name (SHA-256 "
                                      f"{digest.sha256[:12]}…); not uploaded",
