@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import stat
+import tempfile
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
 from multiprocessing import get_context
@@ -30,7 +33,15 @@ from typing import Any
 from backupctl.errors import IntegrityError
 from backupctl.fsutil import atomic_write_bytes
 from backupctl.progress import NullProgress, Progress
-from backupctl.signing import SigningKey, VerifyKey, patient_hash, signature_document, verify_document
+from backupctl.signing import (
+    DIGEST_ALG,
+    SigningKey,
+    VerifyKey,
+    digest_signature_document,
+    patient_hash,
+    verify_digest_document,
+    verify_document,
+)
 
 FORMAT = "backupctl-manifest/1"
 MANIFEST_DIR_NAME = ".backupctl-manifest"        # the folder the snapshot holds; found by this name
@@ -65,6 +76,8 @@ class Entry:
     sha256: str | None = None
     dicom: dict[str, str | None] | None = None   # facts; 'patient' is the keyed hash
     error: str | None = None
+    # its serialized line, when read from a manifest to be written again unchanged (no re-encoding)
+    line: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         data = {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns, "ino": self.ino,
@@ -146,9 +159,11 @@ class BuildStats:
     id_in_path: int = 0            # DICOM files whose path contains their own Patient ID
     seconds: float = 0.0
     workers: int = 1
+    sources_fingerprint: str = ""  # of what the walk saw (see `sources_fingerprint`)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["sources_fingerprint"]
         secs = self.seconds or 1e-9
         data["files_per_second"] = round(self.hashed / secs, 1)
         data["mb_per_second"] = round(self.hashed_bytes / secs / 1e6, 1)
@@ -194,39 +209,75 @@ class _Found:
     st: os.stat_result
 
 
+def order_key(path: str) -> list[str]:
+    """Manifest order: depth first, names sorted within each folder (the order restic stores trees in).
+
+    The walk yields files in this order, so a new manifest is written, and the previous one read, as streams:
+    memory stays flat however many files the archive holds."""
+    return path.split("/")
+
+
 def walk_sources(sources: Iterable[Path], excludes: list[str] = ()) -> Iterator[_Found]:
-    """Every non-directory under the sources (not following symlinks), skipping excluded paths as restic does."""
-    stack = []
-    for src in sources:
-        path = os.path.abspath(os.fspath(src))
+    """Every non-directory under the sources (not following symlinks), in manifest order, skipping excluded
+    paths as restic does."""
+    roots: list[str] = []
+    for path in sorted({os.path.abspath(os.fspath(s)) for s in sources}, key=order_key):
+        if not any(path.startswith(r.rstrip("/") + "/") for r in roots):   # a source inside another: once
+            roots.append(path)
+    for path in roots:
         if excludes and is_excluded(path, excludes):
             continue
         st = os.lstat(path)
         if stat.S_ISDIR(st.st_mode):
-            stack.append(path)
+            yield from _walk_folder(path, excludes)
         else:
             yield _Found(path, st)
+
+
+def _seen(found: _Found) -> bytes:
+    st = found.st
+    size = st.st_size if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode) else 0
+    return b"%s\0%d\0%d\0%d\n" % (os.fsencode(found.path), size, st.st_mtime_ns, st.st_ino)
+
+
+def sources_fingerprint(sources: Iterable[Path], excludes: list[str] = ()) -> str:
+    """A digest of every path the walk finds with its size, mtime and inode: equal digests before and after
+    restic mean the sources did not change in between (the test restic and the manifest use to skip files),
+    proven without holding the file list in memory."""
+    h = hashlib.blake2b(digest_size=32)
+    for found in walk_sources(sources, excludes):
+        h.update(_seen(found))
+    return h.hexdigest()
+
+
+def _walk_folder(root: str, excludes: list[str]) -> Iterator[_Found]:
+    stack = [iter(_children(root, excludes))]
     while stack:
-        folder = stack.pop()
+        found = next(stack[-1], None)
+        if found is None:
+            stack.pop()
+        elif stat.S_ISDIR(found.st.st_mode):
+            if not found.path.endswith("/" + MANIFEST_DIR_NAME):   # a manifest never describes manifests
+                stack.append(iter(_children(found.path, excludes)))
+        else:
+            yield found
+
+
+def _children(folder: str, excludes: list[str]) -> list[_Found]:
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda d: d.name)
+    except OSError:
+        return []  # restic reports unreadable folders; nothing of it can be listed here either
+    children = []
+    for child in entries:
+        if excludes and _matches(child.path, excludes):  # the folders above were checked already
+            continue
         try:
-            with os.scandir(folder) as it:
-                children = sorted(it, key=lambda d: d.name)
+            children.append(_Found(child.path, child.stat(follow_symlinks=False)))
         except OSError:
-            continue  # restic reports unreadable folders; nothing of it can be listed here either
-        subdirs = []
-        for child in children:
-            if excludes and _matches(child.path, excludes):  # the folders above were checked already
-                continue
-            try:
-                st = child.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                if child.name != MANIFEST_DIR_NAME:   # a manifest never describes manifests
-                    subdirs.append(child.path)
-            else:
-                yield _Found(child.path, st)
-        stack.extend(reversed(subdirs))
+            continue
+    return children
 
 
 # reading one file (runs in the worker processes) ---------------------------------------------------------
@@ -305,169 +356,393 @@ def _reusable(prev: Entry | None, st: os.stat_result) -> bool:
             and prev.size == st.st_size and prev.mtime_ns == st.st_mtime_ns and prev.ino == st.st_ino)
 
 
-def _batches(items: list[tuple[str, int]]) -> Iterator[tuple[list[str], int]]:
-    batch: list[str] = []
-    size = 0
-    for path, nbytes in items:
-        batch.append(path)
-        size += nbytes
-        if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
-            yield batch, size
-            batch, size = [], 0
-    if batch:
-        yield batch, size
+class _Previous:
+    """The previous manifest's entries, read alongside the walk (both in manifest order): a merge, not a map."""
+
+    def __init__(self, entries: Iterable[Entry]) -> None:
+        self._entries = iter(entries)
+        self._head: Entry | None = next(self._entries, None)
+
+    def get(self, path: str) -> Entry | None:
+        key = order_key(path)
+        while self._head is not None and order_key(self._head.path) < key:
+            self._head = next(self._entries, None)
+        if self._head is not None and self._head.path == path:
+            return self._head
+        return None   # not there (or the previous manifest had another order): the file is read again
 
 
-def _read_all(todo: list[tuple[str, int]], key: bytes, workers: int, progress: Progress) -> dict[str, Entry]:
-    total = sum(n for _, n in todo)
-    out: dict[str, Entry] = {}
-    with progress.task("manifest: hash + parse", total=total, unit="B") as task:
-        if workers <= 1 or len(todo) < INPROCESS_BELOW:
-            buf = bytearray(READ_BYTES)
-            for path, nbytes in todo:
-                out[path] = read_file_entry(path, key, buf)
-                task.advance(nbytes)
-            return out
-        # fork: workers inherit the imported modules, so the pool starts in milliseconds
-        with ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=_init_worker,
-                                 initargs=(key,)) as pool:
-            pending: dict[Future[list[Entry]], int] = {}
-            batches = _batches(todo)
-            # keep a few batches queued per worker, no more: memory stays flat for any archive size
-            for batch, nbytes in batches:
-                pending[pool.submit(_read_batch, batch)] = nbytes
-                if len(pending) >= workers * 3:
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        _collect(fut, out, task, pending.pop(fut))
-            for fut in list(pending):
-                _collect(fut, out, task, pending.pop(fut))
-    return out
+@dataclass
+class _Batch:
+    """Files handed to a worker together; their slots in the output wait for the batch's result."""
+
+    paths: list[str] = field(default_factory=list)
+    nbytes: int = 0
+    future: Future[list[Entry]] | None = None
+    result: list[Entry] | None = None
 
 
-def _collect(fut: Future[list[Entry]], out: dict[str, Entry], task: Any, nbytes: int) -> None:
-    for entry in fut.result():
-        out[entry.path] = entry
-    task.advance(nbytes)
+class _Reader:
+    """Reads files in a process pool (started only once a batch fills) and gives entries back in walk order.
+
+    The window of entries waiting for a slower batch ahead of them is bounded, as are the batches queued per
+    worker: memory stays flat for any archive size."""
+
+    MAX_WINDOW = 8 * BATCH_FILES
+
+    def __init__(self, key: bytes, workers: int, task: Any, stats: BuildStats) -> None:
+        self.key, self.workers, self.task, self.stats = key, workers, task, stats
+        self.pool: ProcessPoolExecutor | None = None
+        self.window: deque[Entry | tuple[_Batch, int]] = deque()
+        self.batch = _Batch()
+        self.in_flight = 0
+        self.buf = bytearray(READ_BYTES)
+
+    def add_ready(self, entry: Entry) -> Iterator[Entry]:
+        self.window.append(entry)
+        return self._drain(block=len(self.window) > self.MAX_WINDOW)
+
+    def add_to_read(self, path: str, nbytes: int) -> Iterator[Entry]:
+        self.window.append((self.batch, len(self.batch.paths)))
+        self.batch.paths.append(path)
+        self.batch.nbytes += nbytes
+        if len(self.batch.paths) >= BATCH_FILES or self.batch.nbytes >= BATCH_BYTES:
+            self._submit()
+        return self._drain(block=self.in_flight >= self.workers * 3 or len(self.window) > self.MAX_WINDOW)
+
+    def finish(self) -> Iterator[Entry]:
+        while self.window:
+            yield from self._drain(block=True)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    def _submit(self) -> None:
+        batch, self.batch = self.batch, _Batch()
+        if not batch.paths:
+            return
+        if self.pool is None and self.workers > 1 and len(batch.paths) >= BATCH_FILES // 2:
+            # fork: workers inherit the imported modules, so the pool starts in milliseconds
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("fork"),
+                                            initializer=_init_worker, initargs=(self.key,))
+        if self.pool is None:   # one core, or so few files that starting workers costs more than it saves
+            self._done(batch, [read_file_entry(p, self.key, self.buf) for p in batch.paths])
+            return
+        batch.future = self.pool.submit(_read_batch, batch.paths)
+        self.in_flight += 1
+
+    def _done(self, batch: _Batch, entries: list[Entry]) -> None:
+        batch.result = entries
+        self.stats.hashed += len(entries)
+        self.stats.hashed_bytes += sum(e.size for e in entries)
+        self.stats.dicom_parsed += sum(1 for e in entries if e.kind in (DICOM, UNPARSEABLE))
+        self.task.advance(batch.nbytes)
+
+    def _drain(self, block: bool) -> Iterator[Entry]:
+        """Emit the ready head of the window; with `block`, wait for at least the head."""
+        while self.window:
+            head = self.window[0]
+            if isinstance(head, Entry):
+                self.window.popleft()
+                yield head
+                continue
+            batch, index = head
+            if batch.result is None:
+                if batch.future is None:
+                    self._submit()   # the partial batch the head waits for
+                if batch.result is None:
+                    assert batch.future is not None
+                    if not (block or batch.future.done()):
+                        return
+                    self.in_flight -= 1
+                    self._done(batch, batch.future.result())
+            self.window.popleft()
+            yield batch.result[index]
+            block = False   # waited once; go on only while entries are ready
+
+
+def describe_sources(sources: list[Path], key: SigningKey, stats: BuildStats, *, excludes: list[str] = (),
+                     previous: Iterable[Entry] = (), workers: int | None = None,
+                     progress: Progress | None = None) -> Iterator[Entry]:
+    """Every file under the sources as a manifest entry, in manifest order, reusing `previous` entries (in
+    manifest order too, of the same key) of files whose size, mtime and inode are unchanged."""
+    progress = progress or NullProgress()
+    started = time.monotonic()
+    stats.workers = workers = workers or os.cpu_count() or 1
+    prev = _Previous(previous)
+    seen = hashlib.blake2b(digest_size=32)
+    with progress.task("manifest: hash + parse", total=None, unit="B") as task:
+        reader = _Reader(key.patient_hash_key(), workers, task, stats)
+        try:
+            for found in walk_sources(sources, list(excludes)):
+                seen.update(_seen(found))
+                st = found.st
+                if stat.S_ISLNK(st.st_mode):
+                    ready = reader.add_ready(Entry(found.path, st.st_size, st.st_mtime_ns, st.st_ino, SYMLINK))
+                elif not stat.S_ISREG(st.st_mode):
+                    ready = reader.add_ready(Entry(found.path, 0, st.st_mtime_ns, st.st_ino, SPECIAL))
+                elif _reusable(old := prev.get(found.path), st):
+                    stats.reused += 1
+                    ready = reader.add_ready(old)
+                else:
+                    ready = reader.add_to_read(found.path, st.st_size)
+                for entry in ready:
+                    yield _counted(entry, stats)
+            for entry in reader.finish():
+                yield _counted(entry, stats)
+            stats.sources_fingerprint = seen.hexdigest()
+        finally:
+            reader.close()
+    stats.seconds = time.monotonic() - started
+
+
+def _counted(e: Entry, stats: BuildStats) -> Entry:
+    stats.files += 1
+    stats.bytes += e.size if e.sha256 else 0
+    stats.dicom += e.kind == DICOM
+    stats.not_dicom += e.kind == OTHER
+    stats.problems += e.kind in (UNREADABLE, UNPARSEABLE)
+    stats.id_in_path += bool(e.dicom and e.dicom.get("id_in_path"))
+    return e
+
+
+def manifest_header(job: str, sources: list[Path], key: SigningKey) -> dict[str, Any]:
+    # no timestamp: an unchanged archive gives a byte-identical manifest, which restic then skips
+    return {"type": "header", "format": FORMAT, "job": job, "host": os.uname().nodename,
+            "sources": [os.path.abspath(os.fspath(s)) for s in sources], "key_id": key.key_id,
+            "patient_id": "hmac-sha256"}
 
 
 def build_manifest(job: str, sources: list[Path], key: SigningKey, *, excludes: list[str] = (),
                    previous: Manifest | None = None, workers: int | None = None,
                    progress: Progress | None = None) -> tuple[Manifest, BuildStats]:
-    """Walk the sources and describe every file, reusing `previous` entries of unchanged files."""
-    progress = progress or NullProgress()
-    started = time.monotonic()
-    workers = workers or os.cpu_count() or 1
-    patient_key = key.patient_hash_key()
+    """The whole manifest in memory (tests, benchmarks, small archives); backups stream it instead."""
+    stats = BuildStats()
     # entries of another key carry patient hashes of another key: never mix them
-    prev = previous.by_path() if previous is not None and previous.key_id == key.key_id else {}
-    stats = BuildStats(workers=workers)
-    entries: dict[str, Entry] = {}
-    todo: list[tuple[str, int]] = []
-    with progress.task("manifest: scan sources", unit="files") as task:
-        for found in walk_sources(sources, list(excludes)):
-            st = found.st
-            if stat.S_ISLNK(st.st_mode):
-                entries[found.path] = Entry(found.path, st.st_size, st.st_mtime_ns, st.st_ino, SYMLINK)
-            elif not stat.S_ISREG(st.st_mode):
-                entries[found.path] = Entry(found.path, 0, st.st_mtime_ns, st.st_ino, SPECIAL)
-            elif _reusable(old := prev.get(found.path), st):
-                entries[found.path] = old
-                stats.reused += 1
-            else:
-                todo.append((found.path, st.st_size))
-            task.advance(1)
-    fresh = _read_all(todo, patient_key, workers, progress)
-    entries.update(fresh)
-    stats.hashed = len(fresh)
-    stats.hashed_bytes = sum(e.size for e in fresh.values())
-    stats.dicom_parsed = sum(1 for e in fresh.values() if e.kind in (DICOM, UNPARSEABLE))
-    ordered = [entries[p] for p in sorted(entries)]
-    for e in ordered:
-        stats.files += 1
-        stats.bytes += e.size if e.sha256 else 0
-        stats.dicom += e.kind == DICOM
-        stats.not_dicom += e.kind == OTHER
-        stats.problems += e.kind in (UNREADABLE, UNPARSEABLE)
-        stats.id_in_path += bool(e.dicom and e.dicom.get("id_in_path"))
-    stats.seconds = time.monotonic() - started
-    # no timestamp: an unchanged archive gives a byte-identical manifest, which restic then skips
-    header = {"type": "header", "format": FORMAT, "job": job, "host": os.uname().nodename,
-              "sources": [os.path.abspath(os.fspath(s)) for s in sources], "key_id": key.key_id,
-              "patient_id": "hmac-sha256"}
-    return Manifest(header, ordered), stats
+    prev = previous.entries if previous is not None and previous.key_id == key.key_id else ()
+    entries = list(describe_sources(sources, key, stats, excludes=excludes, previous=prev, workers=workers,
+                                    progress=progress))
+    return Manifest(manifest_header(job, sources, key), entries), stats
 
 
 # storing ------------------------------------------------------------------------------------------------
 
 
+def _line(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n").encode("utf-8")
+
+
+@dataclass
+class ManifestIndex:
+    """What the catalog indexes of a manifest, gathered while it is written or read: counts, studies, series
+    (grows with studies, as the catalog's study index does, never with files)."""
+
+    files: int = 0
+    content_files: int = 0          # entries with content (restic stores them as regular files)
+    bytes: int = 0                  # bytes of those
+    dicom: int = 0
+    not_dicom: int = 0
+    problems: int = 0
+    studies: dict[str, StudySummary] = field(default_factory=dict)
+    series: dict[str, tuple[str, int]] = field(default_factory=dict)    # series -> (study, instances)
+
+    def add(self, e: Entry) -> None:
+        self.files += 1
+        if e.sha256 is not None:
+            self.content_files += 1
+            self.bytes += e.size
+        self.dicom += e.kind == DICOM
+        self.not_dicom += e.kind == OTHER
+        self.problems += e.kind in (UNREADABLE, UNPARSEABLE)
+        if e.kind != DICOM or not e.study or not e.dicom:
+            return
+        s = self.studies.setdefault(e.study, StudySummary(e.study))
+        s.instances += 1
+        s.bytes += e.size
+        if series := e.dicom.get("series"):
+            s.series.add(series)
+            study, n = self.series.get(series, (e.study, 0))
+            self.series[series] = (study, n + 1)
+        if e.dicom.get("modality"):
+            s.modalities.add(e.dicom["modality"])
+
+    @classmethod
+    def of(cls, entries: Iterable[Entry]) -> ManifestIndex:
+        index = cls()
+        for e in entries:
+            index.add(e)
+        return index
+
+
+class _HashingFile:
+    """A binary file that also computes the SHA-256 of what is written to it."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh, self.sha = fh, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        return self.fh.write(data)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+@dataclass
+class WrittenManifest:
+    path: Path
+    sha256: str
+    rewritten: bool                 # False: byte-identical to the manifest already there, left untouched
+    index: ManifestIndex
+
+
+def write_manifest_stream(header: dict[str, Any], entries: Iterable[Entry], folder: Path,
+                          key: SigningKey) -> WrittenManifest:
+    """Write gzip'd JSON lines + a detached signature into `folder` as the entries come (never all in memory).
+
+    Deterministic for equal content (no gzip name or timestamp, Ed25519 signatures are deterministic), and
+    identical content is not rewritten, so restic sees the files unmodified."""
+    folder.mkdir(parents=True, exist_ok=True)
+    index = ManifestIndex()
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{MANIFEST_NAME}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            out = _HashingFile(raw)
+            with gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=5, mtime=0) as gz:
+                gz.write(_line(header))
+                lines: list[bytes] = []
+                for e in entries:
+                    index.add(e)
+                    lines.append(e.line or _line(e.to_json()))
+                    if len(lines) >= 512:   # one compressor call per block of lines, not per line
+                        gz.write(b"".join(lines))
+                        lines.clear()
+                gz.write(b"".join(lines))
+                gz.write(_line({"type": "end", "files": index.files, "dicom": index.dicom}))
+            raw.flush()
+            os.fsync(raw.fileno())
+        sha = out.sha.hexdigest()
+        path = folder / MANIFEST_NAME
+        doc = digest_signature_document(key, sha)
+        if _signed_as(folder / SIGNATURE_NAME, doc) and path.is_file() and _sha256_of(path) == sha:
+            tmp.unlink()
+            return WrittenManifest(path, sha, False, index)
+        # the signature first: a crash between the two renames leaves a manifest that fails to verify, never
+        # an unsigned one that looks complete
+        atomic_write_bytes(folder / SIGNATURE_NAME, _sig_bytes(doc), mode=0o644)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        return WrittenManifest(path, sha, True, index)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def serialize(manifest: Manifest) -> bytes:
-    """The manifest as gzip'd JSON lines; deterministic for equal content (no gzip timestamp)."""
-    lines = [json.dumps(manifest.header, separators=(",", ":"), sort_keys=True)]
-    dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
-    lines.extend(dumps(e.to_json()) for e in manifest.entries)
-    trailer = {"type": "end", "files": len(manifest.entries),
-               "dicom": sum(1 for e in manifest.entries if e.kind == DICOM)}
-    lines.append(json.dumps(trailer, separators=(",", ":"), sort_keys=True))
-    return gzip.compress(("\n".join(lines) + "\n").encode("utf-8"), compresslevel=5, mtime=0)
+    """The manifest as gzip'd JSON lines, byte for byte as `write_manifest_stream` writes it."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, compresslevel=5, mtime=0) as gz:
+        gz.write(_line(manifest.header))
+        for e in manifest.entries:
+            gz.write(_line(e.to_json()))
+        gz.write(_line({"type": "end", "files": len(manifest.entries),
+                        "dicom": sum(1 for e in manifest.entries if e.kind == DICOM)}))
+    return buf.getvalue()
 
 
 def parse(data: bytes, what: str = "manifest") -> Manifest:
     """Parse serialized manifest bytes (after the signature was checked)."""
+    rows = iter_rows(io.BytesIO(data), what)
+    header = next(rows)
+    return Manifest(header, list(rows))
+
+
+def iter_rows(fh: Any, what: str = "manifest", keep_lines: bool = False) -> Iterator[Any]:
+    """The header dict, then every Entry, of a serialized manifest read as a stream; checks the trailer.
+    `keep_lines`: each Entry keeps its serialized line, to be written again as it is."""
     try:
-        text = gzip.decompress(data).decode("utf-8")
-        rows = [json.loads(line) for line in text.splitlines() if line]
-    except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
+        with gzip.GzipFile(fileobj=fh, mode="rb") as gz:
+            lines = (line for line in gz if line.strip())
+            first = json.loads(next(lines, b"null"))
+            if not isinstance(first, dict) or first.get("type") != "header" or first.get("format") != FORMAT:
+                raise ManifestError(f"{what} has no {FORMAT} header")
+            yield first
+            for count, line in enumerate(lines):
+                row = json.loads(line)
+                if row.get("type") == "end":
+                    if row.get("files") != count or next(lines, None) is not None:
+                        raise ManifestError(f"{what} is incomplete (its trailer counts differently)")
+                    return
+                try:
+                    entry = Entry.from_json(row)
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise ManifestError(f"{what} has a malformed entry ({exc})") from None
+                if keep_lines and line.endswith(b"\n"):
+                    entry.line = line
+                yield entry
+    except (OSError, EOFError, UnicodeDecodeError, ValueError, AttributeError) as exc:
         raise ManifestError(f"{what} is not a readable manifest ({type(exc).__name__})") from None
-    if not rows or rows[0].get("type") != "header" or rows[0].get("format") != FORMAT:
-        raise ManifestError(f"{what} has no {FORMAT} header")
-    if rows[-1].get("type") != "end" or rows[-1].get("files") != len(rows) - 2:
-        raise ManifestError(f"{what} is incomplete (its trailer is missing or counts differently)")
-    try:
-        entries = [Entry.from_json(r) for r in rows[1:-1]]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ManifestError(f"{what} has a malformed entry ({exc})") from None
-    return Manifest(rows[0], entries)
+    raise ManifestError(f"{what} is incomplete (its trailer is missing)")
+
+
+def iter_entries(path: Path, what: str = "manifest", keep_lines: bool = False) -> Iterator[Entry]:
+    """Every entry of a manifest file, streamed (the caller verified its signature first)."""
+    with open(path, "rb") as fh:
+        rows = iter_rows(fh, what, keep_lines)
+        next(rows)
+        yield from rows
 
 
 def write_manifest(manifest: Manifest, folder: Path, key: SigningKey) -> tuple[Path, str, bool]:
-    """Write manifest + detached signature into `folder` (atomically).
-
-    Returns (path, manifest sha256, rewritten). Identical content is not rewritten, so restic sees the
-    files unmodified (Ed25519 signatures are deterministic: same bytes, same signature).
-    """
-    data = serialize(manifest)
-    doc = signature_document(key, data)
-    folder.mkdir(parents=True, exist_ok=True)
-    if _holds(folder / MANIFEST_NAME, data) and _holds(folder / SIGNATURE_NAME, _sig_bytes(doc)):
-        return folder / MANIFEST_NAME, doc["sha256"], False
-    # the signature first: a crash between the two renames leaves a manifest that fails to verify, never
-    # an unsigned one that looks complete
-    atomic_write_bytes(folder / SIGNATURE_NAME, _sig_bytes(doc), mode=0o644)
-    atomic_write_bytes(folder / MANIFEST_NAME, data, mode=0o644)
-    return folder / MANIFEST_NAME, doc["sha256"], True
+    """Write an in-memory manifest (see `write_manifest_stream`). Returns (path, sha256, rewritten)."""
+    written = write_manifest_stream(manifest.header, manifest.entries, folder, key)
+    return written.path, written.sha256, written.rewritten
 
 
 def _sig_bytes(doc: dict[str, str]) -> bytes:
     return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
 
 
-def _holds(path: Path, data: bytes) -> bool:
+def _signed_as(path: Path, doc: dict[str, str]) -> bool:
     try:
-        return path.stat().st_size == len(data) and path.read_bytes() == data
+        return path.read_bytes() == _sig_bytes(doc)
     except FileNotFoundError:
         return False
 
 
-def verify_bytes(data: bytes, signature: bytes, trusted: VerifyKey, what: str = "manifest") -> Manifest:
-    """Check the signature of manifest bytes, then parse them. Raises ManifestError / SignatureInvalid."""
+def _sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    buf = bytearray(READ_BYTES)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            h.update(memoryview(buf)[:n])
+    return h.hexdigest()
+
+
+def verify_file(path: Path, signature: Path, trusted: VerifyKey, what: str = "manifest") -> None:
+    """Check a manifest file's detached signature in one streaming pass (no whole-file read for digest
+    signatures)."""
+    doc = _signature_doc(signature.read_bytes(), what)
+    if doc.get("alg") == DIGEST_ALG:
+        verify_digest_document(trusted, _sha256_of(path), doc, what)
+    else:
+        verify_document(trusted, path.read_bytes(), doc, what)
+
+
+def _signature_doc(signature: bytes, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(signature)
     except ValueError:
         raise ManifestError(f"{what}: signature file is not JSON") from None
     if not isinstance(doc, dict):
         raise ManifestError(f"{what}: signature file is malformed")
-    verify_document(trusted, data, doc, what)
+    return doc
+
+
+def verify_bytes(data: bytes, signature: bytes, trusted: VerifyKey, what: str = "manifest") -> Manifest:
+    """Check the signature of manifest bytes, then parse them. Raises ManifestError / SignatureInvalid."""
+    verify_document(trusted, data, _signature_doc(signature, what), what)
     return parse(data, what)
 
 
@@ -479,6 +754,18 @@ def load_manifest(folder: Path, trusted: VerifyKey) -> Manifest:
     except FileNotFoundError as exc:
         raise ManifestError(f"no manifest in {folder} ({Path(exc.filename).name} missing)") from None
     return verify_bytes(data, sig, trusted, what=f"manifest {folder / MANIFEST_NAME}")
+
+
+def verified_entries(folder: Path, trusted: VerifyKey) -> tuple[dict[str, Any], Iterator[Entry]]:
+    """The header and a stream of the entries of the manifest in `folder`, its signature checked first."""
+    path, what = folder / MANIFEST_NAME, f"manifest {folder / MANIFEST_NAME}"
+    try:
+        verify_file(path, folder / SIGNATURE_NAME, trusted, what)
+    except FileNotFoundError as exc:
+        raise ManifestError(f"no manifest in {folder} ({Path(exc.filename).name} missing)") from None
+    with open(path, "rb") as fh:
+        header = next(iter_rows(fh, what))
+    return header, iter_entries(path, what, keep_lines=True)
 
 
 def find_manifest_dir(paths: Iterable[str]) -> str | None:

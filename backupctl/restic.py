@@ -23,7 +23,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ FEATURES: dict[str, tuple[int, int, int]] = {
 }
 STOP_GRACE_SECONDS = 30.0
 JOB_TAG_PREFIX = "job:"
+_FULL_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 class Terminated(BaseException):
@@ -96,7 +98,6 @@ class BackupSummary:
     data_blobs: int = 0                 # new file-content blobs: 0 when no file data changed
     seconds: float = 0.0
     unreadable: list[str] = field(default_factory=list)
-    nodes: list[Node] | None = None     # the new snapshot's listing (restic ls), read once for every use
 
 
 @dataclass(frozen=True)
@@ -202,12 +203,13 @@ class Restic:
         return argv
 
     def run(self, args: Sequence[str], *, on_stdout: Callable[[str], None] | None = None,
-            ok_codes: tuple[int, ...] = (0,)) -> Result:
+            ok_codes: tuple[int, ...] = (0,), env: dict[str, str] | None = None) -> Result:
         """Run restic; stream stdout lines to `on_stdout`; raise a typed error unless the code is ok."""
         argv = self._argv(args)
         log.debug("running %s", " ".join(argv))  # argv never holds a secret
-        proc = subprocess.Popen(argv, env=self._env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True)
+        proc = subprocess.Popen(argv, env={**self._env(), **(env or {})}, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                                start_new_session=True)
         stderr_tail: deque[str] = deque(maxlen=200)
         reader = threading.Thread(target=lambda: stderr_tail.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
         reader.start()
@@ -284,6 +286,10 @@ class Restic:
         except OSError:  # not a local repository (or unreadable): let restic look
             return False
 
+    def holds_snapshot(self, snapshot_id: str) -> bool:
+        """True when a local repository holds the snapshot (full id): a file lookup, no restic start."""
+        return _FULL_ID.match(snapshot_id) is not None and (Path(self.repository) / "snapshots" / snapshot_id).is_file()
+
     def snapshots(self, *, tags: Sequence[str] = (), ids: Sequence[str] = ()) -> list[Snapshot]:
         args = ["snapshots"]
         for tag in tags:
@@ -299,14 +305,25 @@ class Restic:
         return found[0]
 
     def backup(self, paths: Sequence[Path], *, excludes: Sequence[str] = (), tags: Sequence[str] = (),
-               progress: Progress | None = None, ignore_ctime: bool = False) -> BackupSummary:
+               progress: Progress | None = None, ignore_ctime: bool = False,
+               parent: str | None = None) -> BackupSummary:
         """Back up `paths`; exit 3 (some files unreadable, snapshot saved) raises PartialSnapshot.
 
         `ignore_ctime`: for hard-linked copies (Orthanc storage), whose ctime changes at every link while
-        content, mtime and inode do not; without it restic would re-read every file of every run."""
-        args = ["backup", "--json", "--host", self.host]
+        content, mtime and inode do not; without it restic would re-read every file of every run.
+        `parent`: the snapshot restic compares with (full id); without it restic picks the latest one of the
+        same host and paths, and the returned snapshot's `parent` is unknown (None).
+
+        The snapshot is described without asking restic again (every restic start pays the repository's key
+        derivation, most of an incremental backup's time): its time is set here (`--time`, whole seconds,
+        UTC), its paths, tags, host and parent are what was asked for, and its full id is found in the
+        repository's `snapshots/` folder by the short id restic 0.14 prints."""
+        taken = datetime.now(UTC).replace(microsecond=0)
+        args = ["backup", "--json", "--host", self.host, "--time", taken.strftime("%Y-%m-%d %H:%M:%S")]
         if ignore_ctime:
             args.append("--ignore-ctime")
+        if parent:
+            args += ["--parent", parent]
         for tag in tags:
             args += ["--tag", tag]
         for pattern in excludes:
@@ -330,9 +347,12 @@ class Restic:
                 elif kind == "error":
                     errors.append(str(msg.get("item") or msg.get("error")))
 
-            result = self.run(args, on_stdout=on_line, ok_codes=(0, 3))
+            result = self.run(args, on_stdout=on_line, ok_codes=(0, 3), env={"TZ": "UTC"})
         errors += _unreadable_from_stderr(result.stderr_tail)
-        out = self._summary(summary, errors, time.monotonic() - started)
+        asked = Snapshot(id="", short_id="", time=taken.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                         paths=sorted(os.path.abspath(p) for p in paths), tags=list(tags), hostname=self.host,
+                         parent=parent)
+        out = self._summary(summary, errors, time.monotonic() - started, asked)
         if result.returncode == 3:
             raise PartialSnapshot(
                 f"snapshot {out.snapshot.short_id if out.snapshot else '?'} saved, but {len(errors) or 'some'} "
@@ -341,11 +361,11 @@ class Restic:
             ).with_summary(out)
         return out
 
-    def _summary(self, summary: dict[str, Any], errors: list[str], seconds: float) -> BackupSummary:
+    def _summary(self, summary: dict[str, Any], errors: list[str], seconds: float,
+                 asked: Snapshot) -> BackupSummary:
         short = summary.get("snapshot_id")
-        # one `ls` gives the full id (0.14 prints only the short one) and the listing the manifest check needs:
-        # every restic command pays the repository's key derivation, so one call instead of two
-        snap, nodes = self.listing(short) if short else (None, None)
+        full = self._full_snapshot_id(short) if short else None
+        snap = replace(asked, id=full, short_id=full[:8]) if full else None
         return BackupSummary(
             snapshot=snap,
             files_new=summary.get("files_new", 0),
@@ -357,8 +377,20 @@ class Restic:
             data_blobs=summary.get("data_blobs", 0),
             seconds=seconds,
             unreadable=errors,
-            nodes=nodes,
         )
+
+    def _full_snapshot_id(self, short: str) -> str:
+        """The full id of a snapshot restic just printed (0.14 prints the short one only)."""
+        if _FULL_ID.match(short):
+            return short
+        try:
+            with os.scandir(Path(self.repository) / "snapshots") as entries:
+                found = [e.name for e in entries if e.name.startswith(short) and _FULL_ID.match(e.name)]
+        except OSError:  # not a local repository: ask restic
+            found = []
+        if len(found) == 1:
+            return found[0]
+        return self.snapshot(short).id   # ambiguous prefix, or not local: restic resolves it
 
     def restore(self, snapshot_id: str, target: Path, *, includes: Sequence[str] = (),
                 excludes: Sequence[str] = (), keep_going: bool = False,

@@ -177,9 +177,43 @@ def signature_document(key: SigningKey, data: bytes) -> dict[str, str]:
     }
 
 
+def digest_signature_document(key: SigningKey, sha256_hex: str) -> dict[str, str]:
+    """A detached signature of content known by its SHA-256 only (hash-then-sign, as minisign does for large
+    files): content of any size is signed and verified in one streaming pass, never held in memory."""
+    return {
+        "alg": DIGEST_ALG,
+        "key_id": key.key_id,
+        "sha256": sha256_hex,
+        "signature": base64.b64encode(key.sign(_digest_statement(sha256_hex))).decode("ascii"),
+    }
+
+
+DIGEST_ALG = "Ed25519-sha256"
+
+
+def _digest_statement(sha256_hex: str) -> bytes:
+    # a fixed prefix: a signature over a digest can never be replayed as a signature over other content
+    return f"backupctl signed sha256 {sha256_hex}".encode("ascii")
+
+
 def verify_document(trusted: VerifyKey, data: bytes, doc: dict[str, object], what: str) -> None:
-    """Check a detached signature made by `signature_document`; raise SignatureInvalid naming `what`."""
-    if doc.get("alg") != "Ed25519" or not isinstance(doc.get("signature"), str):
+    """Check a detached signature made by `signature_document` or `digest_signature_document`."""
+    if doc.get("alg") == DIGEST_ALG:
+        verify_digest_document(trusted, hashlib.sha256(data).hexdigest(), doc, what)
+        return
+    _check_document(trusted, doc, what, "Ed25519", data)
+
+
+def verify_digest_document(trusted: VerifyKey, sha256_hex: str, doc: dict[str, object], what: str) -> None:
+    """Check a `digest_signature_document` against content whose SHA-256 the caller computed (streaming)."""
+    if doc.get("sha256") != sha256_hex:
+        raise SignatureInvalid(f"{what}: content does not match its signature (SHA-256 differs)",
+                               hint="the file was altered after signing")
+    _check_document(trusted, doc, what, DIGEST_ALG, _digest_statement(sha256_hex))
+
+
+def _check_document(trusted: VerifyKey, doc: dict[str, object], what: str, alg: str, signed: bytes) -> None:
+    if doc.get("alg") != alg or not isinstance(doc.get("signature"), str):
         raise SignatureInvalid(f"{what}: signature file is malformed")
     if doc.get("key_id") != trusted.key_id:
         raise SignatureInvalid(f"{what}: signed by another key ({doc.get('key_id')}, trusted {trusted.key_id})",
@@ -189,7 +223,7 @@ def verify_document(trusted: VerifyKey, data: bytes, doc: dict[str, object], wha
     except ValueError:
         raise SignatureInvalid(f"{what}: signature is not base64") from None
     try:
-        trusted.verify(data, signature)
+        trusted.verify(signed, signature)
     except SignatureInvalid:
         raise SignatureInvalid(f"{what}: signature does not verify with key {trusted.key_id}",
                                hint="the file was altered after signing") from None

@@ -70,6 +70,19 @@ def test_catalog_records_run_and_snapshot_with_full_id(installation: Config) -> 
     assert outcome.snapshot_id in ids
 
 
+def test_catalog_describes_each_snapshot_as_restic_stored_it(installation: Config) -> None:
+    """The snapshot is described without asking restic again: the description must be what restic stored."""
+    first = run_backup(installation, "pacs", replicate=False)
+    second = run_backup(installation, "pacs", replicate=False)
+    with open_catalog(installation.catalog_path) as catalog:
+        recorded = {s["id"]: (s["time"], s["paths"], s["tags"]) for s in snapshot_rows.list_snapshots(catalog)}
+    stored = {s.id: (s.time, s.paths, s.tags) for s in staging_restic(installation).snapshots()}
+    assert recorded == stored and len(stored) == 2
+    # the second compared with the first (given as its parent): nothing new, nothing changed
+    assert staging_restic(installation).snapshot(second.snapshot_id).parent == first.snapshot_id
+    assert second.files_new == 0 and second.files_changed == 0 and second.files == first.files == 12
+
+
 def test_password_never_reaches_catalog_or_output(installation: Config) -> None:
     password = (installation.base / "secrets" / "restic-password").read_text().strip()
     result = cli(installation, "backup", "run", "pacs", "--no-replicate", "--json", check=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import stat
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from backupctl.errors import SecretError, UsageError
 from backupctl.signing import (
     SignatureInvalid,
+    digest_signature_document,
     generate_key,
     load_signing_key,
     load_verify_key,
@@ -56,6 +58,26 @@ def test_signature_refuses_changed_bytes_and_other_keys(tmp_path: Path) -> None:
     forged = {**doc, "key_id": other.key_id}                  # claiming the trusted key id does not help
     with pytest.raises(SignatureInvalid, match="does not verify"):
         verify_document(other.verify_key, data, forged, "m")
+
+
+def test_digest_signature_refuses_changed_content_forged_digests_and_other_keys(tmp_path: Path) -> None:
+    key = generate_key(tmp_path / "a")
+    other = generate_key(tmp_path / "b")
+    data = b"a large manifest, signed by its SHA-256" * 100
+    doc = digest_signature_document(key, hashlib.sha256(data).hexdigest())
+    verify_document(key.verify_key, data, doc, "m")          # the genuine pair verifies
+    with pytest.raises(SignatureInvalid, match="SHA-256 differs"):
+        verify_document(key.verify_key, data + b"X", doc, "m")
+    # the digest in the document replaced by that of other content: the signature no longer covers it
+    swapped = {**doc, "sha256": hashlib.sha256(b"other").hexdigest()}
+    with pytest.raises(SignatureInvalid, match="does not verify"):
+        verify_document(key.verify_key, b"other", swapped, "m")
+    with pytest.raises(SignatureInvalid, match="another key"):
+        verify_document(other.verify_key, data, doc, "m")
+    # a plain signature of the statement bytes is not mistaken for one of the content, nor the reverse
+    plain = signature_document(key, data)
+    with pytest.raises(SignatureInvalid, match="does not verify"):
+        verify_document(key.verify_key, data, {**plain, "alg": doc["alg"]}, "m")
 
 
 def test_patient_hash_is_keyed_and_stable(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from backupctl.verify.snapshot_manifest import (
     prepare_manifest,
     read_snapshot_manifest,
     record_snapshot_manifest,
+    sources_only,
     trusted_key,
 )
 from tests.helpers import CONFIG_TEXT, assert_one_line_error, cli, make_installation
@@ -209,27 +210,64 @@ def test_manifest_signed_by_another_key_or_altered_is_refused(inst: Config, tmp_
     assert_one_line_error(result, 1, "signature", "does not verify")
 
 
-def test_a_file_changed_during_backup_is_marked_not_reported_as_corruption(tmp_path: Path) -> None:
-    config = make_installation(tmp_path, SPEC, VERIFY_CONFIG)
+def _back_up_between(config: Config, before_restic, after_restic) -> tuple:  # noqa: ANN001
+    """Manifest pass, `before_restic()`, restic, `after_restic()`, then the cross-check as a backup runs it."""
     job = config.job("pacs")
     paths = check_sources(config, job)
     prepared = prepare_manifest(config, job, paths)
-    victim = sorted((tmp_path / "archive").rglob("*.dcm"))[3]
-    victim.write_bytes(victim.read_bytes() + b"\0\0")       # after the manifest pass, before restic reads
+    before_restic()
     restic = staging_restic(config)
-    snap = restic.backup([*paths, prepared.folder], tags=[job_tag("pacs")]).snapshot
+    summary = sources_only(restic.backup([*paths, prepared.folder], tags=[job_tag("pacs")]), prepared)
+    after_restic()
+    snap = summary.snapshot
     with open_catalog(config.catalog_path) as catalog:
         snapshot_rows.record_snapshot(catalog, snapshot_id=snap.id, short_id=snap.short_id, job="pacs",
                                       time=snap.time, run_id=None, size=None, files=None, tags=snap.tags,
                                       paths=snap.paths)
-        figures = record_snapshot_manifest(catalog, restic, snap, prepared)
+        figures = record_snapshot_manifest(catalog, restic, summary, prepared)
         changed = verify_rows.changed_during_backup(catalog, snap.id)
-    assert figures["changed_during_backup"] == 1 and list(changed) == [str(victim)]
+    return snap, figures, list(changed)
+
+
+def test_a_file_changed_during_backup_is_marked_not_reported_as_corruption(tmp_path: Path) -> None:
+    config = make_installation(tmp_path, SPEC, VERIFY_CONFIG)
+    victim = sorted((tmp_path / "archive").rglob("*.dcm"))[3]
+    # after the manifest pass, before restic reads: restic's byte count differs from the manifest's
+    snap, figures, changed = _back_up_between(
+        config, lambda: victim.write_bytes(victim.read_bytes() + b"\0\0"), lambda: None)
+    assert figures["changed_during_backup"] == 1 and changed == [str(victim)]
     # without the catalog (a lost backup host), the restored mtime still tells change from damage
     result = verify_restore(config, None, None, _null(), snapshot=snap.id)
     assert [(f.severity, f.kind, f.subject) for f in result.findings] == \
         [("warning", "changed-during-backup", str(victim))]
     assert result.ok
+
+
+def test_a_file_touched_during_backup_is_marked_though_no_count_differs(tmp_path: Path) -> None:
+    config = make_installation(tmp_path, SPEC, VERIFY_CONFIG)
+    victim = sorted((tmp_path / "archive").rglob("*.dcm"))[2]
+    st = victim.stat()
+    # same size, new mtime: only looking again at the sources (then listing the snapshot) can tell
+    _, figures, changed = _back_up_between(
+        config, lambda: os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 7_000_000_000)), lambda: None)
+    assert figures["changed_during_backup"] == 1 and changed == [str(victim)]
+
+
+def test_a_file_changed_after_restic_read_it_is_not_marked(tmp_path: Path) -> None:
+    config = make_installation(tmp_path, SPEC, VERIFY_CONFIG)
+    victim = sorted((tmp_path / "archive").rglob("*.dcm"))[1]
+    created = tmp_path / "archive" / "late.dcm"
+    # the sources no longer look as described, but the snapshot holds what the manifest describes
+    _, figures, changed = _back_up_between(
+        config, lambda: None, lambda: (victim.write_bytes(b"changed later"), created.write_bytes(b"new")))
+    assert figures["changed_during_backup"] == 0 and changed == []
+
+
+def test_a_file_created_during_backup_is_marked(tmp_path: Path) -> None:
+    config = make_installation(tmp_path, SPEC, VERIFY_CONFIG)
+    created = tmp_path / "archive" / "arrived.dcm"
+    _, figures, changed = _back_up_between(config, lambda: created.write_bytes(b"arrived"), lambda: None)
+    assert figures["changed_during_backup"] == 1 and changed == [str(created)]
 
 
 def _null():  # noqa: ANN202

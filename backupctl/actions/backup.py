@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from backupctl.actions.replicate import ReplicationOutcome, replicate_to
@@ -22,6 +24,7 @@ from backupctl.restic import BackupSummary, Restic, Terminated, job_tag
 from backupctl.sources import check_sources, prepared_sources
 from backupctl.verify.snapshot_manifest import (
     PreparedManifest,
+    changes_since_manifest,
     prepare_manifest,
     record_snapshot_manifest,
     sources_only,
@@ -84,16 +87,19 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
         with prepared_sources(config, job, catalog=catalog, run_id=run_id, progress=progress) as paths:
             # the signed manifest goes into the same snapshot: it is written before restic reads
             prepared = prepare_manifest(config, job, paths, progress)
+            targets = [*paths, prepared.folder]
             try:
-                summary = restic.backup([*paths, prepared.folder], excludes=job.excludes,
+                summary = restic.backup(targets, excludes=job.excludes,
                                         tags=[job_tag(job.name), *job.tags], progress=progress,
-                                        ignore_ctime=job.orthanc is not None)
+                                        ignore_ctime=job.orthanc is not None,
+                                        parent=_parent(catalog, restic, job, targets))
                 summary = sources_only(summary, prepared)
+                changed = _changes(restic, summary, prepared)   # while a prepared copy of the sources exists
             except PartialSnapshot as partial:
                 # saved, but some files were unreadable
                 summary, status = sources_only(partial.summary, prepared), "partial"
                 _record(catalog, run_id, job, summary, status, time.monotonic() - started, partial.one_line())
-                _record_manifest(catalog, restic, summary, prepared, progress)
+                _record_manifest(catalog, restic, summary, prepared, progress, _changes(restic, summary, prepared))
                 raise
     except PartialSnapshot as exc:
         hooks.on_error(exc.one_line())
@@ -116,18 +122,36 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
             "; ".join(hook_errors) or None, run_status=run_status)
     outcome = _outcome(job, run_id, summary, run_status, time.monotonic() - started)
     outcome.hook_errors = hook_errors
-    outcome.manifest = _record_manifest(catalog, restic, summary, prepared, progress)
+    outcome.manifest = _record_manifest(catalog, restic, summary, prepared, progress, changed)
     if job.orthanc is not None:
         outcome.pacs = pacs_rows.copy_for_run(catalog, run_id)
     return outcome
 
 
-def _record_manifest(catalog: Catalog, restic: Restic, summary: BackupSummary, prepared: PreparedManifest,
-                     progress: Progress) -> dict[str, Any] | None:
+def _parent(catalog: Catalog, restic: Restic, job: Job, targets: list[Path]) -> str | None:
+    """The job's previous snapshot of the same paths, when the repository still holds it: restic then compares
+    with the snapshot the catalog knows (and the figures say which one), instead of searching for one."""
+    found = snapshot_rows.latest_snapshot_id(catalog, job.name, [os.path.abspath(p) for p in targets])
+    return found if found and restic.holds_snapshot(found) else None
+
+
+def _changes(restic: Restic, summary: BackupSummary, prepared: PreparedManifest) -> list[tuple[str, str]] | None:
     if summary.snapshot is None:
         return None
     try:
-        return record_snapshot_manifest(catalog, restic, summary.snapshot, prepared, progress, summary.nodes)
+        return changes_since_manifest(restic, summary, prepared)
+    except BackupctlError as exc:   # the snapshot is saved; the record below tries once more, then warns
+        log.warning("snapshot %s: files changed during the backup not found yet: %s", summary.snapshot.short_id,
+                    exc.one_line())
+        return None
+
+
+def _record_manifest(catalog: Catalog, restic: Restic, summary: BackupSummary, prepared: PreparedManifest,
+                     progress: Progress, changed: list[tuple[str, str]] | None) -> dict[str, Any] | None:
+    if summary.snapshot is None:
+        return None
+    try:
+        return record_snapshot_manifest(catalog, restic, summary, prepared, progress, changed)
     except BackupctlError as exc:
         # the snapshot and its signed manifest are saved; only the cross-check and the index are missing,
         # and `catalog rebuild` or the next verify can redo them: never fail a saved backup for this

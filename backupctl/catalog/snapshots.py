@@ -38,6 +38,14 @@ def list_snapshots(catalog: Catalog, job: str | None = None, include_forgotten: 
     return out
 
 
+def latest_snapshot_id(catalog: Catalog, job: str, paths: list[str]) -> str | None:
+    """The newest snapshot of `job` taken of exactly these paths (what restic would take as parent)."""
+    rows = catalog.query("SELECT id, paths FROM snapshots WHERE job=? AND status != 'forgotten' "
+                         "ORDER BY time DESC, created DESC", (job,))
+    wanted = sorted(paths)
+    return next((r["id"] for r in rows if sorted(json.loads(r["paths"])) == wanted), None)
+
+
 def find_snapshot(catalog: Catalog, prefix: str) -> dict | None:
     rows = catalog.query("SELECT * FROM snapshots WHERE id LIKE ? ORDER BY time", (prefix + "%",))
     return dict(rows[0]) if len(rows) == 1 else None

@@ -23,6 +23,7 @@ from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.catalog.db import utcnow
 from backupctl.config import Config
 from backupctl.errors import IntegrityError, UsageError
+from backupctl.manifest import ManifestIndex
 from backupctl.progress import NullProgress, Progress
 from backupctl.restic import Restic, Snapshot
 from backupctl.signing import VerifyKey
@@ -126,6 +127,7 @@ def _index_snapshot(catalog: Catalog, restic: Restic, snap: Snapshot, trusted: V
     snapshot_rows.record_snapshot(catalog, snapshot_id=snap.id, short_id=snap.short_id,
                                   job=snap.job or got.manifest.job, time=snap.time, run_id=None,
                                   size=sum(e.size for e in files), files=len(files), tags=snap.tags, paths=snap.paths)
-    changed = changed_during_backup(got.manifest, snapshot_files(restic, snap.id), got.folder)
-    record_manifest(catalog, snap.id, got.folder, got.manifest, got.sha256, None, changed)
+    changed = changed_during_backup(got.manifest.entries, snapshot_files(restic, snap.id), got.folder)
+    record_manifest(catalog, snap.id, got.folder, got.manifest.key_id, ManifestIndex.of(got.manifest.entries),
+                    got.sha256, None, changed)
     report.manifests += 1

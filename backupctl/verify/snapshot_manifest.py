@@ -17,8 +17,8 @@ import io
 import logging
 import re
 import tarfile
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,21 +28,25 @@ from backupctl.catalog import verify as verify_rows
 from backupctl.config import Config, Job
 from backupctl.errors import IntegrityError
 from backupctl.manifest import (
-    DICOM,
     MANIFEST_DIR_NAME,
     MANIFEST_NAME,
     SIGNATURE_NAME,
     BuildStats,
+    Entry,
     Manifest,
     ManifestError,
-    build_manifest,
+    ManifestIndex,
+    describe_sources,
     find_manifest_dir,
-    load_manifest,
+    iter_entries,
+    manifest_header,
+    sources_fingerprint,
+    verified_entries,
     verify_bytes,
-    write_manifest,
+    write_manifest_stream,
 )
 from backupctl.progress import NullProgress, Progress
-from backupctl.restic import BackupSummary, Node, Restic, Snapshot
+from backupctl.restic import BackupSummary, Restic, Snapshot
 from backupctl.signing import SigningKey, VerifyKey, ensure_key, load_verify_key
 
 log = logging.getLogger("backupctl.verify")
@@ -69,31 +73,48 @@ def trusted_key(config: Config, public_key: Path | None = None) -> VerifyKey:
 @dataclass
 class PreparedManifest:
     folder: Path
-    manifest: Manifest
+    index: ManifestIndex            # counts, studies and series of the manifest (not its entries)
     sha256: str
     stats: BuildStats
     key_id: str
     rewritten: bool = True          # False: byte-identical to the previous manifest, left untouched
+    sources: list[Path] = field(default_factory=list)    # what was described, to look again after restic
+    excludes: list[str] = field(default_factory=list)
+
+    def entries(self) -> Iterator[Entry]:
+        """The manifest's entries, streamed back from the file just written and signed."""
+        return iter_entries(self.folder / MANIFEST_NAME)
 
 
 def prepare_manifest(config: Config, job: Job, sources: list[Path], progress: Progress | None = None,
                      workers: int | None = None) -> PreparedManifest:
-    """Build, sign and write the job's manifest for the snapshot about to be taken."""
+    """Build, sign and write the job's manifest for the snapshot about to be taken, as a stream: the walk,
+    the previous manifest and the new one advance together, so memory does not grow with the archive."""
     key = signing_key(config)
     folder = manifest_folder(config, job.name)
-    previous = None
-    if (folder / MANIFEST_NAME).exists():
-        try:
-            previous = load_manifest(folder, key.verify_key)
-        except IntegrityError as exc:  # altered, or another key: read everything again, never trust it
-            log.warning("previous manifest of job %s not reused: %s", job.name, exc.one_line())
-    manifest, stats = build_manifest(job.name, sources, key, excludes=list(job.excludes), previous=previous,
-                                     workers=workers or config.settings.verify.workers, progress=progress)
+    stats = BuildStats()
+    entries = describe_sources(sources, key, stats, excludes=list(job.excludes),
+                               previous=_previous_entries(folder, key, job.name),
+                               workers=workers or config.settings.verify.workers, progress=progress)
+    written = write_manifest_stream(manifest_header(job.name, sources, key), entries, folder, key)
     if stats.id_in_path:
         log.warning("job %s: %d DICOM files carry their Patient ID in their path; manifests, snapshots and "
                     "findings show paths as they are (the ID itself is never logged)", job.name, stats.id_in_path)
-    _, sha, rewritten = write_manifest(manifest, folder, key)
-    return PreparedManifest(folder, manifest, sha, stats, key.key_id, rewritten)
+    return PreparedManifest(folder, written.index, written.sha256, stats, key.key_id, written.rewritten,
+                            list(sources), list(job.excludes))
+
+
+def _previous_entries(folder: Path, key: SigningKey, job: str) -> Iterator[Entry]:
+    """The entries of the job's previous manifest, if it verifies with this key; else none (all read again)."""
+    if not (folder / MANIFEST_NAME).exists():
+        return
+    try:
+        header, entries = verified_entries(folder, key.verify_key)
+        if header.get("key_id") != key.key_id:   # patient hashes of another key: never mix them
+            return
+        yield from entries
+    except IntegrityError as exc:  # altered, or another key: read everything again, never trust it
+        log.warning("previous manifest of job %s not (fully) reused: %s", job, exc.one_line())
 
 
 def sources_only(summary: BackupSummary, prepared: PreparedManifest) -> BackupSummary:
@@ -131,12 +152,12 @@ def restic_time_ns(text: str) -> int | None:
     return seconds * 1_000_000_000 + int((m[2] or "0")[:9].ljust(9, "0"))
 
 
-def changed_during_backup(manifest: Manifest, nodes: dict[str, tuple[int, int | None]],
+def changed_during_backup(entries: Iterable[Entry], nodes: dict[str, tuple[int, int | None]],
                           manifest_dir: str) -> list[tuple[str, str]]:
     """(path, what differs) for files restic saw differently from the manifest pass."""
     changed = []
     listed = set()
-    for e in manifest.entries:
+    for e in entries:
         listed.add(e.path)
         if e.sha256 is None:
             continue
@@ -153,50 +174,72 @@ def changed_during_backup(manifest: Manifest, nodes: dict[str, tuple[int, int | 
     return changed
 
 
-def snapshot_files(restic: Restic, snapshot_id: str,
-                   nodes: Iterable[Node] | None = None) -> dict[str, tuple[int, int | None]]:
-    """path -> (size, mtime ns) of every regular file of a snapshot (from `nodes` when the caller has them)."""
-    listing = restic.ls(snapshot_id) if nodes is None else nodes
-    return {n.path: (n.size, restic_time_ns(n.mtime)) for n in listing if n.type == "file"}
+def snapshot_files(restic: Restic, snapshot_id: str) -> dict[str, tuple[int, int | None]]:
+    """path -> (size, mtime ns) of every regular file of a snapshot."""
+    return {n.path: (n.size, restic_time_ns(n.mtime)) for n in restic.ls(snapshot_id) if n.type == "file"}
 
 
-def record_snapshot_manifest(catalog: Catalog, restic: Restic, snapshot: Snapshot, prepared: PreparedManifest,
+def sources_as_described(prepared: PreparedManifest) -> bool:
+    """True when the sources, walked again now, hold exactly the paths the manifest pass saw, each with the
+    same size, mtime and inode: then nothing changed between the manifest pass and restic's read either
+    (the same test restic and the manifest use to skip unchanged files)."""
+    try:
+        now = sources_fingerprint(prepared.sources, prepared.excludes)
+    except OSError:   # a source is gone (a prepared copy removed): no proof here, the listing decides
+        return False
+    return bool(prepared.stats.sources_fingerprint) and now == prepared.stats.sources_fingerprint
+
+
+def _counts_agree(summary: BackupSummary, index: ManifestIndex) -> bool:
+    """restic read as many regular files and bytes as the manifest hashed (its figures without the manifest)."""
+    return summary.total_files == index.content_files and summary.total_bytes == index.bytes
+
+
+def changes_since_manifest(restic: Restic, summary: BackupSummary,
+                           prepared: PreparedManifest) -> list[tuple[str, str]]:
+    """(path, what differs) for files restic may have read differently from the manifest pass.
+
+    The cheap proof first: restic's counts agree with the manifest and the sources still look as described.
+    Only when that fails is the snapshot listed (`restic ls`, another repository open) and compared file by
+    file, so a quiet archive costs one walk, and a busy one gets the exact answer."""
+    if not summary.unreadable and _counts_agree(summary, prepared.index) and sources_as_described(prepared):
+        return []
+    assert summary.snapshot is not None
+    files = snapshot_files(restic, summary.snapshot.id)
+    return changed_during_backup(prepared.entries(), files, str(prepared.folder))
+
+
+def record_snapshot_manifest(catalog: Catalog, restic: Restic, summary: BackupSummary, prepared: PreparedManifest,
                              progress: Progress | None = None,
-                             nodes: Iterable[Node] | None = None) -> dict[str, Any]:
-    """Cross-check the new snapshot against the manifest and record both; returns figures for the outcome."""
+                             changed: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Record the manifest of a new snapshot with the files that changed during the backup (`changed`, found
+    by `changes_since_manifest` while the sources were still there; found now when not given)."""
     progress = progress or NullProgress()
-    with progress.task("manifest: compare with snapshot", total=None, unit="files"):
-        files = snapshot_files(restic, snapshot.id, nodes)
-    changed = changed_during_backup(prepared.manifest, files, str(prepared.folder))
-    record_manifest(catalog, snapshot.id, str(prepared.folder), prepared.manifest, prepared.sha256, prepared.stats,
-                    changed)
+    snapshot = summary.snapshot
+    assert snapshot is not None
+    if changed is None:
+        with progress.task("manifest: compare with snapshot", total=None, unit="files"):
+            changed = changes_since_manifest(restic, summary, prepared)
+    record_manifest(catalog, snapshot.id, str(prepared.folder), prepared.key_id, prepared.index, prepared.sha256,
+                    prepared.stats, changed)
     figures = prepared.stats.as_dict()
     figures.update(manifest_sha256=prepared.sha256, key_id=prepared.key_id, changed_during_backup=len(changed),
-                   studies=len(prepared.manifest.studies()))
+                   studies=len(prepared.index.studies))
     return figures
 
 
-def record_manifest(catalog: Catalog, snapshot_id: str, folder: str, manifest: Manifest, sha256: str,
-                    stats: BuildStats | None, changed: list[tuple[str, str]]) -> None:
-    studies = manifest.studies()
-    series: dict[str, tuple[str, int]] = {}
-    for e in manifest.entries:
-        if e.kind == DICOM and e.dicom and e.dicom.get("series") and e.study:
-            study, n = series.get(e.dicom["series"], (e.study, 0))
-            series[e.dicom["series"]] = (study, n + 1)
-    entries = manifest.entries
+def record_manifest(catalog: Catalog, snapshot_id: str, folder: str, key_id: str, index: ManifestIndex,
+                    sha256: str, stats: BuildStats | None, changed: list[tuple[str, str]]) -> None:
     rec = verify_rows.ManifestRecord(
-        snapshot_id=snapshot_id, sha256=sha256, key_id=manifest.key_id, path=folder,
-        files=len(entries), bytes=sum(e.size for e in entries if e.sha256),
-        dicom=sum(1 for e in entries if e.kind == DICOM), not_dicom=sum(1 for e in entries if e.kind == "other"),
-        problems=sum(1 for e in entries if e.kind in ("unreadable", "dicom-unparseable")),
+        snapshot_id=snapshot_id, sha256=sha256, key_id=key_id, path=folder, files=index.files, bytes=index.bytes,
+        dicom=index.dicom, not_dicom=index.not_dicom, problems=index.problems,
         hashed=stats.hashed if stats else None, reused=stats.reused if stats else None,
         seconds=stats.seconds if stats else None)
     verify_rows.record_manifest(
         catalog, rec,
         [verify_rows.StudyRow(s.study, len(s.series), s.instances, s.bytes, ",".join(sorted(s.modalities)))
-         for s in studies.values()],
-        [(se, st, n) for se, (st, n) in series.items()], changed)
+         for s in index.studies.values()],
+        [(se, st, n) for se, (st, n) in index.series.items()], changed)
 
 
 # reading a manifest back out of a snapshot ---------------------------------------------------------------
