@@ -68,8 +68,8 @@ class Prereads:
     bytes and digest need nothing from the server. At most `count` files are read ahead, each then taken by
     its uploader (which checks it against its name as for any other read); what was not taken is dropped."""
 
-    def __init__(self, staging: Path, likely_uploads: list[RepoFile], count: int) -> None:
-        ahead = likely_uploads[:count]
+    def __init__(self, staging: Path, unrecorded: list[RepoFile], count: int) -> None:
+        ahead = unrecorded[:count]
         self._pool = ThreadPoolExecutor(len(ahead), thread_name_prefix="s3-read") if ahead else None
         self._reads: dict[str, Future[tuple[bytes | None, s3obj.Digest]]] = {
             f.rel: self._pool.submit(s3obj.read_for_upload, staging / f.rel) for f in ahead} if self._pool else {}

@@ -91,8 +91,8 @@ class _FirstAdvance:
     """A progress that notes, at its first advance, how many versions the catalog holds and how many PUTs
     went out; `advanced` lets a test hold an upload until then."""
 
-    def __init__(self, catalog, target) -> None:  # noqa: ANN001
-        self.catalog, self.target = catalog, target
+    def __init__(self, target) -> None:  # noqa: ANN001
+        self.target = target
         self.advanced = threading.Event()
         self.puts = 0
         self.seen: tuple[int, int] | None = None
@@ -116,7 +116,7 @@ def test_each_version_is_recorded_while_the_others_upload(moto_engine, make_conf
     with open_catalog(config.catalog_path) as catalog:
         target = make_target(config, "vault", catalog)
         init_bucket(target.bucket)
-        progress = _FirstAdvance(catalog, target)
+        progress = _FirstAdvance(target)
 
         def hold_second_put(**kw) -> None:
             progress.puts += 1
