@@ -65,18 +65,22 @@ class Deadlines:
 class Prereads:
     """Reads and hashes the first files a run will upload while the bucket is being connected to, checked and
     listed: a file without a recorded version is uploaded (or adopted) whatever the bucket answers, so its
-    bytes and digest need nothing from the server. At most `count` files are read ahead, each then taken by
-    its uploader (which checks it against its name as for any other read); what was not taken is dropped."""
+    bytes and digest need nothing from the server. One thread reads them in turn (hashing releases the GIL),
+    so it takes the second core while the main thread imports boto3 and makes the client, and does not slow
+    that down as several would. An uploader takes its file's read when it has started, and otherwise reads
+    the file itself; either way it checks it against its name. What was not taken is dropped."""
 
     def __init__(self, staging: Path, unrecorded: list[RepoFile], count: int) -> None:
         ahead = unrecorded[:count]
-        self._pool = ThreadPoolExecutor(len(ahead), thread_name_prefix="s3-read") if ahead else None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="s3-read") if ahead else None
         self._reads: dict[str, Future[tuple[bytes | None, s3obj.Digest]]] = {
             f.rel: self._pool.submit(s3obj.read_for_upload, staging / f.rel) for f in ahead} if self._pool else {}
 
     def take(self, f: RepoFile) -> tuple[bytes | None, s3obj.Digest] | None:
         read = self._reads.pop(f.rel, None)
-        return read.result() if read is not None else None
+        if read is None or read.cancel():    # not started: reading it here is sooner than waiting in line
+            return None
+        return read.result()
 
     def __enter__(self) -> Prereads:
         return self
