@@ -363,7 +363,7 @@ def replicate_s3(ctx: Context) -> Result:
     from backupctl.s3.server import EmbeddedS3
     from backupctl.targets import make_target
     from benchmarks.plain_s3_upload import plain_client, plain_upload
-    from benchmarks.s3_replication import count_requests
+    from benchmarks.s3_replication import MOTO_IN_MEMORY, count_requests
 
     inst = backed_up(ctx).inst
     staging = inst.config.staging_repository
@@ -377,7 +377,7 @@ def replicate_s3(ctx: Context) -> Result:
     plain_env = {**inst.env(), "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
                  "AWS_CONFIG_FILE": str(work / "no-aws-config")}
     current: dict[str, Config] = {}
-    with EmbeddedS3(log=work / "moto.log") as server:
+    with EmbeddedS3(log=work / "moto.log", env=MOTO_IN_MEMORY) as server:
 
         def fresh_buckets(i: int) -> None:
             reset_moto(server.endpoint)
@@ -417,8 +417,8 @@ def replicate_s3(ctx: Context) -> Result:
                            "plain_in_process_median_s": round(statistics.median(in_process), 3),
                            "ratio_vs_plain_in_process": round(statistics.median(in_process) / a_median, 3)},
                   notes=["A also checks each file against its name, reads each lock back (HeadObject) and records "
-                         "every version in the catalog; moto holds objects in memory, spilling those above 5 MiB "
-                         "to temporary files (page cache), so this is CPU, not network",
+                         "every version in the catalog; moto holds every object in memory (MOTO_IN_MEMORY), so "
+                         "this is CPU, not network or disk",
                          "B is a program of its own (python -m benchmarks.plain_s3_upload: boto3's default client, "
                          "start-up included, as A's); plain_in_process is the same loop inside the runner with its "
                          "client made beforehand"])
