@@ -23,10 +23,9 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -392,7 +391,7 @@ class _Reader:
 
     def __init__(self, key: bytes, workers: int, task: Any, stats: BuildStats) -> None:
         self.key, self.workers, self.task, self.stats = key, workers, task, stats
-        self.pool: ProcessPoolExecutor | None = None
+        self.pool: Any = None   # a ProcessPoolExecutor once a batch fills
         self.window: deque[Entry | tuple[_Batch, int]] = deque()
         self.batch = _Batch()
         self.in_flight = 0
@@ -423,6 +422,9 @@ class _Reader:
         if not batch.paths:
             return
         if self.pool is None and self.workers > 1 and len(batch.paths) >= BATCH_FILES // 2:
+            from concurrent.futures import ProcessPoolExecutor  # only runs that read many files need it
+            from multiprocessing import get_context
+
             # fork: workers inherit the imported modules, so the pool starts in milliseconds
             self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("fork"),
                                             initializer=_init_worker, initargs=(self.key,))

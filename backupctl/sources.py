@@ -16,7 +16,6 @@ from backupctl.catalog import Catalog
 from backupctl.catalog import pacs as pacs_rows
 from backupctl.config import Config, Job
 from backupctl.errors import BackupctlError, SourceUnreadable
-from backupctl.pacs.source import discard_snapshot_dir, resolve_orthanc, take_copy
 from backupctl.progress import Progress
 
 
@@ -24,6 +23,8 @@ def check_sources(config: Config, job: Job) -> list[Path]:
     """The job's plain source paths, checked; an `[orthanc]` source is checked too (its copy folder is
     added by `prepared_sources`)."""
     if job.orthanc is not None:
+        from backupctl.pacs.source import resolve_orthanc  # http/ssl: only jobs with a PACS source load them
+
         resolve_orthanc(config, job)
     paths = [config.resolve(p) for p in job.sources]
     for path in paths:
@@ -46,6 +47,8 @@ def prepared_sources(config: Config, job: Job, *, catalog: Catalog | None = None
     if job.orthanc is None:
         yield paths
         return
+    from backupctl.pacs.source import discard_snapshot_dir, resolve_orthanc, take_copy
+
     src = resolve_orthanc(config, job)
     try:
         copy = take_copy(src, progress)

@@ -4,7 +4,7 @@ Every package error (`backupctl.errors`) is printed as `error: <what is wrong> (
 code: 2 bad input, 1 failed run, 3 partial, 130 interrupted. A traceback is shown only with --debug.
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: typer would eval every string annotation at each start (common.py)
 
 import logging
 import sys
@@ -13,7 +13,6 @@ from typing import Annotated
 
 import click
 import typer
-from rich.markup import escape
 
 from backupctl import __version__
 from backupctl.cli import backup as backup_cmds
@@ -90,7 +89,7 @@ def run(argv: list[str] | None = None) -> int:
     except BackupctlError as exc:
         if OPTIONS.debug:
             logging.getLogger("backupctl").exception("error")
-        err.print(f"[bold red]error:[/] {escape(exc.one_line())}", markup=True, highlight=False)
+        _print_error(exc.one_line())
         return exc.exit_code
     except (*_ABORTS, KeyboardInterrupt, Terminated):
         err.print("interrupted")
@@ -101,9 +100,16 @@ def run(argv: list[str] | None = None) -> int:
             return exc.exit_code
         # bad arguments: one line, like every other error, and a pointer to --help
         where = f"`{exc.ctx.command_path} --help`" if getattr(exc, "ctx", None) else "`backupctl --help`"
-        err.print(f"[bold red]error:[/] {escape(exc.format_message())} (see {where})", highlight=False)
+        _print_error(exc.format_message(), f" (see {where})")
         return exc.exit_code
     return rc if isinstance(rc, int) else 0
+
+
+def _print_error(message: str, suffix: str = "") -> None:
+    """`error: message` in red on stderr; the message is escaped (brackets in it are not rich markup)."""
+    from rich.markup import escape  # rich only once there is something to print
+
+    err.print(f"[bold red]error:[/] {escape(message)}{suffix}", highlight=False)
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """`backup run`, `replicate`, `snapshots`, `restore`, `runs`, `unlock`."""
 
-from __future__ import annotations
+# no `from __future__ import annotations`: typer would eval every string annotation at each start (common.py)
 
 import os
 from dataclasses import asdict
@@ -9,20 +9,12 @@ from typing import Annotated
 
 import typer
 
-from backupctl.actions.backup import run_backup
-from backupctl.actions.forget import apply_retention
-from backupctl.actions.replicate import replicate_to
-from backupctl.actions.restore import restore_snapshot
-from backupctl.catalog import open_catalog
-from backupctl.catalog import runs as run_rows
-from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json, short_time
 from backupctl.cli.common import table as make_table
 from backupctl.errors import IntegrityError, PartialRun, TargetError, UsageError
-from backupctl.pacs.orthanc import read_credentials
-from backupctl.pacs.restore import outcome_dict, restore_as_orthanc, restore_to_pacs
-from backupctl.repository import staging_restic
+
+# Each command imports its actions in its body: a command loads only what it runs (see cli/common.py).
 
 backup_app = typer.Typer(help="Run backups.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
@@ -45,6 +37,8 @@ def backup_run(
     json_output: JsonOpt = False,
 ) -> None:
     """Snapshot a job's sources into the staging repository, then replicate to its targets."""
+    from backupctl.actions.backup import run_backup
+
     config = common.load()
     outcome = run_backup(config, job, common.progress(json_output), replicate=not no_replicate)
     if json_output:
@@ -83,6 +77,9 @@ def replicate(
     json_output: JsonOpt = False,
 ) -> None:
     """Copy the staging repository's new files to targets (offline media, S3); resumable."""
+    from backupctl.actions.replicate import replicate_to
+    from backupctl.catalog import open_catalog
+
     config = common.load()
     if job is None and not all_jobs and not target:
         raise UsageError("name a job, --target NAME or --all")
@@ -110,6 +107,9 @@ def snapshots(
     json_output: JsonOpt = False,
 ) -> None:
     """List the snapshots the catalog knows, with where each replica lives."""
+    from backupctl.catalog import open_catalog
+    from backupctl.catalog import snapshots as snapshot_rows
+
     config = common.load()
     with open_catalog(config.catalog_path) as catalog:
         rows = snapshot_rows.list_snapshots(catalog, job)
@@ -159,6 +159,8 @@ def restore(
         return
     if snapshot is None:
         raise UsageError("name the snapshot to restore (an id, or 'latest'), or give --study UID")
+    from backupctl.actions.restore import restore_snapshot
+
     config = common.load()
     progress = common.progress(json_output)
     if to_pacs is not None:
@@ -166,6 +168,8 @@ def restore(
                          progress, json_output)
         return
     if as_orthanc is not None:
+        from backupctl.pacs.restore import outcome_dict, restore_as_orthanc
+
         made = restore_as_orthanc(config, snapshot, as_orthanc, copy=from_target, progress=progress)
         if json_output:
             print_json({**outcome_dict(made), "start_command": made.start_command})
@@ -189,6 +193,9 @@ def _restore_to_pacs(config, snapshot: str, url: str, keep: Path | None, include
     if "@" in url.split("//", 1)[-1].split("/", 1)[0]:
         raise UsageError("--to-pacs URL must not carry credentials (they would sit in the process list)",
                          hint="put 'username:password' in a 0600 file and pass --pacs-credentials FILE")
+    from backupctl.pacs.orthanc import read_credentials
+    from backupctl.pacs.restore import outcome_dict, restore_to_pacs
+
     from_env = credentials_file is None and bool(os.environ.get("BACKUPCTL_PACS_CREDENTIALS"))
     creds = read_credentials(credentials_file, "BACKUPCTL_PACS_CREDENTIALS" if from_env else None)
     sent = restore_to_pacs(config, snapshot, url, credentials=creds, includes=include, copy=copy, keep=keep,
@@ -207,6 +214,7 @@ def _restore_to_pacs(config, snapshot: str, url: str, keep: Path | None, include
 
 def restore_study_cmd(snapshot: str | None, to: Path, studies: list[str], copy: str, force: bool,
                       json_output: bool) -> None:
+    from backupctl.catalog import open_catalog
     from backupctl.verify.study import restore_studies
 
     config = common.load()
@@ -232,6 +240,9 @@ def runs(
     json_output: JsonOpt = False,
 ) -> None:
     """Recent runs: did they run, how did they end, and why one failed."""
+    from backupctl.catalog import open_catalog
+    from backupctl.catalog import runs as run_rows
+
     config = common.load()
     with open_catalog(config.catalog_path) as catalog:
         rows = run_rows.list_runs(catalog, job, limit=limit)
@@ -249,6 +260,8 @@ def runs(
 
 def unlock() -> None:
     """Remove stale restic locks (of killed processes) from the staging repository."""
+    from backupctl.repository import staging_restic
+
     config = common.load()
     staging_restic(config).unlock()
     out.print("stale locks removed (live ones are kept)")
@@ -261,6 +274,8 @@ def forget(
 ) -> None:
     """Forget and prune the job's snapshots its retention policy no longer keeps (staging repository only;
     replicas are never touched: S3 objects go only via `s3 expire` after their lock expired)."""
+    from backupctl.actions.forget import apply_retention
+
     config = common.load()
     outcome = apply_retention(config, job, dry_run=dry_run)
     if json_output:

@@ -1,4 +1,9 @@
-"""What every command group shares: the global options, loading the config, printing JSON and tables."""
+"""What every command group shares: the global options, loading the config, printing JSON and tables.
+
+Start-up: `backupctl X` imports only what X runs. The command modules import their actions inside the
+command functions, and this module defers pydantic (the config) and rich (the consoles) to first use, so
+`--help` and `--json` runs pay for neither (tests/test_cli_imports.py holds this).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,15 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
-from backupctl.config import Config, load_config
 from backupctl.progress import Progress, default_progress
 from backupctl.units import human_bytes  # noqa: F401 - re-exported for this module's users
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from backupctl.config import Config
 
 
 @dataclass
@@ -22,13 +29,30 @@ class GlobalOptions:
     debug: bool = False
 
 
+class LazyConsole:
+    """A rich Console created on first use: importing rich costs ~15 ms that `--json` runs never need."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:  # only called for what this class lacks: the Console's API
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
 OPTIONS = GlobalOptions()
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = LazyConsole(highlight=False, soft_wrap=True)
+err = LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 def load() -> Config:
     """The validated configuration (everything is checked before any job starts)."""
+    from backupctl.config import load_config  # pydantic: only for commands that read the config
+
     return load_config(OPTIONS.config)
 
 

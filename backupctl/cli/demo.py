@@ -1,6 +1,6 @@
 """`backupctl demo`: the whole product end to end on embedded defaults."""
 
-from __future__ import annotations
+# no `from __future__ import annotations`: typer would eval every string annotation at each start (common.py)
 
 import shutil
 import tempfile
@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json
@@ -85,6 +84,8 @@ def demo(
 
     def show(key: str, result: dict[str, Any]) -> None:
         if not json_output:
+            from rich.markup import escape  # rich only for text output
+
             mark = "[green]ok[/]  " if result.get("ok") else "[red]FAIL[/]"
             out.print(f"{mark} {key:<9} {escape(_summary(key, result))}")
 

@@ -1,6 +1,6 @@
 """`dev ...`: tools for trying backupctl and for its tests (synthetic archives, embedded servers)."""
 
-from __future__ import annotations
+# no `from __future__ import annotations`: typer would eval every string annotation at each start (common.py)
 
 from pathlib import Path
 from typing import Annotated

@@ -1,24 +1,23 @@
 """`drill run`, `drill list`, `drill show`, `drill report`: restore drills and their signed reports."""
 
-from __future__ import annotations
+# no `from __future__ import annotations`: typer would eval every string annotation at each start (common.py)
 
 import re
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from backupctl.actions.drill import run_drill
-from backupctl.catalog import drills as drill_rows
-from backupctl.catalog import open_catalog
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json, short_time
-from backupctl.drills.model import DrillResult
-from backupctl.drills.report import FORMATS, recovery_text, report_data, rto_text, signed_report, verify_report
 from backupctl.errors import DrillFailed, UsageError
-from backupctl.fsutil import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from backupctl.drills.model import DrillResult
+
+# Each command imports its actions in its body: a command loads only what it runs (see cli/common.py).
 
 app = typer.Typer(help="Restore drills: prove on a schedule that the archive comes back, and how fast.",
                   no_args_is_help=True)
@@ -33,6 +32,8 @@ def run(
 ) -> None:
     """Restore from the drill's copy, verify against the signed manifest, time every phase against the RTO.
     Exits 1 when a check fails or the RTO is missed."""
+    from backupctl.actions.drill import run_drill
+
     config = common.load()
     result = run_drill(config, name, common.progress(json_output), seed=seed)
     if json_output:
@@ -45,7 +46,9 @@ def run(
                           hint=f"details: backupctl drill show {result.run_id}", drill_id=result.run_id)
 
 
-def _print_result(r: DrillResult) -> None:
+def _print_result(r: "DrillResult") -> None:
+    from backupctl.drills.report import recovery_text, rto_text
+
     word = "[green]passed[/]" if r.passed else "[red]FAILED[/]"
     snap = (r.snapshot_id or "-")[:8]
     out.print(f"drill {r.name} #{r.run_id} {word}: snapshot {snap} from {r.copy}, scope {r.scope}, depth {r.depth}, "
@@ -77,6 +80,10 @@ def list_(
     json_output: JsonOpt = False,
 ) -> None:
     """Recent drills with their result (or, with --defined, the drill definitions and their last result)."""
+    from backupctl.catalog import drills as drill_rows
+    from backupctl.catalog import open_catalog
+    from backupctl.drills.report import recovery_text, rto_text
+
     config = common.load()
     with open_catalog(config.catalog_path) as catalog:
         if defined:
@@ -122,6 +129,10 @@ def show(
     json_output: JsonOpt = False,
 ) -> None:
     """One drill: phases with durations and throughput, every check, what failed, which studies."""
+    from backupctl.catalog import drills as drill_rows
+    from backupctl.catalog import open_catalog
+    from backupctl.drills.report import recovery_text, rto_text
+
     config = common.load()
     with open_catalog(config.catalog_path) as catalog:
         d = drill_rows.get_drill(catalog, drill_id)
@@ -185,6 +196,10 @@ def report(
                                                     "(default: the .pub beside the signing key).")] = None,
 ) -> None:
     """A signed report of the drills: HTML (charts, no network needed), JSON or Markdown."""
+    from backupctl.catalog import open_catalog
+    from backupctl.drills.report import FORMATS, report_data, signed_report
+    from backupctl.fsutil import atomic_write_bytes
+
     if verify is not None:
         _verify(verify, public_key)
         return
@@ -210,6 +225,7 @@ def report(
 
 
 def _verify(path: Path, public_key: Path | None) -> None:
+    from backupctl.drills.report import verify_report
     from backupctl.signing import load_verify_key
 
     try:

@@ -1,27 +1,30 @@
 """`media init|sync|list`: offline media."""
 
-from __future__ import annotations
+# no `from __future__ import annotations`: typer would eval every string annotation at each start (common.py)
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from backupctl.actions.replicate import replicate_to
-from backupctl.catalog import media as media_rows
-from backupctl.catalog import open_catalog
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json, short_time
 from backupctl.cli.common import table as make_table
-from backupctl.config import MediaTargetConfig
 from backupctl.errors import TargetError, UsageError
-from backupctl.targets import make_target
-from backupctl.targets.media import MediaTarget, init_medium, read_label
+
+if TYPE_CHECKING:
+    from backupctl.config import MediaTargetConfig
+    from backupctl.targets.media import MediaTarget
+
+# Each command imports its actions in its body: a command loads only what it runs (see cli/common.py).
 
 app = typer.Typer(help="Offline media: label, sync and list the rotating disks.", no_args_is_help=True)
 
 
-def _media_target(name: str) -> tuple[MediaTarget, MediaTargetConfig]:
+def _media_target(name: str) -> "tuple[MediaTarget, MediaTargetConfig]":
+    from backupctl.targets import make_target
+    from backupctl.targets.media import MediaTarget
+
     config = common.load()
     target = make_target(config, name)
     if not isinstance(target, MediaTarget):
@@ -35,6 +38,10 @@ def init(
     label: Annotated[str, typer.Option("--label", "-l", help="One of the target's configured labels.")],
 ) -> None:
     """Label the blank disk mounted at the target's mount point."""
+    from backupctl.catalog import media as media_rows
+    from backupctl.catalog import open_catalog
+    from backupctl.targets.media import init_medium
+
     config = common.load()
     medium_target, cfg = _media_target(target)
     medium = init_medium(cfg, target, label)
@@ -47,6 +54,10 @@ def init(
 def sync(target: Annotated[str, typer.Argument(help="Media target name.")],
          json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Copy the staging repository's new files to the mounted disk, checking each by its name."""
+    from backupctl.actions.replicate import replicate_to
+    from backupctl.catalog import media as media_rows
+    from backupctl.catalog import open_catalog
+
     config = common.load()
     medium_target, _ = _media_target(target)
     medium = medium_target.current_label()
@@ -65,6 +76,9 @@ def sync(target: Annotated[str, typer.Argument(help="Media target name.")],
 
 def media_status(config, catalog) -> list[dict]:  # noqa: ANN001 - used by `status` too
     """Every configured medium: last sync, age against the rotation interval, snapshots held."""
+    from backupctl.catalog import media as media_rows
+    from backupctl.targets.media import read_label
+
     now = datetime.now(UTC)
     rows = []
     known = {(m["target"], m["label"]): m for m in media_rows.list_media(catalog)}
@@ -87,6 +101,8 @@ def media_status(config, catalog) -> list[dict]:  # noqa: ANN001 - used by `stat
 @app.command("list")
 def list_media(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Each medium, its last sync and its age against the rotation interval."""
+    from backupctl.catalog import open_catalog
+
     config = common.load()
     with open_catalog(config.catalog_path) as catalog:
         rows = media_status(config, catalog)

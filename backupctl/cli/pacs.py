@@ -1,22 +1,18 @@
 """`pacs check|copies|drill`: the Orthanc source of a job, its downtime history, a PACS drill on a folder."""
 
-from __future__ import annotations
+# no `from __future__ import annotations`: typer would eval every string annotation at each start (common.py)
 
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from backupctl.catalog import open_catalog
-from backupctl.catalog import pacs as pacs_rows
 from backupctl.cli import common
 from backupctl.cli.common import err, human_bytes, out, print_json, short_time
 from backupctl.cli.common import table as make_table
 from backupctl.errors import BackupctlError, IntegrityError, OrthancError, UsageError
-from backupctl.pacs.drill import expected_from_files, run_pacs_drill
-from backupctl.pacs.ingest import iter_dicom_files
-from backupctl.pacs.orthanc import index_lock_holder
-from backupctl.pacs.source import resolve_orthanc, restart_if_left_stopped
+
+# Each command imports its actions in its body: a command loads only what it runs (see cli/common.py).
 
 app = typer.Typer(help="PACS (Orthanc): check a job's source, downtime history, drill a restored folder.",
                   no_args_is_help=True)
@@ -28,6 +24,9 @@ def check(job: Annotated[str, typer.Argument(help="A job with an [orthanc] sourc
           json_output: JsonOpt = False) -> None:
     """Check a job's Orthanc source without stopping anything: paths, snapshot folder, credentials, whether
     Orthanc runs (index lock holder) and answers."""
+    from backupctl.pacs.orthanc import index_lock_holder
+    from backupctl.pacs.source import resolve_orthanc, restart_if_left_stopped
+
     config = common.load()
     spec = config.job(job)
     if spec.orthanc is None:
@@ -61,6 +60,9 @@ def check(job: Annotated[str, typer.Argument(help="A job with an [orthanc] sourc
 def copies(job: Annotated[str | None, typer.Option("--job", "-j", help="Only this job.")] = None,
            limit: Annotated[int, typer.Option("--limit", "-n")] = 20, json_output: JsonOpt = False) -> None:
     """Recent consistent copies of Orthanc sources: when, how long the PACS was down, how much was linked."""
+    from backupctl.catalog import open_catalog
+    from backupctl.catalog import pacs as pacs_rows
+
     config = common.load()
     with open_catalog(config.catalog_path) as catalog:
         rows = pacs_rows.list_copies(catalog, job, limit)
@@ -96,6 +98,9 @@ def drill(
     every study is there over REST and C-FIND, with every stored file's MD5."""
     import shutil
     import tempfile
+
+    from backupctl.pacs.drill import expected_from_files, run_pacs_drill
+    from backupctl.pacs.ingest import iter_dicom_files
 
     if not restored.is_dir():
         raise UsageError(f"{restored} is not a folder")

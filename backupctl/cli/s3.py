@@ -1,6 +1,6 @@
 """`target init`, `s3 audit|recover|probe|expire`, `dev s3-server`: the S3 Object Lock copy."""
 
-from __future__ import annotations
+# no `from __future__ import annotations`: typer would eval every string annotation at each start (common.py)
 
 import signal
 import threading
@@ -9,17 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from backupctl.catalog import open_catalog
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json
 from backupctl.errors import IntegrityError, PartialRun, TargetError, UsageError
-from backupctl.repofiles import list_repository
-from backupctl.targets import make_target
 
 if TYPE_CHECKING:
     from backupctl.targets.s3 import S3Target
+
+# Each command imports its actions in its body: a command loads only what it runs (see cli/common.py).
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 target_app = typer.Typer(help="Replica targets: create and check them.", no_args_is_help=True)
@@ -36,7 +34,8 @@ def register(app: typer.Typer) -> None:
     dev.app.command("rgw-down")(rgw_down)
 
 
-def _s3_target(config, name: str, catalog) -> S3Target:  # noqa: ANN001
+def _s3_target(config, name: str, catalog) -> "S3Target":  # noqa: ANN001
+    from backupctl.targets import make_target
     from backupctl.targets.s3 import S3Target  # boto3 costs ~0.2 s: only S3 commands pay it
 
     target = make_target(config, name, catalog)
@@ -61,6 +60,7 @@ def target_init(
     json_output: JsonOpt = False,
 ) -> None:
     """Create the S3 bucket with Object Lock (versioning on), or check that an existing one has both."""
+    from backupctl.catalog import open_catalog
     from backupctl.s3.bucket import init_bucket
 
     config = common.load()
@@ -85,6 +85,7 @@ def status(
     json_output: JsonOpt = False,
 ) -> None:
     """What the catalog knows about an S3 copy (no network): objects, lock range, endpoint quirks."""
+    from backupctl.catalog import open_catalog
     from backupctl.catalog import s3 as s3_rows
 
     config = common.load()
@@ -114,6 +115,10 @@ def audit(
 ) -> None:
     """Read back every recorded object: present, unaltered, locked long enough, nothing unexpected.
     Exits 0 only when all of that holds."""
+    from rich.table import Table
+
+    from backupctl.catalog import open_catalog
+    from backupctl.repofiles import list_repository
     from backupctl.s3.audit import audit_target
 
     config = common.load()
@@ -155,6 +160,7 @@ def recover_cmd(
     json_output: JsonOpt = False,
 ) -> None:
     """Rebuild a local restic repository from the bucket's object versions, as they were at a time."""
+    from backupctl.catalog import open_catalog
     from backupctl.repository import replica_restic
     from backupctl.s3.recover import recover
 
@@ -192,6 +198,7 @@ def probe_cmd(
     json_output: JsonOpt = False,
 ) -> None:
     """Tell whether the endpoint really enforces WORM, on a scratch bucket of its own (never the backups)."""
+    from backupctl.catalog import open_catalog
     from backupctl.catalog import s3 as s3_rows
     from backupctl.s3.probe import probe
 
@@ -217,6 +224,7 @@ def expire_cmd(
     json_output: JsonOpt = False,
 ) -> None:
     """Delete object versions no kept snapshot needs, once their lock has expired (expire credential)."""
+    from backupctl.catalog import open_catalog
     from backupctl.s3.expire import expire
 
     config = common.load()

@@ -1,6 +1,6 @@
 """`scheduler run`, `schedule list`, `status`, `metrics`: the daemon and what operators and monitoring read."""
 
-from __future__ import annotations
+# no `from __future__ import annotations`: typer would eval every string annotation at each start (common.py)
 
 import json
 import os
@@ -9,21 +9,20 @@ import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from backupctl.catalog import open_catalog
-from backupctl.catalog import scheduler as sched_rows
 from backupctl.cli import common
 from backupctl.cli.common import OPTIONS, out, print_json, short_time
 from backupctl.cli.common import table as make_table
 from backupctl.cli.media import media_status
-from backupctl.config import Config, config_path
 from backupctl.errors import BackupctlError
-from backupctl.health import check_freshness, job_freshness, replica_freshness
-from backupctl.logs import FORMAT_ENV, setup_logging
-from backupctl.progress import LogProgress
+
+if TYPE_CHECKING:
+    from backupctl.config import Config
+
+# Each command imports its actions in its body: a command loads only what it runs (see cli/common.py).
 
 scheduler_app = typer.Typer(help="The scheduler daemon.", no_args_is_help=True)
 schedule_app = typer.Typer(help="Scheduled jobs and drills.", no_args_is_help=True)
@@ -48,6 +47,8 @@ def run(
 ) -> None:
     """Run the scheduler in the foreground (systemd: see examples/backupctl-scheduler.service).
     SIGHUP reloads the configuration, SIGTERM stops after running jobs finish (within the grace time)."""
+    from backupctl.config import config_path
+    from backupctl.logs import setup_logging
     from backupctl.scheduler.daemon import Daemon
 
     if log_format not in (None, "text", "json"):
@@ -63,6 +64,8 @@ def exec_job(
     name: Annotated[str, typer.Argument(help="Job or drill name.")],
 ) -> None:
     """Run one scheduled execution in this process (the daemon starts this as a child); prints one JSON line."""
+    from backupctl.logs import FORMAT_ENV, setup_logging
+    from backupctl.progress import LogProgress
     from backupctl.scheduler.kinds import EXIT_CODES, ChainResult, StepResult, for_scheduled_runs, run_chain
     from backupctl.scheduler.runner import PARENT_ENV
 
@@ -97,7 +100,9 @@ def _stop_when_orphaned(parent: str | None) -> None:
 # schedule list ---------------------------------------------------------------------------------------------------
 
 
-def schedule_rows(config: Config) -> list[dict[str, Any]]:
+def schedule_rows(config: "Config") -> list[dict[str, Any]]:
+    from backupctl.catalog import open_catalog
+    from backupctl.catalog import scheduler as sched_rows
     from backupctl.scheduler.kinds import schedule_id
     from backupctl.scheduler.state import running_daemon, stored_next_runs
     from backupctl.scheduler.triggers import cron_trigger
@@ -162,7 +167,9 @@ def human_age(seconds: float | None) -> str:
     return f"{seconds:.0f} s"
 
 
-def status_report(config: Config) -> dict[str, Any]:
+def status_report(config: "Config") -> dict[str, Any]:
+    from backupctl.catalog import open_catalog
+    from backupctl.health import check_freshness, job_freshness, replica_freshness
     from backupctl.scheduler.state import read_state, running_daemon
 
     now = datetime.now(UTC)

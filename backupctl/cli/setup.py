@@ -1,15 +1,15 @@
 """`init` and `config check`."""
 
-from __future__ import annotations
+# no `from __future__ import annotations`: typer would eval every string annotation at each start (common.py)
 
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from backupctl.actions.init import initialize
 from backupctl.cli.common import OPTIONS, out, print_json
-from backupctl.config import collect_config, config_path
+
+# Each command imports its actions in its body: a command loads only what it runs (see cli/common.py).
 
 config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
 
@@ -24,6 +24,8 @@ def init(
 ) -> None:
     """Create a skeleton config, the password file (0600) and the staging restic repository. Idempotent:
     what exists is kept."""
+    from backupctl.actions.init import initialize
+
     config, created = initialize(directory)
     for item in created:
         out.print(f"created {item}")
@@ -33,6 +35,8 @@ def init(
 @config_app.command("check")
 def check(json_output: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False) -> None:
     """Validate backupctl.toml, jobs/*.toml and restore_drills/*.toml without running anything."""
+    from backupctl.config import collect_config, config_path
+
     config, errors = collect_config(OPTIONS.config)
     path = config_path(OPTIONS.config)
     if json_output:

@@ -1,23 +1,19 @@
 """`verify`, `verify --status`, `find --study`, `catalog rebuild`."""
 
-from __future__ import annotations
+# no `from __future__ import annotations`: typer would eval every string annotation at each start (common.py)
 
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
-from backupctl.catalog import open_catalog
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json, short_time
 from backupctl.cli.common import table as make_table
 from backupctl.errors import IntegrityError, UsageError
-from backupctl.verify.findings import ERROR, WARNING, LevelResult
-from backupctl.verify.rebuild import rebuild_catalog
-from backupctl.verify.run import LEVELS, VerifyOptions, run_verify
-from backupctl.verify.status import coverage_status
-from backupctl.verify.study import find_series, find_study
+from backupctl.verify.findings import ERROR, LEVELS, WARNING, LevelResult
+
+# Each command imports its actions in its body: a command loads only what it runs (see cli/common.py).
 
 catalog_app = typer.Typer(help="Maintain the catalog.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
@@ -55,6 +51,8 @@ def verify(
     """Verify the backups: repository structure and a rotating slice of its data (repo), every replica object
     (replicas), a restore checked against the snapshot's signed manifest with a full DICOM parse (restore).
     Exit code 0 only when everything checked held."""
+    from backupctl.verify.run import VerifyOptions, run_verify
+
     config = common.load()
     if status:
         _status(config, json_output)
@@ -86,6 +84,8 @@ DETAIL_KEYS = ("snapshot", "scope", "dicom_parsed", "decoded", "slice", "packs_t
 
 
 def _print_report(results: list[LevelResult]) -> None:
+    from rich.markup import escape
+
     table = make_table("level", "subject", "checked", "size", "seconds", "errors", "warnings", "result")
     for r in results:
         verdict = "[yellow]skipped[/]" if r.skipped else ("[green]ok[/]" if r.ok else "[red]FAILED[/]")
@@ -110,6 +110,9 @@ def _print_report(results: list[LevelResult]) -> None:
 
 
 def _status(config: Any, json_output: bool) -> None:
+    from backupctl.catalog import open_catalog
+    from backupctl.verify.status import coverage_status
+
     with open_catalog(config.catalog_path) as catalog:
         status = coverage_status(config, catalog)
     if json_output:
@@ -140,6 +143,9 @@ def find(
     """Which snapshots hold a study (or series), newest first, and where their copies live."""
     if (study is None) == (series is None):
         raise UsageError("give exactly one of --study UID or --series UID")
+    from backupctl.catalog import open_catalog
+    from backupctl.verify.study import find_series, find_study
+
     config = common.load()
     with open_catalog(config.catalog_path) as catalog:
         rows = find_study(catalog, study) if study else find_series(catalog, series or "")
@@ -167,6 +173,10 @@ def rebuild(
     json_output: JsonOpt = False,
 ) -> None:
     """Rebuild snapshots, manifests and the study index from a repository alone (signatures checked)."""
+    from rich.markup import escape
+
+    from backupctl.verify.rebuild import rebuild_catalog
+
     config = common.load()
     if source != "staging":
         config.target(source)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ERROR, WARNING, NOTE = "error", "warning", "note"
+LEVELS = ("repo", "replicas", "restore")   # `backupctl verify --level`, cheapest first
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,10 @@ from backupctl.config import Config
 from backupctl.errors import BackupctlError, Interrupted, UsageError
 from backupctl.progress import NullProgress, Progress
 from backupctl.restic import Terminated
-from backupctl.verify.findings import ERROR, Finding, LevelResult, first_failures
+from backupctl.verify.findings import ERROR, LEVELS, Finding, LevelResult, first_failures
 from backupctl.verify.replicas import verify_replicas
 from backupctl.verify.repo import verify_repo
 from backupctl.verify.restore import verify_restore
-
-LEVELS = ("repo", "replicas", "restore")
 
 
 @dataclass
