@@ -203,8 +203,10 @@ class Restic:
         return argv
 
     def run(self, args: Sequence[str], *, on_stdout: Callable[[str], None] | None = None,
-            ok_codes: tuple[int, ...] = (0,), env: dict[str, str] | None = None) -> Result:
-        """Run restic; stream stdout lines to `on_stdout`; raise a typed error unless the code is ok."""
+            ok_codes: tuple[int, ...] = (0,), env: dict[str, str] | None = None,
+            stop: threading.Event | None = None) -> Result:
+        """Run restic; stream stdout lines to `on_stdout`; raise a typed error unless the code is ok.
+        `stop`: set from another thread, it stops restic as Ctrl-C would (then Interrupted is raised here)."""
         argv = self._argv(args)
         log.debug("running %s", " ".join(argv))  # argv never holds a secret
         proc = subprocess.Popen(argv, env={**self._env(), **(env or {})}, stdin=subprocess.DEVNULL,
@@ -213,6 +215,8 @@ class Restic:
         stderr_tail: deque[str] = deque(maxlen=200)
         reader = threading.Thread(target=lambda: stderr_tail.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
         reader.start()
+        if stop is not None:
+            threading.Thread(target=self._stop_when_set, args=(stop, proc), daemon=True).start()
         lines: list[str] = []
         try:
             assert proc.stdout is not None
@@ -233,6 +237,12 @@ class Restic:
         if proc.returncode not in ok_codes:
             raise _classify(proc.returncode, stderr, self.repository)
         return Result(proc.returncode, lines, stderr)
+
+    def _stop_when_set(self, stop: threading.Event, proc: subprocess.Popen[str]) -> None:
+        while proc.poll() is None:
+            if stop.wait(0.1):
+                self._stop(proc)
+                return
 
     def _stop(self, proc: subprocess.Popen[str]) -> None:
         """SIGINT lets restic remove its lock; SIGKILL only if it does not stop within the grace time."""
@@ -394,17 +404,17 @@ class Restic:
 
     def restore(self, snapshot_id: str, target: Path, *, includes: Sequence[str] = (),
                 excludes: Sequence[str] = (), keep_going: bool = False,
-                progress: Progress | None = None) -> list[tuple[str, str]]:
+                progress: Progress | None = None, stop: threading.Event | None = None) -> list[tuple[str, str]]:
         """Restore into `target` (restic 0.14 takes includes or excludes, not both). With `keep_going`,
         files restic could not restore (a damaged pack) are returned as (path, error) instead of raising,
-        so a restore drill can report them and still check everything else."""
+        so a restore drill can report them and still check everything else. `stop`: see `run`."""
         args = ["restore", snapshot_id, "--target", str(target)]
         for pattern in includes:
             args += ["--include", pattern]
         for pattern in excludes:
             args += ["--exclude", pattern]
         with (progress or NullProgress()).task(f"restore {snapshot_id[:8]}", total=None):
-            result = self.run(args, ok_codes=(0, 1) if keep_going else (0,))
+            result = self.run(args, ok_codes=(0, 1) if keep_going else (0,), stop=stop)
         if result.returncode == 0:
             return []
         failed = _restore_errors(result.stderr_tail)

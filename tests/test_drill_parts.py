@@ -72,7 +72,7 @@ def test_sample_scope_is_k_studies_chosen_by_the_seed() -> None:
     assert len(choose_scope(manifest, "sample:99", [], random.Random(0)).studies) == 6
 
 
-def test_whole_scope_holds_every_file_and_puts_one_study_first() -> None:
+def test_whole_scope_holds_every_file_and_every_study() -> None:
     manifest = _manifest(FOLDERS, ["/pacs/README.txt"])
     scope = choose_scope(manifest, "all", [], random.Random(1))
     assert scope.whole and scope.files == 19 and sorted(scope.studies) == sorted(FOLDERS)

@@ -25,17 +25,20 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 def _record(catalog: Catalog, name: str, *, passed: bool, seconds: float, rto: float = 600.0,
-            sampled: bool = False) -> int:
-    """A finished drill in the catalog, as the drill action records it."""
+            sampled: bool = False, legacy: bool = False) -> int:
+    """A finished drill in the catalog, as the drill action records it (`legacy`: as drills were recorded
+    before the checks ran alongside the restore, with a 'hash' and a 'dicom' phase instead of 'verify')."""
     run_id = run_rows.start_run(catalog, "pacs", kind="drill")
     r = DrillResult(run_id=run_id, name=name, job="pacs", copy="offline", snapshot_rule="latest",
                     scope="sample:2" if sampled else "all", depth="dicom", seed=run_id, rto_seconds=rto)
     drill_rows.start_drill(catalog, r)
     r.snapshot_id = "ab" * 32
+    checks = [Phase("hash", "ok", seconds * 0.2, bytes=50_000_000, files=40),
+              Phase("dicom", "ok", seconds * 0.2 - 0.4, bytes=50_000_000, files=40)] if legacy else \
+        [Phase("verify", "ok", seconds * 0.4 - 0.4, bytes=10_000_000, files=8)]
     r.phases = [Phase("fetch", "skipped"), Phase("select", "ok", 0.4, files=1),
-                Phase("restore", "ok", seconds * 0.6, bytes=50_000_000, files=40),
-                Phase("hash", "ok", seconds * 0.2, bytes=50_000_000, files=40),
-                Phase("dicom", "ok", seconds * 0.2 - 0.4, bytes=50_000_000, files=40), Phase("cleanup", "ok", 0.05)]
+                Phase("restore", "ok", seconds * 0.6, bytes=50_000_000, files=40), *checks,
+                Phase("cleanup", "ok", 0.05)]
     r.checks = [Check("hash", "pass" if passed else "fail", 40, 0 if passed else 1,
                       "all 40 file(s) match" if passed else "1 of 40 file(s) failed: hash-mismatch")]
     if not passed:
@@ -57,7 +60,7 @@ def _record(catalog: Catalog, name: str, *, passed: bool, seconds: float, rto: f
 def recorded(tmp_path: Path) -> tuple[dict, object]:
     key = generate_key(tmp_path / "signing.key")
     with open_catalog(tmp_path / "catalog.sqlite") as catalog:
-        _record(catalog, "weekly-s3", passed=True, seconds=42.0)
+        _record(catalog, "weekly-s3", passed=True, seconds=42.0, legacy=True)
         _record(catalog, "weekly-s3", passed=False, seconds=55.0)
         _record(catalog, "daily-sample", passed=True, seconds=12.0, sampled=True, rto=300.0)
         data = report_data(catalog, key_id=key.key_id)
@@ -96,7 +99,9 @@ def test_report_json_carries_the_facts(recorded: tuple[dict, object]) -> None:
     assert report["summary"]["rto_met"] == 3 and report["summary"]["rto_missed"] == 0
     failed = [d for d in report["drills"] if not d["passed"]][0]
     assert failed["problems"][0]["path"] == "/archive/P1/S1/img<1>.dcm"
-    assert {p["name"] for p in failed["phases"]} >= {"restore", "hash", "dicom"}
+    assert {p["name"] for p in failed["phases"]} >= {"restore", "verify"}
+    legacy = report["drills"][0]                       # recorded with a phase per check: still reported
+    assert {p["name"] for p in legacy["phases"]} >= {"restore", "hash", "dicom"}
     sampled = [d for d in report["drills"] if d["rto_basis"] == "estimate"][0]
     assert sampled["estimated_full_seconds"] == 120.0
 
@@ -107,6 +112,7 @@ def test_report_html_is_self_contained_and_explains_failures(recorded: tuple[dic
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)   # nothing to fetch
     assert "<script" not in html
     assert html.count('class="bar phase-restore"') == 3
+    assert html.count('class="bar phase-verify"') == 2 and html.count('class="bar phase-hash"') == 1
     assert html.count('class="rto-point') == 3
     assert "img&lt;1&gt;.dcm" in html and "img<1>" not in html         # file names are escaped
     assert "hash: 1 of 40 file(s) failed: hash-mismatch" in html

@@ -59,9 +59,11 @@ def test_drill_of_known_snapshot_restores_exactly_the_manifest_files(site: Site)
     assert run["kind"] == "drill" and run["status"] == "success"
     phases = {p["name"]: p for p in stored["phases"]}
     assert phases["fetch"]["status"] == "skipped"      # an offline disk is read in place
-    for name in ("select", "restore", "hash", "dicom", "cleanup"):
+    for name in ("select", "restore", "verify", "cleanup"):
         assert phases[name]["status"] == "ok" and phases[name]["seconds"] > 0, name
-    assert phases["hash"]["files"] == len(listed) and phases["hash"]["bytes"] == result.archive_bytes
+    # one pass per file (hash, then parse of the same bytes), partly while restic restores: no phase per check
+    assert "hash" not in phases and "dicom" not in phases
+    assert phases["verify"]["files"] <= len(listed) and result.bytes == result.archive_bytes
     assert stored["passed"] is True and stored["rto_met"] is True and stored["scratch_removed"] is True
 
 
@@ -155,13 +157,14 @@ def test_drill_list_and_show(site: Site) -> None:
     assert_one_line_error(cli(config, "drill", "show", "99999"), 2, "no drill #99999")
 
 
-def test_manifest_signed_by_another_key_fails_the_drill_before_restoring(site: Site) -> None:
+@pytest.mark.parametrize("scope", ["sample:1", "all"])
+def test_manifest_signed_by_another_key_fails_the_drill_and_no_file_is_checked(site: Site, scope: str) -> None:
     from backupctl.signing import generate_key, public_key_path
 
-    config = site.define("trust", 'job = "pacs"\nscope = "sample:1"\nrto_minutes = 30\n')
+    config = site.define("trust", f'job = "pacs"\nscope = "{scope}"\nrto_minutes = 30\n')
     pub = public_key_path(config.signing_key)
     genuine = pub.read_bytes()
-    other = generate_key(site.root / "impostor.key")
+    other = generate_key(site.root / f"impostor-{scope.replace(':', '-')}.key")
     try:
         pub.write_bytes(public_key_path(other.path).read_bytes())
         result = run_drill(config, "trust", seed=1)
@@ -169,8 +172,13 @@ def test_manifest_signed_by_another_key_fails_the_drill_before_restoring(site: S
         pub.write_bytes(genuine)
     assert not result.passed
     assert result.check("manifest").status == "fail" and "another key" in result.check("manifest").detail
-    assert result.check("restore") is None and result.rto_met is None
-    assert {p.name: p.status for p in result.phases}["restore"] == "not-run"
+    assert result.check("restore") is None and result.check("hash") is None and result.rto_met is None
+    phases = {p.name: p for p in result.phases}
+    if scope == "all":   # the whole snapshot's restore starts while its manifest is read, and is stopped
+        assert phases["restore"].status == "failed" and "another key" in phases["restore"].detail
+    else:                # the studies to restore come from the manifest: nothing is restored
+        assert phases["restore"].status == "not-run"
+    assert phases["verify"].status == "not-run"
     assert result.scratch_removed
 
 
@@ -178,3 +186,27 @@ def test_listed_study_missing_from_the_snapshot_fails_the_scope_check(site: Site
     config = site.define("listed-missing", 'job = "pacs"\nscope = "studies"\nstudies = ["1.2.3.999"]\n')
     result = cli(config, "drill", "run", "listed-missing")
     assert_one_line_error(result, 1, "scope", "1.2.3.999")
+
+
+def test_snapshots_the_catalog_does_not_know_are_listed_by_restic(tmp_path: Path) -> None:
+    from backupctl.restic import job_tag
+
+    other = build_site(tmp_path)
+    config = other.define("newest", 'job = "pacs"\nscope = "all"\nrto_minutes = 30\n')
+    first = run_drill(config, "newest", seed=1)
+    assert first.passed and first.snapshot_id == other.backup.snapshot_id
+    # the catalog knows every snapshot in the copy: its snapshots folder and the catalog are the listing
+    assert {p.name: p for p in first.phases}["select"].detail == "the copy's snapshots folder, described by the catalog"
+    # a snapshot of the job taken with restic itself: the catalog does not know it, and it is the newest
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "note.txt").write_text("taken behind backupctl's back")
+    newer = staging_restic(config).backup([stray], tags=[job_tag("pacs")]).snapshot
+    assert newer is not None
+
+    result = run_drill(config, "newest", seed=1)
+
+    assert result.snapshot_id == newer.id                # only restic's listing could know it
+    assert result.check("snapshot").status == "pass" and newer.short_id in result.check("snapshot").detail
+    assert result.check("manifest").status == "fail" and "no manifest" in result.check("manifest").detail
+    assert not result.passed and result.scratch_removed

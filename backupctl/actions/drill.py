@@ -1,9 +1,11 @@
 """`drill run NAME`: restore a snapshot (or a sample of its studies) from one copy, prove it, time it.
 
-Phases, each timed with a monotonic clock: fetch (a remote copy is brought to scratch), select (snapshot,
-signed manifest, studies), restore, hash verify, DICOM verify, ingest and query (depth 'pacs'), clean-up.
-The first study is restored and verified on its own before the rest, so the drill measures what a
-radiologist waits for in an emergency: the time until one study is back and proven intact.
+Phases, each timed with a monotonic clock, one after the other: fetch (a remote copy is brought to scratch),
+select (snapshot, signed manifest, studies), restore (restic; the files it has completed are checked
+meanwhile), verify (the checks left when restic ends: SHA-256 against the signed manifest and, depth
+'dicom'/'pacs', the full DICOM parse, each file read once), ingest and query (depth 'pacs'), clean-up.
+The time to the first verified study is when the first study had every file restored and proven intact:
+what a radiologist waits for while the archive comes back.
 
 Everything is recorded in the catalog as a run of kind 'drill' (see `catalog.drills`). A failed check or a
 missed RTO makes the drill fail (the CLI exits 1) but is not an exception: the drill still runs what it
@@ -13,9 +15,12 @@ can and says what failed. Scratch space is always removed, also on failure and C
 from __future__ import annotations
 
 import logging
+import os
 import random
+import re
 import secrets
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +28,7 @@ from backupctl.actions.restore import restic_for_copy, tree_size
 from backupctl.catalog import Catalog, open_catalog
 from backupctl.catalog import drills as drill_rows
 from backupctl.catalog import runs as run_rows
+from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.catalog import verify as verify_rows
 from backupctl.config import Config, Drill
 from backupctl.drills import pacs_step
@@ -44,14 +50,16 @@ from backupctl.progress import NullProgress, Progress
 from backupctl.repository import password_source
 from backupctl.restic import Restic, Snapshot, Terminated, job_tag
 from backupctl.signing import VerifyKey
+from backupctl.verify.alongside import AlongsideChecker, Outcome
 from backupctl.verify.findings import Finding
 from backupctl.verify.restore import include_patterns
-from backupctl.verify.restored import TreeCheck, restored_path, verify_restored_tree
-from backupctl.verify.snapshot_manifest import read_snapshot_manifest, trusted_key
+from backupctl.verify.restored import decode_set, restored_path
+from backupctl.verify.snapshot_manifest import SnapshotManifest, read_snapshot_manifest, trusted_key
 
 log = logging.getLogger("backupctl.drills")
 
 MAX_PATTERNS_PER_CALL = 1000         # restic argv stays far below the kernel's limit
+_SNAPSHOT_NAME = re.compile(r"^[0-9a-f]{64}$")   # restic's temporary files in snapshots/ are not snapshots
 SPACE_MARGIN_BYTES = 64 << 20        # room kept free beyond what the restore needs
 
 
@@ -81,7 +89,7 @@ class _Drilling:
     manifest: Manifest | None = None
     scope: Scope | None = None
     changed: frozenset[str] = frozenset()   # files the backup saw change while it ran (catalog, if any)
-    decode_left: int = 0                 # DICOM files still to decode: the budget spans both passes
+    reserved: int = 0                     # bytes the space check counted before the manifest was read
 
     @property
     def target(self) -> Path:
@@ -114,7 +122,7 @@ def run_drill(config: Config, name: str, progress: Progress | None = None, *, se
                              rto_seconds=drill.rto_minutes * 60)
         drill_rows.start_drill(catalog, result)
         state = _Drilling(config, catalog, drill, result, PhaseClock(), root, random.Random(seed), progress,
-                          trusted, decode_left=drill.decode_files)
+                          trusted)
         _run_recorded(state)
     return result
 
@@ -174,33 +182,24 @@ def _clean_up(state: _Drilling) -> None:
 
 def _run_phases(state: _Drilling) -> None:
     _fetch(state)
-    _select(state)
-    assert state.scope is not None and state.manifest is not None
-    scope, result = state.scope, state.result
-    state.target.mkdir()
-    first = scope.studies[:1]
-    if first:
-        _restore_and_verify(state, first, includes=_patterns(state, first))
-        ok = all(s.ok for s in result.studies if s.study_uid == first[0])
-        result.first_study_uid = first[0]
-        result.first_study_seconds = state.clock.elapsed() if ok else None
-    rest = scope.studies[1:]
-    if scope.whole:
-        excludes = _patterns(state, first) if first else []
-        if len(excludes) > MAX_PATTERNS_PER_CALL:
-            excludes = []  # too many to name: restore the first study once more with the rest
-        _restore_and_verify(state, rest, excludes=excludes, everything=True)
-    elif rest:
-        _restore_and_verify(state, rest, includes=_patterns(state, rest))
+    # the checks' workers start before restic lists the snapshots: they load pydicom while it runs
+    checker = AlongsideChecker(state.target, parse=state.drill.depth in ("dicom", "pacs"),
+                               workers=state.config.settings.verify.workers or os.cpu_count() or 1,
+                               remove_checked=state.drill.depth != "pacs", progress=state.progress,
+                               now=state.clock.elapsed)
+    try:
+        checker.start()
+        _select(state)
+        state.target.mkdir()
+        _restore_and_verify(state, checker)
+    finally:
+        checker.close()
     if state.drill.depth == "pacs":
         _pacs(state)
-    restored = state.clock.phases["restore"]
-    restored.files, restored.bytes = tree_size(state.target)   # what restic wrote, the manifest folder too
-    result.files, result.bytes = state.clock.phases["hash"].files, state.clock.phases["hash"].bytes
 
 
 def _patterns(state: _Drilling, studies: list[str]) -> list[str]:
-    """restic patterns selecting exactly the files of `studies` (as --include, or as --exclude)."""
+    """restic --include patterns selecting exactly the files of `studies`."""
     assert state.scope is not None and state.manifest is not None
     return include_patterns(state.manifest, [e for uid in studies for e in state.scope.by_study[uid]])
 
@@ -227,108 +226,236 @@ def _fetch(state: _Drilling) -> None:
 
 
 def _select(state: _Drilling) -> None:
-    result, drill = state.result, state.drill
-    assert state.restic is not None
+    """The snapshot, then its signed manifest and the scope (unless they are read alongside the restore,
+    see `_reads_manifest_alongside`); then the space check."""
+    drill = state.drill
     with state.clock.phase("select") as phase:
         try:
-            snapshots = state.restic.snapshots(tags=[job_tag(drill.job)])
+            snapshots, how = _snapshots_in_copy(state)
             snap = choose_snapshot(snapshots, drill.snapshot, state.rng)
         except (SelectionError, IntegrityError, ResticError) as exc:
             phase.status = "failed"
             why = exc.one_line() if isinstance(exc, BackupctlError) else str(exc)
             state.check("snapshot", False, f"{why} (rule '{drill.snapshot}', copy '{drill.copy_from}')")
         state.snapshot = snap
-        result.snapshot_id, result.snapshot_time = snap.id, snap.time
+        state.result.snapshot_id, state.result.snapshot_time = snap.id, snap.time
         state.changed = frozenset(verify_rows.changed_during_backup(state.catalog, snap.id))
         state.check("snapshot", True, f"{snap.short_id} of {snap.time[:19].replace('T', ' ')} "
                                       f"(rule '{drill.snapshot}', {len(snapshots)} in the copy)")
-        try:
-            found = read_snapshot_manifest(state.restic, snap, state.trusted)
-        except _ReadFailure as exc:  # altered, signed by another key, missing, or unreadable from the copy
-            phase.status = "failed"
-            state.check("manifest", False, exc.one_line())
-        state.manifest = found.manifest
-        result.manifest_sha256, result.key_id = found.sha256, found.manifest.key_id
-        content = [e for e in found.manifest.entries if e.sha256 is not None]
-        result.archive_files, result.archive_bytes = len(content), sum(e.size for e in content)
-        state.check("manifest", True, f"signature verifies (key {state.trusted.key_id}); "
-                                      f"{len(content)} files, {len(found.manifest.studies())} studies")
-        try:
-            state.scope = choose_scope(found.manifest, drill.scope, drill.studies, state.rng)
-        except SelectionError as exc:
-            phase.status = "failed"
-            state.check("scope", False, str(exc))
-        scope = state.scope
-        what = "the whole snapshot" if scope.whole else f"{len(scope.studies)} stud" + \
-            ("y" if len(scope.studies) == 1 else "ies")
-        state.check("scope", True, f"{what}: {scope.files} files, {scope.bytes} bytes (scope '{drill.scope}')",
-                    checked=len(scope.studies))
-        phase.files = len(snapshots)
-    _check_space(state)
+        phase.files, phase.detail = len(snapshots), how
+        _prepare_manifest(state)
+    _check_space(state, state.scope.bytes if state.scope is not None else state.reserved)
 
 
-def _check_space(state: _Drilling) -> None:
-    assert state.scope is not None
-    needed = state.scope.bytes + SPACE_MARGIN_BYTES
+def _snapshots_in_copy(state: _Drilling) -> tuple[list[Snapshot], str]:
+    """The job's snapshots in the copy, and how they were listed.
+
+    A local copy's `snapshots/` folder names each snapshot by the SHA-256 of its stored file, so what the
+    catalog recorded for a name (job, time, paths) is exactly what that file holds: when the catalog knows
+    every snapshot in the folder, the folder and the catalog give restic's listing without a restic run
+    (each costs its key derivation). Otherwise (a snapshot the catalog does not know, a copy that is not a
+    local folder) restic lists them."""
+    assert state.restic is not None
+    tag = job_tag(state.drill.job)
+    try:
+        with os.scandir(Path(state.restic.repository) / "snapshots") as listing:
+            names = {d.name for d in listing if _SNAPSHOT_NAME.match(d.name)}
+    except OSError:
+        names = None
+    if names is not None:
+        known = {r["id"]: r for r in snapshot_rows.list_snapshots(state.catalog, include_forgotten=True,
+                                                                 replicas=False)}
+        if names <= known.keys():
+            rows = [known[n] for n in sorted(names) if tag in known[n]["tags"]]
+            return ([Snapshot(r["id"], r["short_id"], r["time"], r["paths"], r["tags"], "") for r in rows],
+                    "the copy's snapshots folder, described by the catalog")
+    return state.restic.snapshots(tags=[tag]), "listed by restic"
+
+
+def _prepare_manifest(state: _Drilling) -> None:
+    """Read the snapshot's manifest now, unless it can be read alongside the restore."""
+    drill = state.drill
+    assert state.restic is not None and state.snapshot is not None
+    if _reads_manifest_alongside(state):
+        return
+    try:
+        found = read_snapshot_manifest(state.restic, state.snapshot, state.trusted)
+    except _ReadFailure as exc:  # altered, signed by another key, missing, or unreadable from the copy
+        state.clock.fail("select", exc.one_line())
+        state.check("manifest", False, exc.one_line())
+    try:
+        scope = choose_scope(found.manifest, drill.scope, drill.studies, state.rng)
+    except SelectionError as exc:
+        state.clock.fail("select", str(exc))
+        state.check("scope", False, str(exc))
+    _record_manifest(state, found, scope)
+
+
+def _reads_manifest_alongside(state: _Drilling) -> bool:
+    """Whether the manifest is read while restic already restores: for the whole snapshot (restic needs no
+    pattern from it) when the catalog recorded the snapshot's size at backup (the space check needs it
+    first). The manifest read from the copy still decides everything else. Sets `state.reserved`."""
+    assert state.snapshot is not None
+    if state.drill.scope != "all":
+        return False
+    recorded = verify_rows.manifest_of(state.catalog, state.snapshot.id)
+    if recorded is None:
+        return False
+    state.reserved = int(recorded["bytes"])
+    return True
+
+
+def _record_manifest(state: _Drilling, found: SnapshotManifest, scope: Scope) -> None:
+    """The manifest and scope checks, once the manifest is read and verified."""
+    result, drill = state.result, state.drill
+    state.manifest, state.scope = found.manifest, scope
+    result.manifest_sha256, result.key_id = found.sha256, found.manifest.key_id
+    content = [e for e in found.manifest.entries if e.sha256 is not None]
+    result.archive_files, result.archive_bytes = len(content), sum(e.size for e in content)
+    state.check("manifest", True, f"signature verifies (key {state.trusted.key_id}); "
+                                  f"{len(content)} files, {len(found.manifest.studies())} studies")
+    what = "the whole snapshot" if scope.whole else f"{len(scope.studies)} stud" + \
+        ("y" if len(scope.studies) == 1 else "ies")
+    state.check("scope", True, f"{what}: {scope.files} files, {scope.bytes} bytes (scope '{drill.scope}')",
+                checked=len(scope.studies))
+
+
+def _check_space(state: _Drilling, nbytes: int) -> None:
+    needed = nbytes + SPACE_MARGIN_BYTES
     free = shutil.disk_usage(state.scratch).free
     state.check("space", free >= needed, f"{free >> 20} MiB free in {state.scratch.parent}, "
                                          f"{needed >> 20} MiB needed")
 
 
-def _restore_and_verify(state: _Drilling, studies: list[str], *, includes: list[str] = (),
-                        excludes: list[str] = (), everything: bool = False) -> None:
-    """Restore the files of `studies` (or `everything` but the excluded), then check them."""
-    assert state.scope is not None and state.manifest is not None and state.snapshot is not None
-    scope = state.scope
-    if everything:
-        named = {e.path for uid in state.scope.studies[:1] for e in scope.by_study[uid]} if excludes else set()
-        entries = [e for e in scope.entries if e.path not in named]
-    else:
-        entries = [e for uid in studies for e in scope.by_study[uid]]
-    _restore(state, includes, excludes, everything)
-    hashed = _verify(state, "hash", entries, unlisted=everything)
-    intact = {e.path for e in entries if e.sha256 is not None} - {f.subject for f in hashed.findings}
-    checked = _verify(state, "dicom", [e for e in entries if e.path in intact]) \
-        if state.drill.depth in ("dicom", "pacs") else None
-    _record_studies(state, studies, hashed, checked)
+def _restore_and_verify(state: _Drilling, checker: AlongsideChecker) -> None:
+    """Restore the scope with restic and check every file against the signed manifest while it does: files
+    restic has completed are checked as it goes, the rest once it ends (see `verify.alongside`)."""
+    clock = state.clock
+    reader: _ManifestReader | None = None
+    try:
+        with clock.phase("restore") as phase:
+            if state.manifest is None:
+                reader = _ManifestReader(state, checker)
+                reader.start()
+            else:
+                _provide(state, checker)
+            _restore(state, checker, reader)
+            if reader is not None:
+                reader.join()
+                if reader.failure is not None:
+                    phase.status, phase.detail = "failed", "stopped: " + reader.failure[1]
+        if reader is not None:
+            _record_read_alongside(state, reader)
+        _record_restore_check(state)
+        with clock.phase("verify") as phase:
+            assert state.scope is not None and state.manifest is not None
+            entries, scope = state.scope.entries, state.scope
+            listed = {e.path for e in state.manifest.entries} if scope.whole else None
+            outcome = checker.finish(unlisted_from=listed)
+            # the phase is the time after restic ended; what was checked while it restored is in the restore
+            phase.files = sum(1 for e in entries if e.sha256 is not None) - outcome.early_files
+            phase.bytes = sum(e.size for e in entries if e.sha256 is not None) - outcome.early_bytes
+            phase.detail = f"{outcome.early_files} file(s) checked while restic restored, {phase.files} after"
+    finally:
+        if reader is not None:
+            reader.join()
+    restored = clock.phases["restore"]
+    restored.files, restored.bytes = outcome.restored_files, outcome.restored_bytes
+    _record_checks(state, entries, outcome, checker.parse)
 
 
-def _restore(state: _Drilling, includes: list[str], excludes: list[str], everything: bool) -> None:
+def _provide(state: _Drilling, checker: AlongsideChecker) -> None:
+    assert state.scope is not None
+    parse = state.drill.depth in ("dicom", "pacs")
+    decode = decode_set(state.scope.entries, state.drill.decode_files, state.result.seed) if parse else set()
+    checker.provide(state.scope.entries, decode, state.changed)
+
+
+class _ManifestReader(threading.Thread):
+    """Reads and verifies the snapshot's manifest from the copy while restic restores the whole snapshot
+    (restic's start, key derivation, runs on one core: the other one reads the manifest), then gives the
+    checker its files. A manifest that does not verify, or a snapshot larger than the catalog said, stops
+    restic: nothing restored could be vouched for, or the scratch space may not hold it."""
+
+    def __init__(self, state: _Drilling, checker: AlongsideChecker) -> None:
+        super().__init__(name="backupctl-drill-manifest", daemon=True)
+        self.state, self.checker = state, checker
+        self.stop_restore = threading.Event()
+        self.found: SnapshotManifest | None = None
+        self.scope: Scope | None = None
+        self.failure: tuple[str, str] | None = None      # (check, detail)
+
+    def run(self) -> None:
+        state = self.state
+        assert state.restic is not None and state.snapshot is not None
+        try:
+            self.found = read_snapshot_manifest(state.restic, state.snapshot, state.trusted)
+            self.scope = choose_scope(self.found.manifest, state.drill.scope, state.drill.studies, state.rng)
+        except _ReadFailure as exc:
+            self._fail("manifest", exc.one_line())
+            return
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread, which decides
+            self._fail("manifest", f"the manifest could not be read: {exc!r}")
+            return
+        beyond = self.scope.bytes - state.reserved
+        free = shutil.disk_usage(state.scratch).free
+        if beyond > 0 and free < beyond + SPACE_MARGIN_BYTES:
+            self._fail("space", f"the snapshot holds {self.scope.bytes >> 20} MiB, {beyond >> 20} MiB more than "
+                                f"the catalog recorded; {free >> 20} MiB left free in {state.scratch.parent}")
+            return
+        state.manifest, state.scope = self.found.manifest, self.scope
+        _provide(state, self.checker)
+
+    def _fail(self, check: str, detail: str) -> None:
+        self.failure = (check, detail)
+        self.stop_restore.set()
+
+
+def _record_read_alongside(state: _Drilling, reader: _ManifestReader) -> None:
+    if reader.failure is not None:
+        check, detail = reader.failure
+        state.check(check, False, detail)     # stops the drill
+    assert reader.found is not None and reader.scope is not None
+    _record_manifest(state, reader.found, reader.scope)
+
+
+def _restore(state: _Drilling, checker: AlongsideChecker, reader: _ManifestReader | None) -> None:
+    """restic restores the whole snapshot, or the files of the scope's studies (in calls of at most
+    MAX_PATTERNS_PER_CALL patterns) while `checker` checks what it completes; a file restic cannot restore
+    is recorded, not raised."""
     assert state.restic is not None and state.snapshot is not None
-    calls = [includes[i:i + MAX_PATTERNS_PER_CALL] for i in range(0, len(includes), MAX_PATTERNS_PER_CALL)]
-    if everything:
-        calls = [[]]
-    with state.clock.phase("restore"):
-        for chunk in calls:
-            failed = state.restic.restore(state.snapshot.id, state.target, includes=chunk,
-                                          excludes=excludes if everything else (), keep_going=True,
-                                          progress=state.progress)
-            for path, error in failed:
-                state.result.problems.append(Problem("restore", ERROR, "restore-error", path, error))
+    includes = [] if state.scope is None or state.scope.whole else _patterns(state, state.scope.studies)
+    calls = [includes[i:i + MAX_PATTERNS_PER_CALL] for i in range(0, len(includes), MAX_PATTERNS_PER_CALL)] or [[]]
+    for chunk in calls:
+        try:
+            failed = state.restic.restore(state.snapshot.id, state.target, includes=chunk, keep_going=True,
+                                          progress=state.progress,
+                                          stop=reader.stop_restore if reader is not None else None)
+        except Interrupted:
+            if reader is not None and reader.stop_restore.is_set():
+                return   # stopped because of what the manifest said: recorded by the caller
+            raise
+        for path, error in failed:
+            state.result.problems.append(Problem("restore", ERROR, "restore-error", path, error))
+
+
+def _record_restore_check(state: _Drilling) -> None:
     errors = [p for p in state.result.problems if p.check == "restore"]
     state.result.add_check(Check("restore", "fail" if errors else "pass", failed=len(errors),
                                  detail=f"restic could not restore {len(errors)} file(s)" if errors
                                  else "restic restored every file it was asked for"))
 
 
-def _verify(state: _Drilling, part: str, entries: list[Entry], unlisted: bool = False) -> TreeCheck:
-    """One half of the check of restored files against the signed manifest: 'hash' or 'dicom'."""
-    assert state.manifest is not None
-    decode = 0
-    if part == "dicom":
-        entries = [e for e in entries if e.kind == DICOM or e.path.lower().endswith(".dcm")]
-        # the first study gets one decode at most, so the sample spreads over the archive
-        decode = min(state.decode_left, sum(1 for e in entries if e.kind == DICOM),
-                     1 if not state.result.studies else state.decode_left)
-        state.decode_left -= decode
-    with state.clock.phase(part) as phase:
-        tree = verify_restored_tree(state.target, state.manifest, entries=entries, decode=decode,
-                                    seed=state.result.seed, workers=state.config.settings.verify.workers,
-                                    progress=state.progress, changed=state.changed, only=part, unlisted=unlisted)
-        phase.files += len(entries)
-        phase.bytes += sum(e.size for e in entries if e.sha256 is not None)
-    _add_findings(state, part, tree.findings, checked=len(entries))
-    return tree
+def _record_checks(state: _Drilling, entries: list[Entry], outcome: Outcome, parse: bool) -> None:
+    """The 'hash' and 'dicom' checks, and the studies, from each file's check."""
+    hashed = [f for c in outcome.checks for f in c.hash] + outcome.unlisted
+    _add_findings(state, "hash", hashed, checked=len(entries))
+    content = [(e, c) for e, c in zip(entries, outcome.checks, strict=True) if e.sha256 is not None]
+    state.result.files, state.result.bytes = len(content), sum(e.size for e, _ in content)
+    if parse:
+        _add_findings(state, "dicom", [f for c in outcome.checks for f in c.dicom],
+                      checked=sum(1 for c in outcome.checks if c.parsed))
+    _record_studies(state, entries, outcome, record_reads=parse)
 
 
 def _add_findings(state: _Drilling, check: str, findings: list[Finding], checked: int) -> None:
@@ -351,22 +478,30 @@ def _add_findings(state: _Drilling, check: str, findings: list[Finding], checked
     result.add_check(Check(check, "fail" if errors else "pass", total, errors, detail))
 
 
-def _record_studies(state: _Drilling, studies: list[str], hashed: TreeCheck, checked: TreeCheck | None) -> None:
+def _record_studies(state: _Drilling, entries: list[Entry], outcome: Outcome, record_reads: bool) -> None:
+    """Each study's outcome and when its last file was verified; the first study verified is the drill's
+    time to the first verified study (what a radiologist waits for while the archive comes back)."""
     assert state.scope is not None
     scope, result = state.scope, state.result
-    now = state.clock.elapsed()
-    outcome = {uid: hashed.studies.get(uid, True) and (checked.studies.get(uid, True) if checked else True)
-               for uid in studies}
-    if checked is not None and state.snapshot is not None:
+    ok: dict[str, bool] = dict.fromkeys(scope.studies, True)
+    done: dict[str, float] = dict.fromkeys(scope.studies, 0.0)
+    for e, check, at in zip(entries, outcome.checks, outcome.at, strict=True):
+        if e.kind == DICOM and e.study in ok:
+            ok[e.study] = ok[e.study] and not any(f.severity == ERROR for f in check.findings)
+            done[e.study] = max(done[e.study], at)
+    if record_reads and state.snapshot is not None:
         # a drill's full check counts for coverage like `verify restore` (when each study was last proven)
-        verify_rows.record_study_reads(state.catalog, outcome, state.snapshot.id, result.run_id)
-    for uid, ok in outcome.items():
-        is_first = uid == scope.studies[0]
+        verify_rows.record_study_reads(state.catalog, ok, state.snapshot.id, result.run_id)
+    verified = sorted((at, uid) for uid, at in done.items() if ok[uid])
+    if verified:
+        result.first_study_seconds, result.first_study_uid = verified[0]
+    for uid in scope.studies:
         # a whole-snapshot drill keeps the first study and the failed ones, not every study of the archive
-        if scope.whole and ok and not is_first:
+        if scope.whole and ok[uid] and uid != result.first_study_uid:
             continue
         files = scope.by_study[uid]
-        result.studies.append(StudyResult(uid, len(files), sum(e.size for e in files), ok, now))
+        result.studies.append(StudyResult(uid, len(files), sum(e.size for e in files), ok[uid],
+                                          done[uid] if ok[uid] else None))
 
 
 def _pacs(state: _Drilling) -> None:
@@ -395,16 +530,14 @@ def _pacs(state: _Drilling) -> None:
 def _finish(state: _Drilling) -> None:
     """Skip what did not run, measure recovery time against the RTO, extrapolate a sample."""
     result, clock, drill = state.result, state.clock, state.drill
-    if drill.depth == "hash":
-        clock.skip("dicom", "depth 'hash'")
     if drill.depth != "pacs":
         clock.skip("ingest", f"depth '{drill.depth}'")
         clock.skip("query", f"depth '{drill.depth}'")
     result.phases = list(clock.phases.values())
-    verified = [p for p in ("hash", "dicom", "ingest", "query") if clock.phases[p].status == "ok"]
+    verified = [p for p in ("verify", "ingest", "query") if clock.phases[p].status == "ok"]
     if result.error or not verified or state.scope is None:
         return
-    result.recovery_seconds = sum(p.seconds for p in result.phases if p.name != "cleanup")
+    result.recovery_seconds = clock.recovery_ended
     if not state.scope.whole:
         result.estimated_full_seconds = _extrapolate(state)
     sampled = drill.scope.startswith("sample:")
@@ -420,7 +553,8 @@ def _finish(state: _Drilling) -> None:
 
 def _extrapolate(state: _Drilling) -> float | None:
     """The whole snapshot's recovery time from the sample's measured throughput, phase by phase: restore and
-    hash scale with bytes, DICOM/PACS with DICOM files; fetch and select happen once either way."""
+    verify (the checks run during both) scale with bytes, ingest and query with DICOM files; fetch and select
+    happen once either way."""
     scope, manifest, phases = state.scope, state.manifest, state.clock.phases
     assert scope is not None and manifest is not None
     if not scope.bytes or not scope.files:
@@ -430,8 +564,8 @@ def _extrapolate(state: _Drilling) -> float | None:
     by_bytes = (state.result.archive_bytes or 0) / scope.bytes
     by_dicom = all_dicom / sample_dicom
     once = phases["fetch"].seconds + phases["select"].seconds
-    scaled = (phases["restore"].seconds + phases["hash"].seconds) * by_bytes + \
-        (phases["dicom"].seconds + phases["ingest"].seconds + phases["query"].seconds) * by_dicom
+    scaled = (phases["restore"].seconds + phases["verify"].seconds) * by_bytes + \
+        (phases["ingest"].seconds + phases["query"].seconds) * by_dicom
     return once + scaled
 
 

@@ -21,7 +21,9 @@ def record_snapshot(catalog: Catalog, *, snapshot_id: str, short_id: str, job: s
         )
 
 
-def list_snapshots(catalog: Catalog, job: str | None = None, include_forgotten: bool = False) -> list[dict]:
+def list_snapshots(catalog: Catalog, job: str | None = None, include_forgotten: bool = False,
+                   replicas: bool = True) -> list[dict]:
+    """Snapshots, oldest first; `replicas`: with where each one's replicas live (one query per snapshot)."""
     sql, params = "SELECT * FROM snapshots WHERE 1=1", []
     if job:
         sql += " AND job=?"
@@ -33,7 +35,8 @@ def list_snapshots(catalog: Catalog, job: str | None = None, include_forgotten: 
     for r in rows:
         d = dict(r)
         d["tags"], d["paths"] = json.loads(d["tags"]), json.loads(d["paths"])
-        d["replicas"] = replicas_of(catalog, d["id"])
+        if replicas:
+            d["replicas"] = replicas_of(catalog, d["id"])
         out.append(d)
     return out
 

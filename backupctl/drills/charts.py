@@ -13,9 +13,11 @@ from html import escape
 from typing import Any
 
 PHASE_COLOURS = {
-    "fetch": "#8c6bb1", "select": "#9ecae1", "restore": "#3182bd", "hash": "#31a354", "dicom": "#74c476",
+    "fetch": "#8c6bb1", "select": "#9ecae1", "restore": "#3182bd", "verify": "#31a354",
     "ingest": "#fd8d3c", "query": "#fdae6b", "cleanup": "#bdbdbd",
 }
+# drills recorded before the checks ran alongside the restore timed them as two phases of their own
+LEGACY_PHASE_COLOURS = {"hash": "#31a354", "dicom": "#74c476"}
 SERIES_COLOURS = ("#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363", "#d6616b", "#8ca252", "#bd9e39")
 FONT = 'font-family="system-ui, -apple-system, Segoe UI, sans-serif" font-size="12"'
 
@@ -56,7 +58,8 @@ def phase_bars(drills: Sequence[dict[str, Any]], width: int = 860) -> str:
     out = [f'<svg class="chart phase-chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" role="img" aria-label="Phase durations per drill">',
            '<title>Phase durations per drill (seconds)</title>']
-    out.append(_legend(list(PHASE_COLOURS), label_w, 14))
+    legacy = [n for n in LEGACY_PHASE_COLOURS if any(p["name"] == n for d in drills for p in d["phases"])]
+    out.append(_legend(list(PHASE_COLOURS) + legacy, label_w, 14, PHASE_COLOURS | LEGACY_PHASE_COLOURS))
     for t in ticks:
         x = label_w + t * scale
         out.append(f'<line x1="{x:.1f}" y1="{top - 6}" x2="{x:.1f}" y2="{height - 24}" stroke="#e5e5e5"/>')
@@ -77,11 +80,15 @@ def phase_bars(drills: Sequence[dict[str, Any]], width: int = 860) -> str:
             if phase.get("mb_per_second"):
                 tip += f", {phase['mb_per_second']:.1f} MB/s"
             out.append(f'<rect class="bar phase-{escape(name)}" x="{x:.2f}" y="{y}" width="{max(w, 0.5):.2f}" '
-                       f'height="{bar_h}" fill="{PHASE_COLOURS.get(name, "#999")}"><title>{escape(tip)}</title></rect>')
+                       f'height="{bar_h}" fill="{_phase_colour(name)}"><title>{escape(tip)}</title></rect>')
             x += w
         out.append(f'<text x="{x + 4:.1f}" y="{y + bar_h - 3}" {FONT} fill="#444">{total:.1f} s</text>')
     out.append("</svg>")
     return "".join(out)
+
+
+def _phase_colour(name: str) -> str:
+    return PHASE_COLOURS.get(name) or LEGACY_PHASE_COLOURS.get(name) or "#999"
 
 
 def _legend(names: list[str], x0: int, y: int, colours: dict[str, str] | None = None) -> str:

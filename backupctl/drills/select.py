@@ -59,9 +59,9 @@ def choose_snapshot(snapshots: list[Snapshot], rule: str, rng: random.Random,
 
 @dataclass
 class Scope:
-    """The manifest entries a drill restores and checks, grouped by study (first study first)."""
+    """The manifest entries a drill restores and checks, grouped by study."""
 
-    studies: list[str]                       # in restore order; empty when the snapshot holds no DICOM study
+    studies: list[str]                       # empty when the snapshot holds no DICOM study
     entries: list[Entry]                     # every entry in scope
     by_study: dict[str, list[Entry]]
     whole: bool                              # the whole snapshot (scope 'all')
@@ -92,10 +92,8 @@ def choose_scope(manifest: Manifest, scope: str, listed: list[str], rng: random.
     by_study = studies_of(manifest.entries)
     available = sorted(by_study)
     if scope == "all":
-        # the first study restored alone tells how long a radiologist waits for one study: pick it at random
-        first = [rng.choice(available)] if available else []
-        rest = [s for s in available if s not in first]
-        return Scope(first + rest, _content_entries(manifest), by_study, whole=True)
+        # one restore of everything; the first study is the first one restored and verified in full
+        return Scope(available, _content_entries(manifest), by_study, whole=True)
     if scope == "studies":
         missing = [uid for uid in listed if uid not in by_study]
         if missing:

@@ -7,6 +7,7 @@
 * `restore`: restore a snapshot (or a sample of studies) and check every file against the signed manifest,
   with a full DICOM parse.
 
-Restore drills build on `verify.restored` (`check_restored_file`, `verify_restored_tree`) and
-`verify.snapshot_manifest.read_snapshot_manifest`.
+Restore drills build on `verify.restored` (`check_restored_file`, `verify_restored_tree`; each file read
+once, hashed, then parsed from the same bytes), `verify.alongside` (checking files while restic still
+restores them) and `verify.snapshot_manifest.read_snapshot_manifest`.
 """

@@ -1,10 +1,14 @@
 """Checking a restored tree against its signed manifest: SHA-256 of every file, full DICOM parse.
 
-The API restore drills build on:
+Each file is read once: the bytes hashed are the bytes parsed (files above WHOLE_FILE_BYTES are streamed
+and parsed from disk). The API restore drills build on:
 
-* `check_restored_file(path, entry, decode)`: the findings for one restored file;
+* `check_restored_file(path, entry, decode)`: the findings for one restored file (`check_once` keeps the
+  hash and DICOM findings apart);
 * `verify_restored_tree(root, manifest, ...)`: every (or a chosen subset of) manifest entry under `root`,
-  in a process pool, with per-study results for coverage.
+  in a process pool, with per-study results for coverage;
+* `prove_early` / `still_proven`: checking files while restic is still restoring (see below), which
+  `verify.alongside` schedules.
 
 A file restored with a different size or mtime than its manifest entry was modified between the manifest
 pass and restic's read (restic restores the mtime it saw): it is reported as changed during backup, a
@@ -42,6 +46,7 @@ from backupctl.verify.findings import ERROR, NOTE, WARNING, Finding
 
 BATCH_FILES = 32
 INPROCESS_BELOW = 32
+WHOLE_FILE_BYTES = 64 << 20     # files up to this size are read into memory once, hashed and parsed from there
 
 
 def restored_path(root: Path, entry_path: str) -> Path:
@@ -49,7 +54,7 @@ def restored_path(root: Path, entry_path: str) -> Path:
     return root / entry_path.lstrip("/")
 
 
-def _sha256(path: Path) -> str:
+def _sha256_streamed(path: Path) -> str:
     h = hashlib.sha256()
     buf = bytearray(READ_BYTES)
     view = memoryview(buf)
@@ -59,74 +64,214 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _read_and_hash(path: Path, size: int) -> tuple[str, bytes | None]:
+    """SHA-256 of the file and, when it is small enough to hold, its bytes: the DICOM check parses those
+    same bytes instead of reading the file a second time."""
+    if size > WHOLE_FILE_BYTES:
+        return _sha256_streamed(path), None
+    with open(path, "rb", buffering=0) as fh:
+        data = fh.read()
+    return hashlib.sha256(data).hexdigest(), data
+
+
+@dataclass(slots=True)
+class FileCheck:
+    """What checking one restored file found: its presence and SHA-256 ('hash'), then the DICOM parse."""
+
+    hash: list[Finding] = field(default_factory=list)
+    dicom: list[Finding] = field(default_factory=list)
+    parsed: bool = False             # the DICOM check ran (an intact DICOM or .dcm file, or a damaged one)
+    intact: bool | None = None       # None: no content check applies (missing, symlink, changed during backup...)
+
+    @property
+    def findings(self) -> list[Finding]:
+        return self.hash + self.dicom
+
+
 def check_restored_file(path: Path, entry: Entry, decode: bool = False, known_changed: bool = False) -> list[Finding]:
     """Every finding for one restored file: presence, SHA-256, and for DICOM the full parse check.
 
     `known_changed`: the backup's own cross-check (catalog) saw this file change while it was backed up.
     """
-    findings, intact = hash_restored_file(path, entry, known_changed)
-    if intact is None:
-        return findings
-    return findings + dicom_restored_file(path, entry, decode, intact)
+    return check_once(path, entry, decode, known_changed).findings
 
 
-def hash_restored_file(path: Path, entry: Entry, known_changed: bool = False) -> tuple[list[Finding], bool | None]:
-    """The presence and SHA-256 half of `check_restored_file`: (findings, intact). `intact` is None when no
-    content check applies (missing, symlink, changed during backup, ...), else whether the bytes match."""
+def check_once(path: Path, entry: Entry, decode: bool = False, known_changed: bool = False, *,
+               parse: bool = True, parse_damaged: bool = True) -> FileCheck:
+    """`check_restored_file` with its findings kept apart, reading the file once: its bytes are hashed,
+    then (`parse`) parsed as DICOM. `parse_damaged`: parse files whose hash differs too (their parse errors
+    say how they are damaged); a restore drill parses only intact files."""
+    result = FileCheck()
+    result.hash, result.intact, data = _hash_findings(path, entry, known_changed)
+    if result.intact is None or not parse or not (result.intact or parse_damaged):
+        return result
+    result.dicom, result.parsed = dicom_findings(path, data, entry, decode, result.intact)
+    return result
+
+
+def _hash_findings(path: Path, entry: Entry, known_changed: bool) -> tuple[list[Finding], bool | None, bytes | None]:
+    """(findings, intact, the bytes read when held in memory). `intact` is None when no content check
+    applies (missing, symlink, changed during backup, ...), else whether the bytes match."""
     subject = entry.path
     if entry.kind == SPECIAL:
-        return [], None
+        return [], None, None
     try:
         st = path.lstat()
     except FileNotFoundError:
-        return [Finding(ERROR, "missing", subject, "in the manifest but not restored")], None
+        return [Finding(ERROR, "missing", subject, "in the manifest but not restored")], None, None
     if entry.kind == SYMLINK:
-        return ([] if path.is_symlink() else [Finding(ERROR, "altered", subject, "was a symlink")]), None
+        return ([] if path.is_symlink() else [Finding(ERROR, "altered", subject, "was a symlink")]), None, None
     if entry.kind == UNREADABLE:
-        return [Finding(WARNING, "source-unreadable", subject, entry.error or "could not be read at backup time")], None
+        return [Finding(WARNING, "source-unreadable", subject,
+                        entry.error or "could not be read at backup time")], None, None
     try:
-        digest = _sha256(path)
+        digest, data = _read_and_hash(path, st.st_size)
     except OSError as exc:
-        return [Finding(ERROR, "unreadable", subject, f"cannot read the restored file: {exc.strerror}")], None
+        return [Finding(ERROR, "unreadable", subject, f"cannot read the restored file: {exc.strerror}")], None, None
     intact = digest == entry.sha256
     # restic restores the mtime it read: another mtime means restic read another version than the
     # manifest pass did, and the manifest cannot vouch for it (the same mtime with other bytes is damage)
     if not intact and (known_changed or st.st_mtime_ns != entry.mtime_ns):
         return [Finding(WARNING, "changed-during-backup", subject,
-                        "modified between the manifest pass and restic's read; the manifest cannot vouch for it")], None
+                        "modified between the manifest pass and restic's read; the manifest cannot vouch for it")], \
+            None, None
     if not intact:
         size = f"; {st.st_size} bytes, the manifest says {entry.size}" if st.st_size != entry.size else ""
         return [Finding(ERROR, "hash-mismatch", subject,
-                        f"SHA-256 {digest[:12]}… differs from the manifest's {entry.sha256[:12]}…{size}")], False
-    return [], True
+                        f"SHA-256 {digest[:12]}… differs from the manifest's {entry.sha256[:12]}…{size}")], \
+            False, data
+    return [], True, data
 
 
-def dicom_restored_file(path: Path, entry: Entry, decode: bool, intact: bool) -> list[Finding]:
-    """The DICOM half of `check_restored_file`, for a file whose hash check said `intact`."""
-    from backupctl.dicom.parse import check_file
+def dicom_findings(path: Path, data: bytes | None, entry: Entry, decode: bool,
+                   intact: bool) -> tuple[list[Finding], bool]:
+    """The DICOM half of a file's check, on its bytes when the hash pass kept them (else read from `path`):
+    (findings, whether a parse ran)."""
+    from backupctl.dicom.parse import check_bytes, check_file
 
-    if entry.kind == DICOM or (entry.kind in (OTHER, UNPARSEABLE) and path.suffix.lower() == ".dcm") or not intact:
-        return _dicom_findings(path, entry, decode, intact, check_file)
-    return []
+    if not (entry.kind == DICOM or (entry.kind in (OTHER, UNPARSEABLE) and path.suffix.lower() == ".dcm")
+            or not intact):
+        return [], False
 
+    def check(expected: dict[str, str | None] | None, decode: bool):  # noqa: ANN202 - a DicomCheck
+        return check_bytes(data, expected, decode) if data is not None else check_file(path, expected, decode)
 
-def _dicom_findings(path: Path, entry: Entry, decode: bool, intact: bool, check_file) -> list[Finding]:  # noqa: ANN001
     if entry.kind != DICOM and intact:
         # the manifest already knew: the source itself holds a non-DICOM or broken .dcm file
-        result = check_file(path, None, decode=False)
+        result = check(None, False)
         kind = "not-dicom" if entry.kind == OTHER else result.status if not result.ok else "unparseable"
         why = "named .dcm but not DICOM" if entry.kind == OTHER else "; ".join(result.problems) or entry.error
-        return [Finding(WARNING, kind, entry.path, f"{why}; it was so at backup time (source problem)")]
+        return [Finding(WARNING, kind, entry.path, f"{why}; it was so at backup time (source problem)")], True
     if entry.kind != DICOM:
-        return []
-    result = check_file(path, entry.dicom, decode=decode)
+        return [], False
+    result = check(entry.dicom, decode)
     out = []
     if not result.ok:
         # intact bytes but failing parse: the file was damaged before it was backed up
         severity, origin = (WARNING, "; it was so at backup time (source problem)") if intact else (ERROR, "")
         out += [Finding(severity, kind, entry.path, words + origin) for kind, words in result.by_kind().items()]
     out += [Finding(NOTE, "not-decoded", entry.path, n) for n in result.notes]
-    return out
+    return out, True
+
+
+# proving files while restic still restores --------------------------------------------------------------
+#
+# restic 0.14 writes a file's blobs in pack order, possibly in several pieces, into a file it first
+# preallocates at its full size: neither the size nor the file being closed says a file is complete. Its
+# bytes hashing to the manifest's SHA-256 does: a partly written file cannot have the complete file's hash.
+# One case remains: while a blob is not written yet, its place reads as zeros, so if the manifest's version
+# has zeros exactly there and restic's version (a file changed during the backup, same size and mtime) has
+# something else, the file would match early and change later. So a file proven early also records where it
+# is all zeros, and once restic has ended those regions are read again: still zeros, the proof stands.
+
+
+def prove_early(path: Path, entry: Entry, decode: bool, parse: bool) -> EarlyProof | int:
+    """While restic restores: the check of a file whose bytes already hash to the manifest's SHA-256, with
+    its zero regions; otherwise the mtime it had when read (worth trying again only once it changes)."""
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            mtime_ns = os.fstat(fh.fileno()).st_mtime_ns
+            data = fh.read(entry.size + 1)
+    except OSError:
+        return 0
+    if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
+        return mtime_ns
+    check = FileCheck(intact=True)
+    if parse:
+        check.dicom, check.parsed = dicom_findings(path, data, entry, decode, True)
+    return EarlyProof(check, zero_regions(data))
+
+
+@dataclass(slots=True)
+class EarlyProof:
+    check: FileCheck
+    zeros: list[tuple[int, int]]     # [start, end) of every region where a blob may still be unwritten
+
+
+MIN_BLOB = 512 << 10     # restic's chunker cuts no blob smaller than this, except a file's last one
+_PROBE = 4096
+
+
+def zero_regions(data: bytes) -> list[tuple[int, int]]:
+    """The all-zero regions of `data` that could be a blob restic has not written yet: the zeros the file
+    ends with (its last blob, or the whole file when it is one blob), and any run of zeros at least
+    MIN_BLOB long (every other blob is at least that long)."""
+    size = len(data)
+    found: list[tuple[int, int]] = []
+    # a run of MIN_BLOB zeros covers a whole _PROBE block at some multiple of MIN_BLOB / 2
+    for at in range(0, size - _PROBE + 1, MIN_BLOB // 2):
+        if found and at < found[-1][1]:
+            continue
+        if data.startswith(_ZERO_BLOCKS[_PROBE], at):
+            start, end = _zeros_before(data, at), _zeros_after(data, at)
+            if end - start >= MIN_BLOB:
+                found.append((start, end))
+    tail = _zeros_before(data, size)
+    if tail < size and not (found and found[-1][1] == size):
+        found.append((tail, size))
+    return found
+
+
+# bytes.startswith/endswith compare in place (memcmp); a memoryview comparison goes byte by byte
+_STEPS = (64 << 10, 4096)
+_ZERO_BLOCKS = {step: bytes(step) for step in _STEPS}
+_READ_BACK = _STEPS[0]
+
+
+def _zeros_before(data: bytes, end: int) -> int:
+    """Where the run of zero bytes that ends at `end` starts."""
+    for step in _STEPS:
+        while end >= step and data.endswith(_ZERO_BLOCKS[step], end - step, end):
+            end -= step
+    chunk = data[max(0, end - _STEPS[-1]):end]
+    return end - (len(chunk) - len(chunk.rstrip(b"\0")))
+
+
+def _zeros_after(data: bytes, start: int) -> int:
+    """Where the run of zero bytes that starts at `start` ends."""
+    for step in _STEPS:
+        while data.startswith(_ZERO_BLOCKS[step], start):
+            start += step
+    chunk = data[start:start + _STEPS[-1]]
+    return start + (len(chunk) - len(chunk.lstrip(b"\0")))
+
+
+def still_proven(path: Path, entry: Entry, zeros: list[tuple[int, int]]) -> bool:
+    """Once restic has ended: the file proven early still has the manifest's size, and its zero regions are
+    still zeros (restic wrote nothing else there since)."""
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            if os.fstat(fh.fileno()).st_size != entry.size:
+                return False
+            for start, end in zeros:
+                fh.seek(start)
+                for at in range(start, end, _READ_BACK):
+                    chunk = fh.read(min(_READ_BACK, end - at))
+                    if len(chunk) != min(_READ_BACK, end - at) or not _ZERO_BLOCKS[_READ_BACK].startswith(chunk):
+                        return False
+    except OSError:
+        return False
+    return True
 
 
 # the whole tree --------------------------------------------------------------------------------------------
@@ -146,8 +291,21 @@ class TreeCheck:
     def ok(self) -> bool:
         return not any(f.severity == ERROR for f in self.findings)
 
+    def add(self, e: Entry, found: list[Finding], decoding: bool) -> None:
+        """Count one checked entry and its findings."""
+        self.findings += found
+        if e.sha256 is not None:
+            self.files += 1
+            self.bytes += e.size
+        if e.kind == DICOM:
+            self.dicom += 1
+            self.decoded += decoding and not any(f.kind == "not-decoded" for f in found)
+            if e.study:
+                ok = not any(f.severity == ERROR for f in found)
+                self.studies[e.study] = self.studies.get(e.study, True) and ok
 
-def _decode_set(entries: list[Entry], count: int, seed: int | None) -> set[str]:
+
+def decode_set(entries: list[Entry], count: int, seed: int | None) -> set[str]:
     dicom = sorted(e.path for e in entries if e.kind == DICOM)
     if count <= 0 or not dicom:
         return set()
@@ -157,17 +315,9 @@ def _decode_set(entries: list[Entry], count: int, seed: int | None) -> set[str]:
 Work = tuple[Entry, bool, bool]   # entry, decode its pixels, known to have changed during backup
 
 
-def _check_one(path: Path, entry: Entry, decode: bool, changed: bool, only: str | None) -> list[Finding]:
-    if only == "hash":
-        return hash_restored_file(path, entry, changed)[0]
-    if only == "dicom":  # the caller passes only entries whose hash check held
-        return dicom_restored_file(path, entry, decode, True)
-    return check_restored_file(path, entry, decode, changed)
-
-
-def _check_batch(root: str, batch: list[Work], only: str | None = None) -> list[list[Finding]]:
+def _check_batch(root: str, batch: list[Work]) -> list[FileCheck]:
     base = Path(root)
-    return [_check_one(restored_path(base, e.path), e, decode, changed, only) for e, decode, changed in batch]
+    return [check_once(restored_path(base, e.path), e, decode, changed) for e, decode, changed in batch]
 
 
 def _batches(items: list[Work]) -> Iterator[list[Work]]:
@@ -178,63 +328,51 @@ def _batches(items: list[Work]) -> Iterator[list[Work]]:
 def verify_restored_tree(root: Path, manifest: Manifest, *, entries: list[Entry] | None = None,
                          decode: int = 0, seed: int | None = None, workers: int | None = None,
                          progress: Progress | None = None, changed: set[str] | frozenset[str] = frozenset(),
-                         only: str | None = None, unlisted: bool | None = None) -> TreeCheck:
+                         unlisted: bool | None = None) -> TreeCheck:
     """Check the restored files under `root` against `manifest` (all entries, or `entries` only).
 
-    `decode` DICOM files (chosen at random with `seed`) also get their pixel data decoded. When every
-    entry is checked (or `unlisted` is true), files restored but absent from the manifest are reported too.
-    `changed`: paths the backup's own cross-check saw change while it ran (from the catalog, when there is
-    one). `only` runs one half of the check: "hash" (presence and SHA-256) or "dicom" (the parse check, for
-    entries whose hash check already held), so restore drills can time the two apart.
+    Each file is read once: its bytes are hashed, then parsed when it is DICOM. `decode` DICOM files (chosen
+    at random with `seed`) also get their pixel data decoded. When every entry is checked (or `unlisted` is
+    true), files restored but absent from the manifest are reported too. `changed`: paths the backup's own
+    cross-check saw change while it ran (from the catalog, when there is one).
     """
     progress = progress or NullProgress()
     started = time.monotonic()
     whole = entries is None if unlisted is None else unlisted
     chosen = list(manifest.entries if entries is None else entries)
-    to_decode = _decode_set(chosen, decode, seed)
+    to_decode = decode_set(chosen, decode, seed)
     work = [(e, e.path in to_decode, e.path in changed) for e in chosen]
     workers = workers or os.cpu_count() or 1
     result = TreeCheck()
-    per_entry: list[tuple[Entry, list[Finding]]] = []
+    per_entry: list[tuple[Entry, FileCheck]] = []
     with progress.task("verify restored files", total=sum(e.size for e in chosen), unit="B") as task:
         if workers <= 1 or len(work) < INPROCESS_BELOW:
             for e, dec, chg in work:
-                per_entry.append((e, _check_one(restored_path(root, e.path), e, dec, chg, only)))
+                per_entry.append((e, check_once(restored_path(root, e.path), e, dec, chg)))
                 task.advance(e.size)
         else:
-            per_entry = _run_pool(root, work, workers, task, only)
+            per_entry = _run_pool(root, work, workers, task)
     for e, found in per_entry:
-        result.findings += found
-        if e.sha256 is not None:
-            result.files += 1
-            result.bytes += e.size
-        if e.kind == DICOM:
-            result.dicom += 1
-            result.decoded += e.path in to_decode and not any(f.kind == "not-decoded" for f in found)
-            study = e.study
-            if study:
-                ok = not any(f.severity == ERROR for f in found)
-                result.studies[study] = result.studies.get(study, True) and ok
+        result.add(e, found.findings, e.path in to_decode)
     if whole:
         result.findings += _unlisted(root, manifest)
     result.seconds = time.monotonic() - started
     return result
 
 
-def _run_pool(root: Path, work: list[Work], workers: int, task: Task,
-              only: str | None = None) -> list[tuple[Entry, list[Finding]]]:
-    out: list[tuple[Entry, list[Finding]]] = []
+def _run_pool(root: Path, work: list[Work], workers: int, task: Task) -> list[tuple[Entry, FileCheck]]:
+    out: list[tuple[Entry, FileCheck]] = []
     with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-        pending: dict[Future[list[list[Finding]]], list[Work]] = {}
+        pending: dict[Future[list[FileCheck]], list[Work]] = {}
 
-        def collect(fut: Future[list[list[Finding]]]) -> None:
+        def collect(fut: Future[list[FileCheck]]) -> None:
             batch = pending.pop(fut)
             for (e, _, _), found in zip(batch, fut.result(), strict=True):
                 out.append((e, found))
                 task.advance(e.size)
 
         for batch in _batches(work):
-            pending[pool.submit(_check_batch, str(root), batch, only)] = batch
+            pending[pool.submit(_check_batch, str(root), batch)] = batch
             if len(pending) >= workers * 3:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
