@@ -316,7 +316,7 @@ class Restic:
 
     def backup(self, paths: Sequence[Path], *, excludes: Sequence[str] = (), tags: Sequence[str] = (),
                progress: Progress | None = None, ignore_ctime: bool = False,
-               parent: str | None = None) -> BackupSummary:
+               parent: str | None = None, not_before: int | None = None) -> BackupSummary:
         """Back up `paths`; exit 3 (some files unreadable, snapshot saved) raises PartialSnapshot.
 
         `ignore_ctime`: for hard-linked copies (Orthanc storage), whose ctime changes at every link while
@@ -327,8 +327,11 @@ class Restic:
         The snapshot is described without asking restic again (every restic start pays the repository's key
         derivation, most of an incremental backup's time): its time is set here (`--time`, whole seconds,
         UTC), its paths, tags, host and parent are what was asked for, and its full id is found in the
-        repository's `snapshots/` folder by the short id restic 0.14 prints."""
-        taken = datetime.now(UTC).replace(microsecond=0)
+        repository's `snapshots/` folder by the short id restic 0.14 prints. `not_before` (epoch seconds):
+        the earliest time to give it, so that whole-second times still order a job's snapshots strictly
+        (restic's `latest` and retention policies order by time)."""
+        taken = max(datetime.now(UTC).replace(microsecond=0),
+                    datetime.fromtimestamp(not_before or 0, UTC))
         args = ["backup", "--json", "--host", self.host, "--time", taken.strftime("%Y-%m-%d %H:%M:%S")]
         if ignore_ctime:
             args.append("--ignore-ctime")
@@ -489,6 +492,19 @@ class Restic:
             if isinstance(msg, list):
                 return msg
         return []
+
+
+_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+
+
+def restic_time_ns(text: str) -> int | None:
+    """restic's RFC 3339 time with nanoseconds as integer nanoseconds since the epoch."""
+    m = _TIME.match(text)
+    if not m:
+        return None
+    zone = "+00:00" if m[3] == "Z" else m[3]
+    seconds = int(datetime.fromisoformat(m[1] + zone).timestamp())
+    return seconds * 1_000_000_000 + int((m[2] or "0")[:9].ljust(9, "0"))
 
 
 def _snapshot(data: dict[str, Any]) -> Snapshot:

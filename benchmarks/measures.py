@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ from benchmarks.workload import (
     fresh_raw_repo,
 )
 
+BENCH_ROOT = Path(__file__).resolve().parent.parent   # where `python -m benchmarks...` finds the package
 INCREMENTAL_FRACTION = 0.001              # 0.1 % of the files change between two backups
 
 
@@ -360,26 +362,41 @@ def reset_moto(endpoint: str) -> None:
 def replicate_s3(ctx: Context) -> Result:
     from backupctl.s3.server import EmbeddedS3
     from backupctl.targets import make_target
-    from benchmarks.s3_replication import count_requests, plain_upload
+    from benchmarks.plain_s3_upload import plain_client, plain_upload
+    from benchmarks.s3_replication import MOTO_IN_MEMORY, count_requests
 
     inst = backed_up(ctx).inst
     staging = inst.config.staging_repository
     files = list_repository(staging)
+    rels = [f.rel for f in files]
     repo_bytes = sum(f.size for f in files)
     work = ctx.scratch("s3")
     credentials = work / "s3-credentials"
     write_private_file(credentials, b"[default]\naws_access_key_id = bench\naws_secret_access_key = bench\n")
+    # the plain loop finds its keys the way boto3 does, and no ~/.aws/config of this machine
+    plain_env = {**inst.env(), "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
+                 "AWS_CONFIG_FILE": str(work / "no-aws-config")}
     current: dict[str, Config] = {}
-    with EmbeddedS3(log=work / "moto.log") as server:
+    with EmbeddedS3(log=work / "moto.log", env=MOTO_IN_MEMORY) as server:
 
         def fresh_buckets(i: int) -> None:
             reset_moto(server.endpoint)
             current["config"] = configure_s3(inst, server.endpoint, credentials, i)
 
         def plain(i: int) -> Run:
-            bucket = make_target(current["config"], S3_PLAIN).bucket  # type: ignore[attr-defined]
-            return time_call(lambda: plain_upload(bucket.client, bucket.name, staging, files))
+            bucket = current["config"].target(S3_PLAIN).bucket  # type: ignore[union-attr]
+            return run_command([sys.executable, "-m", "benchmarks.plain_s3_upload", "--endpoint", server.endpoint,
+                                "--bucket", bucket, "--root", str(staging)],
+                               env=plain_env, cwd=str(BENCH_ROOT), stdin="\n".join(rels).encode()).run
 
+        def plain_in_process(i: int) -> float:
+            """For reference: the same loop inside this process, its client made beforehand (no start-up)."""
+            reset_moto(server.endpoint)
+            client = plain_client(server.endpoint, aws_access_key_id="bench", aws_secret_access_key="bench")
+            client.create_bucket(Bucket=f"bench-in-process-{i}", ObjectLockEnabledForBucket=True)
+            return time_call(lambda: plain_upload(client, f"bench-in-process-{i}", staging, rels)).seconds
+
+        in_process = [plain_in_process(i) for i in range(ctx.repeats)]
         runs_a, runs_b = interleave(
             ctx.repeats, lambda i: run_command(inst.cli("replicate", "--target", S3_TARGET, "--json"),
                                                env=inst.env()).run, plain, before=fresh_buckets)
@@ -390,14 +407,21 @@ def replicate_s3(ctx: Context) -> Result:
             again = target.sync(staging, files, NullProgress())
         reset_moto(server.endpoint)
     inst.config_path.write_text(CONFIG_TEXT)
+    a_median = statistics.median(r.seconds for r in runs_a)
     return Result("replication to S3 Object Lock (embedded moto server)", "throughput",
                   Side("backupctl replicate --target (S3)", runs_a, bytes=repo_bytes, files=len(files)),
-                  Side("boto3, 4 threads, same lock and checksum headers", runs_b, bytes=repo_bytes,
+                  Side("boto3, 4 threads, same lock and checksum headers (a program)", runs_b, bytes=repo_bytes,
                        files=len(files)),
                   target=Target(">=", 0.9),
-                  figures={"nothing_new_uploaded": again.uploaded, "nothing_new_requests": dict(counts)},
+                  figures={"nothing_new_uploaded": again.uploaded, "nothing_new_requests": dict(counts),
+                           "plain_in_process_median_s": round(statistics.median(in_process), 3),
+                           "ratio_vs_plain_in_process": round(statistics.median(in_process) / a_median, 3)},
                   notes=["A also checks each file against its name, reads each lock back (HeadObject) and records "
-                         "every version in the catalog; moto keeps objects in RAM, so this is CPU, not network"])
+                         "every version in the catalog; moto holds every object in memory (MOTO_IN_MEMORY), so "
+                         "this is CPU, not network or disk",
+                         "B is a program of its own (python -m benchmarks.plain_s3_upload: boto3's default client, "
+                         "start-up included, as A's); plain_in_process is the same loop inside the runner with its "
+                         "client made beforehand"])
 
 
 # restore ------------------------------------------------------------------------------------------------

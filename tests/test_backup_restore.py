@@ -78,6 +78,8 @@ def test_catalog_describes_each_snapshot_as_restic_stored_it(installation: Confi
         recorded = {s["id"]: (s["time"], s["paths"], s["tags"]) for s in snapshot_rows.list_snapshots(catalog)}
     stored = {s.id: (s.time, s.paths, s.tags) for s in staging_restic(installation).snapshots()}
     assert recorded == stored and len(stored) == 2
+    # whole-second times, yet two runs within one second still order strictly (restic's `latest` is by time)
+    assert recorded[second.snapshot_id][0] > recorded[first.snapshot_id][0]
     # the second compared with the first (given as its parent): nothing new, nothing changed
     assert staging_restic(installation).snapshot(second.snapshot_id).parent == first.snapshot_id
     assert second.files_new == 0 and second.files_changed == 0 and second.files == first.files == 12

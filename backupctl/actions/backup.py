@@ -20,7 +20,7 @@ from backupctl.hooks import JobHooks
 from backupctl.locking import repository_lock
 from backupctl.progress import NullProgress, Progress
 from backupctl.repository import staging_restic
-from backupctl.restic import BackupSummary, Restic, Terminated, job_tag
+from backupctl.restic import BackupSummary, Restic, Terminated, job_tag, restic_time_ns
 from backupctl.sources import check_sources, prepared_sources
 from backupctl.verify.snapshot_manifest import (
     PreparedManifest,
@@ -92,7 +92,8 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
                 summary = restic.backup(targets, excludes=job.excludes,
                                         tags=[job_tag(job.name), *job.tags], progress=progress,
                                         ignore_ctime=job.orthanc is not None,
-                                        parent=_parent(catalog, restic, job, targets))
+                                        parent=_parent(catalog, restic, job, targets),
+                                        not_before=_after_last_snapshot(catalog, job))
                 summary = sources_only(summary, prepared)
                 changed = _changes(restic, summary, prepared)   # while a prepared copy of the sources exists
             except PartialSnapshot as partial:
@@ -144,6 +145,12 @@ def _changes(restic: Restic, summary: BackupSummary, prepared: PreparedManifest)
         log.warning("snapshot %s: files changed during the backup not found yet: %s", summary.snapshot.short_id,
                     exc.one_line())
         return None
+
+
+def _after_last_snapshot(catalog: Catalog, job: Job) -> int | None:
+    """One second after the job's newest snapshot: two quick runs never share a whole-second time."""
+    times = [ns for t in snapshot_rows.snapshot_times(catalog, job.name) if (ns := restic_time_ns(t)) is not None]
+    return max(times) // 1_000_000_000 + 1 if times else None
 
 
 def _record_manifest(catalog: Catalog, restic: Restic, summary: BackupSummary, prepared: PreparedManifest,

@@ -49,6 +49,11 @@ def latest_snapshot_id(catalog: Catalog, job: str, paths: list[str]) -> str | No
     return next((r["id"] for r in rows if sorted(json.loads(r["paths"])) == wanted), None)
 
 
+def snapshot_times(catalog: Catalog, job: str) -> list[str]:
+    """The times (restic's text) of every snapshot the catalog knows of `job`, forgotten ones included."""
+    return [r["time"] for r in catalog.query("SELECT time FROM snapshots WHERE job=?", (job,))]
+
+
 def find_snapshot(catalog: Catalog, prefix: str) -> dict | None:
     rows = catalog.query("SELECT * FROM snapshots WHERE id LIKE ? ORDER BY time", (prefix + "%",))
     return dict(rows[0]) if len(rows) == 1 else None

@@ -13,11 +13,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
 import botocore.exceptions as bex
-from botocore.config import Config as BotoConfig
 
 from backupctl.config import S3Credentials, S3TargetConfig
 from backupctl.errors import (
@@ -29,6 +27,10 @@ from backupctl.errors import (
     S3Unreachable,
     SecretError,
 )
+
+if TYPE_CHECKING:
+    import boto3
+    from botocore.config import Config as BotoConfig
 
 Resolve = Callable[[Path], Path]
 _DENIED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken",
@@ -84,6 +86,10 @@ def _keys_from_env(creds: S3Credentials) -> dict[str, str]:
 
 def make_session(creds: S3Credentials, resolve: Resolve) -> boto3.session.Session:
     """A boto3 session holding the keys; the keys themselves go nowhere else."""
+    # boto3 (~0.1 s to import) loads when a client is first made: a replication reads and hashes its first
+    # files meanwhile (see S3Target.sync), and nothing that only imports this module pays for it
+    import boto3
+
     if creds.source == "env":
         return boto3.session.Session(**_keys_from_env(creds))
     if creds.source == "file":
@@ -100,6 +106,10 @@ def make_session(creds: S3Credentials, resolve: Resolve) -> boto3.session.Sessio
 
 
 def botocore_config(cfg: S3TargetConfig, *, max_attempts: int | None = None) -> BotoConfig:
+    from botocore.config import Config as BotoConfig
+
+    from backupctl.s3 import sigv4
+
     style = cfg.addressing_style
     if style == "auto":
         style = "path" if cfg.endpoint else "virtual"
@@ -114,6 +124,8 @@ def botocore_config(cfg: S3TargetConfig, *, max_attempts: int | None = None) -> 
         # (aws-chunked) is not understood by older servers such as Ceph RGW 16
         request_checksum_calculation="when_required",
         response_checksum_validation="when_supported",
+        # over plain HTTP, sign upload bodies with the SHA-256 they declare instead of hashing them again
+        signature_version=sigv4.signature_version(),
     )
 
 

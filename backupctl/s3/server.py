@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from backupctl.errors import BackupctlError
@@ -35,13 +36,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedS3:
     """moto_server as a child process. `start()` returns the endpoint once it answers; `stop()` ends it.
 
-    Usable as a context manager. With `cert`/`key` it serves HTTPS (tests pass the CA as ca_bundle).
+    Usable as a context manager. With `cert`/`key` it serves HTTPS (tests pass the CA as ca_bundle); `env`
+    adds moto settings (environment variables) for the server process.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, cert: Path | None = None,
-                 key: Path | None = None, log: Path | None = None) -> None:
+                 key: Path | None = None, log: Path | None = None, env: Mapping[str, str] | None = None) -> None:
         self.host, self.port = host, port
         self.cert, self.key, self.log = cert, key, log
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -65,7 +68,7 @@ class EmbeddedS3:
         argv = [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
         if self.cert and self.key:
             argv += ["-c", str(self.cert), "-k", str(self.key)]
-        env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"}
+        env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true", **self.env}
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
         try:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

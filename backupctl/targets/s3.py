@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +62,35 @@ class Deadlines:
         return self.required if f.kind == "snapshots" else self.slacked
 
 
+class Prereads:
+    """Reads and hashes the first files a run will upload while the bucket is being connected to, checked and
+    listed: a file without a recorded version is uploaded (or adopted) whatever the bucket answers, so its
+    bytes and digest need nothing from the server. One thread reads them in turn (hashing releases the GIL),
+    so it takes the second core while the main thread imports boto3 and makes the client, and does not slow
+    that down as several would. An uploader takes its file's read when it has started, and otherwise reads
+    the file itself; either way it checks it against its name. What was not taken is dropped."""
+
+    def __init__(self, staging: Path, unrecorded: list[RepoFile], count: int) -> None:
+        ahead = unrecorded[:count]
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="s3-read") if ahead else None
+        self._reads: dict[str, Future[tuple[bytes | None, s3obj.Digest]]] = {
+            f.rel: self._pool.submit(s3obj.read_for_upload, staging / f.rel) for f in ahead} if self._pool else {}
+
+    def take(self, f: RepoFile) -> tuple[bytes | None, s3obj.Digest] | None:
+        read = self._reads.pop(f.rel, None)
+        if read is None or read.cancel():    # not started: reading it here is sooner than waiting in line
+            return None
+        return read.result()
+
+    def __enter__(self) -> Prereads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._reads.clear()
+
+
 class S3Target(Target):
     kind = "s3"
 
@@ -108,18 +137,20 @@ class S3Target(Target):
     def sync(self, staging: Path, files: list[RepoFile], progress: Progress) -> SyncReport:
         started = time.monotonic()
         self.last_extended = self.last_fixed = 0
-        location = self.prepare()
-        deadlines = Deadlines.for_now(self.cfg)
-        listing = list_versions(self.bucket)
         recorded = self.recorded()
-        self._check_same_repository(staging, listing, recorded)
-        plan = self._plan(files, listing, recorded, deadlines)
-        report = SyncReport(self.name, location, skipped=plan.present)
-        # data, index, keys, config first; snapshots only once all of that is uploaded and locked long enough
-        for phase in (lambda f: f.kind != "snapshots", lambda f: f.kind == "snapshots"):
-            uploads = [f for f in plan.upload if phase(f)]
-            extends = [(f, o) for f, o in plan.extend if phase(f)]
-            self._run_phase(staging, uploads, extends, listing, deadlines, progress, report)
+        with Prereads(staging, [f for f in files if f.rel not in recorded and f.kind != "snapshots"],
+                      self.cfg.concurrency) as prereads:
+            location = self.prepare()
+            deadlines = Deadlines.for_now(self.cfg)
+            listing = list_versions(self.bucket)
+            self._check_same_repository(staging, listing, recorded)
+            plan = self._plan(files, listing, recorded, deadlines)
+            report = SyncReport(self.name, location, skipped=plan.present)
+            # data, index, keys, config first; snapshots only once all of that is uploaded and locked long enough
+            for phase in (lambda f: f.kind != "snapshots", lambda f: f.kind == "snapshots"):
+                uploads = [f for f in plan.upload if phase(f)]
+                extends = [(f, o) for f, o in plan.extend if phase(f)]
+                self._run_phase(staging, uploads, extends, listing, deadlines, progress, report, prereads)
         report.notes += self._notes(plan, deadlines)
         report.seconds = time.monotonic() - started
         return report
@@ -185,12 +216,12 @@ class S3Target(Target):
 
     def _run_phase(self, staging: Path, uploads: list[RepoFile], extends: list[tuple[RepoFile, S3Object]],
                    listing: dict[str, KeyVersions], deadlines: Deadlines, progress: Progress,
-                   report: SyncReport) -> None:
+                   report: SyncReport, prereads: Prereads) -> None:
         if not uploads and not extends:
             return
         work: list[tuple[Callable[[], S3Object], int, str]] = []
         for f in uploads:
-            work.append((self._uploader(staging, f, listing.get(f.rel), deadlines), f.size, "upload"))
+            work.append((self._uploader(staging, f, listing.get(f.rel), deadlines, prereads), f.size, "upload"))
         for f, rec in extends:
             work.append((self._extender(f, rec, deadlines), 0, "extend"))
         total = sum(size for _, size, _ in work) or len(work)
@@ -207,10 +238,15 @@ class S3Target(Target):
 
     def _collect(self, futures: dict[Future[S3Object], tuple[int, str]], task, report: SyncReport,  # noqa: ANN001
                  bytes_total: bool) -> None:
+        """Record each version as soon as its upload (or extension) is proven, while the others run: a kill
+        then loses at most the ones in flight (the next run adopts them), and progress moves as files land.
+        On the first failure, what has not started is cancelled; what finishes anyway is still recorded."""
         pending = set(futures)
         first_error: BaseException | None = None
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            proven: list[tuple[S3Object, str]] = []
+            progressed = 0
             for fut in done:
                 if fut.cancelled():
                     continue
@@ -221,31 +257,36 @@ class S3Target(Target):
                         for other in pending:
                             other.cancel()
                     continue
-                obj = fut.result()
                 size, what = futures[fut]
-                self._record(obj, what, report)
-                task.advance(size if bytes_total else 1)
+                proven.append((fut.result(), what))
+                progressed += size if bytes_total else 1
+            self._record(proven, report)
+            task.advance(progressed)
         if first_error is not None:
             raise first_error
 
-    def _record(self, obj: S3Object, what: str, report: SyncReport) -> None:
-        if what == "upload":
-            s3_rows.record_objects(self.catalog, self.name, self.location, [obj])
-            report.uploaded += 1
-            report.uploaded_bytes += obj.size
-        else:
-            s3_rows.record_retention(self.catalog, self.name, self.location, [obj])
-            self.last_extended += 1
-        if obj.lock_fixed:
-            self.last_fixed += 1
+    def _record(self, proven: list[tuple[S3Object, str]], report: SyncReport) -> None:
+        """One catalog transaction per kind for the versions proven since the last wake-up."""
+        uploaded = [obj for obj, what in proven if what == "upload"]
+        extended = [obj for obj, what in proven if what != "upload"]
+        if uploaded:
+            s3_rows.record_objects(self.catalog, self.name, self.location, uploaded)
+            report.uploaded += len(uploaded)
+            report.uploaded_bytes += sum(obj.size for obj in uploaded)
+        if extended:
+            s3_rows.record_retention(self.catalog, self.name, self.location, extended)
+            self.last_extended += len(extended)
+        fixed = sum(1 for obj, _ in proven if obj.lock_fixed)
+        if fixed:
+            self.last_fixed += fixed
             s3_rows.note_endpoint(self.catalog, self.name, self.location, self.bucket.endpoint,
                                   drops_lock_headers=True)
 
-    def _uploader(self, staging: Path, f: RepoFile, kv: KeyVersions | None,
-                  deadlines: Deadlines) -> Callable[[], S3Object]:
+    def _uploader(self, staging: Path, f: RepoFile, kv: KeyVersions | None, deadlines: Deadlines,
+                  prereads: Prereads) -> Callable[[], S3Object]:
         def run() -> S3Object:
             path = staging / f.rel
-            data, digest = s3obj.read_for_upload(path)
+            data, digest = prereads.take(f) or s3obj.read_for_upload(path)
             if f.named_by_hash and digest.sha256 != f.name:
                 raise IntegrityError(f"staging file {path} does not match its name (SHA-256 "
                                      f"{digest.sha256[:12]}…); not uploaded",

@@ -15,11 +15,9 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import re
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +44,7 @@ from backupctl.manifest import (
     write_manifest_stream,
 )
 from backupctl.progress import NullProgress, Progress
-from backupctl.restic import BackupSummary, Restic, Snapshot
+from backupctl.restic import BackupSummary, Restic, Snapshot, restic_time_ns
 from backupctl.signing import SigningKey, VerifyKey, ensure_key, load_verify_key
 
 log = logging.getLogger("backupctl.verify")
@@ -138,19 +136,6 @@ def sources_only(summary: BackupSummary, prepared: PreparedManifest) -> BackupSu
 
 
 # after the snapshot -----------------------------------------------------------------------------------------
-
-_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
-
-
-def restic_time_ns(text: str) -> int | None:
-    """restic's RFC 3339 time with nanoseconds as integer nanoseconds since the epoch."""
-    m = _TIME.match(text)
-    if not m:
-        return None
-    zone = "+00:00" if m[3] == "Z" else m[3]
-    seconds = int(datetime.fromisoformat(m[1] + zone).timestamp())
-    return seconds * 1_000_000_000 + int((m[2] or "0")[:9].ljust(9, "0"))
-
 
 def changed_during_backup(entries: Iterable[Entry], nodes: dict[str, tuple[int, int | None]],
                           manifest_dir: str) -> list[tuple[str, str]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import botocore.exceptions as bex
@@ -83,3 +85,47 @@ def test_multipart_upload_gets_its_lock_set_afterwards(engine, make_config, stag
                                                 VersionId=recorded[f.rel].version_id)
         assert head["ObjectLockMode"] == "COMPLIANCE"
     assert any("dropped the lock headers" in n for n in outcome.report.notes)
+
+
+class _FirstAdvance:
+    """A progress that notes, at its first advance, how many versions the catalog holds and how many PUTs
+    went out; `advanced` lets a test hold an upload until then."""
+
+    def __init__(self, target) -> None:  # noqa: ANN001
+        self.target = target
+        self.advanced = threading.Event()
+        self.puts = 0
+        self.seen: tuple[int, int] | None = None
+
+    @contextmanager
+    def task(self, description: str, total: float | None = None, unit: str = ""):
+        yield self
+
+    def advance(self, amount: float = 1) -> None:
+        if self.seen is None and amount:
+            self.seen = (len(self.target.recorded()), self.puts)
+            self.advanced.set()
+
+    def update(self, **kw) -> None:
+        pass
+
+
+def test_each_version_is_recorded_while_the_others_upload(moto_engine, make_config, staging):
+    # a run killed half-way keeps the record of every version it proved, not only after the last upload
+    config = make_config(moto_engine, concurrency=1)
+    with open_catalog(config.catalog_path) as catalog:
+        target = make_target(config, "vault", catalog)
+        init_bucket(target.bucket)
+        progress = _FirstAdvance(target)
+
+        def hold_second_put(**kw) -> None:
+            progress.puts += 1
+            if progress.puts == 2:
+                progress.advanced.wait(timeout=60)   # released by the first version's record, if it comes
+
+        target.bucket.client.meta.events.register("before-send.s3.PutObject", hold_second_put)
+        files = list_repository(staging.repository)
+        report = target.sync(staging.repository, files, progress)
+    assert report.uploaded == len(files) > 2
+    recorded, puts = progress.seen or (0, 0)
+    assert recorded == 1 and puts <= 2    # recorded before the second PUT went out (it waits for the record)

@@ -34,3 +34,13 @@ def test_dev_s3_server_serves_and_stops():
     # the moto child went with it
     stat = Path(f"/proc/{info['pid']}/stat")
     assert not stat.exists() or stat.read_text().split(")")[-1].split()[0] == "Z"
+
+
+def test_embedded_server_takes_moto_settings():
+    from backupctl.s3.server import EmbeddedS3
+
+    with EmbeddedS3(env={"MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": "1073741824"}) as server:
+        assert server.proc is not None
+        environ = Path(f"/proc/{server.proc.pid}/environ").read_bytes().split(b"\0")
+    assert b"MOTO_S3_DEFAULT_KEY_BUFFER_SIZE=1073741824" in environ
+    assert b"MOTO_ALLOW_NONEXISTENT_REGION=true" in environ
