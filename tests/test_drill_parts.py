@@ -140,3 +140,18 @@ def test_example_drill_definitions_are_valid() -> None:
     for path in examples:
         drill = Drill.model_validate({"name": path.stem, **tomllib.loads(path.read_text())})
         assert drill.schedule and drill.rto_minutes > 0
+
+
+def test_scratch_removal_takes_read_only_folders_and_many_files(tmp_path: Path) -> None:
+    from backupctl.drills.scratch import UNLINK_THREADS, remove_scratch
+
+    scratch = tmp_path / "drill-1-1-x"
+    locked = scratch / "restore" / "srv" / "locked"
+    locked.mkdir(parents=True)
+    for i in range(UNLINK_THREADS * 40):                  # enough to go the parallel way
+        (scratch / "restore" / "srv" / f"f{i}.dcm").write_bytes(b"x" * 10)
+    (locked / "a.dcm").write_bytes(b"y")
+    (locked / "a.dcm").chmod(0o444)
+    locked.chmod(0o555)                                   # restic restores folders with their modes
+    (scratch / "restore" / "link").symlink_to(tmp_path)  # a symlink goes, never what it points to
+    assert remove_scratch(scratch) and not scratch.exists() and tmp_path.exists()

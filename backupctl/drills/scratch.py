@@ -44,6 +44,7 @@ def make_scratch(root: Path, run_id: int) -> Path:
 
 
 UNLINK_THREADS = 8     # a file just restored often waits for its pages' writeback to be deleted: wait in parallel
+UNLINK_CHUNK = 32      # files per task (one task per file costs more than the deleting, in the parent)
 
 
 def remove_scratch(path: Path) -> bool:
@@ -79,14 +80,16 @@ def _unlink_files(path: Path) -> None:
     names = [os.path.join(folder, name) for folder, _, files in os.walk(path) for name in files]
     if len(names) < UNLINK_THREADS:
         return
+    chunks = [names[i:i + UNLINK_CHUNK] for i in range(0, len(names), UNLINK_CHUNK)]
     with ThreadPoolExecutor(UNLINK_THREADS, thread_name_prefix="backupctl-scratch") as pool:
-        for _ in pool.map(_unlink_quietly, names, chunksize=64):
+        for _ in pool.map(_unlink_quietly, chunks):
             pass
 
 
-def _unlink_quietly(name: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(name)
+def _unlink_quietly(names: list[str]) -> None:
+    for name in names:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
 
 
 def remove_stale_scratch(root: Path) -> list[Path]:
