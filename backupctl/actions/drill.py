@@ -182,7 +182,7 @@ def _clean_up(state: _Drilling) -> None:
 
 def _run_phases(state: _Drilling) -> None:
     _fetch(state)
-    # the checks' workers start before restic lists the snapshots: they load pydicom while it runs
+    # the checks' workers start first: they load pydicom while the snapshot is chosen and restic starts
     checker = AlongsideChecker(state.target, parse=state.drill.depth in ("dicom", "pacs"),
                                workers=state.config.settings.verify.workers or os.cpu_count() or 1,
                                progress=state.progress, now=state.clock.elapsed)
@@ -338,7 +338,7 @@ def _restore_and_verify(state: _Drilling, checker: AlongsideChecker) -> None:
                 reader.start()
             else:
                 _provide(state, checker)
-            _restore(state, checker, reader)
+            _restore(state, reader)
             if reader is not None:
                 reader.join()
                 if reader.failure is not None:
@@ -418,10 +418,10 @@ def _record_read_alongside(state: _Drilling, reader: _ManifestReader) -> None:
     _record_manifest(state, reader.found, reader.scope)
 
 
-def _restore(state: _Drilling, checker: AlongsideChecker, reader: _ManifestReader | None) -> None:
+def _restore(state: _Drilling, reader: _ManifestReader | None) -> None:
     """restic restores the whole snapshot, or the files of the scope's studies (in calls of at most
-    MAX_PATTERNS_PER_CALL patterns) while `checker` checks what it completes; a file restic cannot restore
-    is recorded, not raised."""
+    MAX_PATTERNS_PER_CALL patterns); a file restic cannot restore is recorded, not raised. `reader`: the
+    manifest being read meanwhile, which may stop restic."""
     assert state.restic is not None and state.snapshot is not None
     includes = [] if state.scope is None or state.scope.whole else _patterns(state, state.scope.studies)
     calls = [includes[i:i + MAX_PATTERNS_PER_CALL] for i in range(0, len(includes), MAX_PATTERNS_PER_CALL)] or [[]]

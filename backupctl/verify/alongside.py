@@ -127,7 +127,7 @@ class AlongsideChecker:
         return self
 
     def start(self) -> None:
-        """Start the workers and the watcher: call it just before restic starts."""
+        """Start the workers and the watcher, from the main thread, before restic starts."""
         total = sum(e.size for e in self.entries) if self._provided.is_set() else None
         self._task = self._stack.enter_context(self._progress.task("verify restored files", total=total, unit="B"))
         self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("fork"), initializer=_init_worker,
