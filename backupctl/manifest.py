@@ -452,6 +452,8 @@ class _Reader:
             batch, index = head
             if batch.result is None:
                 if batch.future is None:
+                    if not block:
+                        return       # the batch being filled: it goes out once full
                     self._submit()   # the partial batch the head waits for
                 if batch.result is None:
                     assert batch.future is not None
