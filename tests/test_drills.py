@@ -122,6 +122,19 @@ def test_drill_against_corrupted_copy_fails_names_the_file_and_cleans_up(tmp_pat
     assert run_drill(staging, "from-staging").passed
 
 
+def _has_child(pid: int, name: str) -> bool:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)
+            comm = fields[0].split("(", 1)[1]
+            ppid = int(fields[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue   # the process ended while we looked
+        if ppid == pid and comm == name:
+            return True
+    return False
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_drill_removes_its_scratch_and_says_so(site: Site, sig: signal.Signals) -> None:
     config = site.define("long", 'job = "pacs"\nscope = "all"\nrto_minutes = 30\n')
@@ -132,6 +145,10 @@ def test_interrupted_drill_removes_its_scratch_and_says_so(site: Site, sig: sign
         wait_for(lambda: any(p.name.startswith("drill-") and f"-{proc.pid}-" in p.name
                              for p in site.scratch_root.iterdir()) if site.scratch_root.is_dir() else False,
                  what="the drill's scratch folder")
+        # the signal must land while the drill works: once its restic runs, the restore and the checks
+        # after it are still ahead (restic's key derivation alone takes longer than the signal's delivery)
+        wait_for(lambda: _has_child(proc.pid, "restic") or proc.poll() is not None, what="the drill's restic")
+        assert proc.poll() is None, "the drill ended before restic ran"
         os.kill(proc.pid, sig)
         _, stderr = proc.communicate(timeout=60)
     finally:
