@@ -31,6 +31,7 @@ from typing import Any
 
 from backupctl.errors import IntegrityError
 from backupctl.fsutil import atomic_write_bytes
+from backupctl.processes import signals_deferred
 from backupctl.progress import NullProgress, Progress
 from backupctl.signing import (
     DIGEST_ALG,
@@ -431,7 +432,8 @@ class _Reader:
         if self.pool is None:   # one core, or so few files that starting workers costs more than it saves
             self._done(batch, [read_file_entry(p, self.key, self.buf) for p in batch.paths])
             return
-        batch.future = self.pool.submit(_read_batch, batch.paths)
+        with signals_deferred():   # the first submit forks the workers
+            batch.future = self.pool.submit(_read_batch, batch.paths)
         self.in_flight += 1
 
     def _done(self, batch: _Batch, entries: list[Entry]) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -34,3 +38,24 @@ def is_zombie(pid: int) -> bool:
 def pid_running(pid: int | None) -> bool:
     """Running, not merely signalable: what 'is the run / daemon / Orthanc still there' means."""
     return pid_alive(pid) and not is_zombie(pid)  # type: ignore[arg-type]
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM arriving while the workers are forked take effect just after. Python runs its
+    at-fork callbacks (logging's locks) in the parent, and an exception a signal handler raises inside
+    them is printed and dropped: the work would go on as if never interrupted. Use it around whatever
+    forks (a process pool's first submit). Outside the main thread it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield   # handlers can only be set, and signals are only handled, in the main thread
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda signum, _frame: caught.append(signum)) for signum in held}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            signal.raise_signal(caught[0])     # now the real handler raises, where it can be handled

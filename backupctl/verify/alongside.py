@@ -29,12 +29,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
 from backupctl.manifest import MANIFEST_DIR_NAME, Entry
+from backupctl.processes import signals_deferred
 from backupctl.progress import Progress, Task
 from backupctl.verify.findings import WARNING, Finding
 from backupctl.verify.restored import (
@@ -134,7 +135,7 @@ class AlongsideChecker:
                                          initargs=(self.parse,))
         # with fork, the first task starts every worker: do it now, from this thread, before restic runs (not
         # waiting for it: the workers import pydicom while restic derives its key)
-        with _signals_deferred():
+        with signals_deferred():
             self._pool.submit(_ready)
         self._watcher = threading.Thread(target=self._watch, name="backupctl-check-alongside", daemon=True)
         self._watcher.start()
@@ -300,23 +301,6 @@ def _has_hole(path: str, size: int) -> bool:
         return False
     finally:
         os.close(fd)
-
-
-@contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM arriving while the workers are forked take effect just after. Python runs its
-    at-fork callbacks (logging's locks) in the parent, and an exception a signal handler raises inside
-    them is printed and dropped: the drill would go on as if never interrupted. Main thread only."""
-    caught: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, lambda signum, _frame: caught.append(signum)) for signum in held}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if caught:
-            signal.raise_signal(caught[0])     # now the real handler raises, where it can be handled
 
 
 def _batches(count: int) -> Iterator[range]:
