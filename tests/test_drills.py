@@ -139,8 +139,11 @@ def _has_child(pid: int, name: str) -> bool:
 def test_interrupted_drill_removes_its_scratch_and_says_so(site: Site, sig: signal.Signals) -> None:
     config = site.define("long", 'job = "pacs"\nscope = "all"\nrto_minutes = 30\n')
     argv = [sys.executable, "-m", "backupctl", "--config", str(config.path), "drill", "run", "long"]
+    # SIGINT at its default disposition, as in a terminal: a suite started as a shell's background job
+    # inherits SIGINT ignored, and Python (rightly) keeps ignoring it, so `kill -INT` would do nothing
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     try:
         wait_for(lambda: any(p.name.startswith("drill-") and f"-{proc.pid}-" in p.name
                              for p in site.scratch_root.iterdir()) if site.scratch_root.is_dir() else False,
