@@ -33,6 +33,7 @@ from backupctl.errors import IntegrityError
 from backupctl.fsutil import atomic_write_bytes
 from backupctl.processes import signals_deferred
 from backupctl.progress import NullProgress, Progress
+from backupctl.repofiles import sha256_file
 from backupctl.signing import (
     DIGEST_ALG,
     SigningKey,
@@ -119,18 +120,7 @@ class Manifest:
         return (e for e in self.entries if e.sha256 is not None)
 
     def studies(self) -> dict[str, StudySummary]:
-        found: dict[str, StudySummary] = {}
-        for e in self.entries:
-            if e.kind != DICOM or not e.study:
-                continue
-            s = found.setdefault(e.study, StudySummary(e.study))
-            s.instances += 1
-            s.bytes += e.size
-            if e.dicom and e.dicom.get("series"):
-                s.series.add(e.dicom["series"])
-            if e.dicom and e.dicom.get("modality"):
-                s.modalities.add(e.dicom["modality"])
-        return found
+        return ManifestIndex.of(self.entries).studies
 
     def study_entries(self, study_uid: str) -> list[Entry]:
         return [e for e in self.entries if e.study == study_uid]
@@ -610,29 +600,18 @@ def write_manifest_stream(header: dict[str, Any], entries: Iterable[Entry], fold
     Deterministic for equal content (no gzip name or timestamp, Ed25519 signatures are deterministic), and
     identical content is not rewritten, so restic sees the files unmodified."""
     folder.mkdir(parents=True, exist_ok=True)
-    index = ManifestIndex()
     fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{MANIFEST_NAME}.", suffix=".tmp")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as raw:
             out = _HashingFile(raw)
-            with gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=5, mtime=0) as gz:
-                gz.write(_line(header))
-                lines: list[bytes] = []
-                for e in entries:
-                    index.add(e)
-                    lines.append(e.line or _line(e.to_json()))
-                    if len(lines) >= 512:   # one compressor call per block of lines, not per line
-                        gz.write(b"".join(lines))
-                        lines.clear()
-                gz.write(b"".join(lines))
-                gz.write(_line({"type": "end", "files": index.files, "dicom": index.dicom}))
+            index = _compress(out, header, entries)
             raw.flush()
             os.fsync(raw.fileno())
         sha = out.sha.hexdigest()
         path = folder / MANIFEST_NAME
         doc = digest_signature_document(key, sha)
-        if _signed_as(folder / SIGNATURE_NAME, doc) and path.is_file() and _sha256_of(path) == sha:
+        if _signed_as(folder / SIGNATURE_NAME, doc) and path.is_file() and sha256_file(path) == sha:
             tmp.unlink()
             return WrittenManifest(path, sha, False, index)
         # the signature first: a crash between the two renames leaves a manifest that fails to verify, never
@@ -645,15 +624,27 @@ def write_manifest_stream(header: dict[str, Any], entries: Iterable[Entry], fold
         tmp.unlink(missing_ok=True)
 
 
+def _compress(fileobj: Any, header: dict[str, Any], entries: Iterable[Entry]) -> ManifestIndex:
+    """Header, entries and trailer as gzip'd JSON lines into `fileobj`; the index of what was written."""
+    index = ManifestIndex()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=fileobj, compresslevel=5, mtime=0) as gz:
+        gz.write(_line(header))
+        lines: list[bytes] = []
+        for e in entries:
+            index.add(e)
+            lines.append(e.line or _line(e.to_json()))
+            if len(lines) >= 512:   # one compressor call per block of lines, not per line
+                gz.write(b"".join(lines))
+                lines.clear()
+        gz.write(b"".join(lines))
+        gz.write(_line({"type": "end", "files": index.files, "dicom": index.dicom}))
+    return index
+
+
 def serialize(manifest: Manifest) -> bytes:
     """The manifest as gzip'd JSON lines, byte for byte as `write_manifest_stream` writes it."""
     buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, compresslevel=5, mtime=0) as gz:
-        gz.write(_line(manifest.header))
-        for e in manifest.entries:
-            gz.write(_line(e.to_json()))
-        gz.write(_line({"type": "end", "files": len(manifest.entries),
-                        "dicom": sum(1 for e in manifest.entries if e.kind == DICOM)}))
+    _compress(buf, manifest.header, manifest.entries)
     return buf.getvalue()
 
 
@@ -692,12 +683,16 @@ def iter_rows(fh: Any, what: str = "manifest", keep_lines: bool = False) -> Iter
     raise ManifestError(f"{what} is incomplete (its trailer is missing)")
 
 
+def _file_rows(path: Path, what: str, keep_lines: bool = False) -> Iterator[Any]:
+    with open(path, "rb") as fh:
+        yield from iter_rows(fh, what, keep_lines)
+
+
 def iter_entries(path: Path, what: str = "manifest", keep_lines: bool = False) -> Iterator[Entry]:
     """Every entry of a manifest file, streamed (the caller verified its signature first)."""
-    with open(path, "rb") as fh:
-        rows = iter_rows(fh, what, keep_lines)
-        next(rows)
-        yield from rows
+    rows = _file_rows(path, what, keep_lines)
+    next(rows)
+    return rows
 
 
 def write_manifest(manifest: Manifest, folder: Path, key: SigningKey) -> tuple[Path, str, bool]:
@@ -717,21 +712,12 @@ def _signed_as(path: Path, doc: dict[str, str]) -> bool:
         return False
 
 
-def _sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    buf = bytearray(READ_BYTES)
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            h.update(memoryview(buf)[:n])
-    return h.hexdigest()
-
-
 def verify_file(path: Path, signature: Path, trusted: VerifyKey, what: str = "manifest") -> None:
     """Check a manifest file's detached signature in one streaming pass (no whole-file read for digest
     signatures)."""
     doc = _signature_doc(signature.read_bytes(), what)
     if doc.get("alg") == DIGEST_ALG:
-        verify_digest_document(trusted, _sha256_of(path), doc, what)
+        verify_digest_document(trusted, sha256_file(path), doc, what)
     else:
         verify_document(trusted, path.read_bytes(), doc, what)
 
@@ -769,9 +755,8 @@ def verified_entries(folder: Path, trusted: VerifyKey) -> tuple[dict[str, Any], 
         verify_file(path, folder / SIGNATURE_NAME, trusted, what)
     except FileNotFoundError as exc:
         raise ManifestError(f"no manifest in {folder} ({Path(exc.filename).name} missing)") from None
-    with open(path, "rb") as fh:
-        header = next(iter_rows(fh, what))
-    return header, iter_entries(path, what, keep_lines=True)
+    rows = _file_rows(path, what, keep_lines=True)   # one read: the header, then the entries as they come
+    return next(rows), rows
 
 
 def find_manifest_dir(paths: Iterable[str]) -> str | None:
