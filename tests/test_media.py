@@ -74,3 +74,27 @@ def test_restore_from_the_medium_without_the_staging_repository(installation: Co
     assert result.returncode == 0, result.stderr
     victim = sorted((tmp_path / "archive").rglob("*.dcm"))[0]
     assert (to / victim.relative_to("/")).read_bytes() == victim.read_bytes()
+
+
+def test_a_damaged_staging_file_stops_the_sync_before_anything_refers_to_it(installation: Config,
+                                                                              tmp_path: Path) -> None:
+    cli(installation, "media", "init", "offline", "--label", "DISK-A", check=True)
+    run_backup(installation, "pacs", replicate=False)
+    staging = installation.staging_repository
+    packs = sorted((f for f in list_repository(staging) if f.kind == "data"), key=lambda f: f.rel)
+    damaged = staging / packs[0].rel
+    damaged.chmod(0o600)
+    with open(damaged, "r+b") as fh:     # one flipped byte: the file no longer matches its name
+        first = fh.read(1)
+        fh.seek(0)
+        fh.write(bytes([first[0] ^ 0xFF]))
+    done = cli(installation, "media", "sync", "offline")
+    assert_one_line_error(done, 1, "does not match its name")
+    copy = tmp_path / "disk" / "backupctl" / "repository"
+    # the good packs are kept, whole and under their names; the damaged one is not there at all
+    assert not (copy / packs[0].rel).exists()
+    for f in packs[1:]:
+        assert sha256_file(copy / f.rel) == f.name, f.rel
+    assert not list(copy.rglob("*.backupctl-partial"))
+    # nothing that refers to the data (index, snapshots) was copied after the failure
+    assert not any(f.kind in ("index", "snapshots") for f in list_repository(copy))
