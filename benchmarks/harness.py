@@ -92,15 +92,22 @@ def interleave(repeats: int, a: Callable[[int], Run], b: Callable[[int], Run],
     round i untimed (a fresh repository, changed files)."""
     runs_a: list[Run] = []
     runs_b: list[Run] = []
+
+    def settled(side: Callable[[int], Run], i: int) -> Run:
+        # what the previous run left dirty in the page cache (a 2 GB restore) is written back now, untimed:
+        # otherwise the kernel writes it back during the next run, whichever side that is
+        os.sync()
+        return side(i)
+
     for i in range(repeats):
         if before is not None:
             before(i)
         if i % 2 == 0:
-            runs_a.append(a(i))
-            runs_b.append(b(i))
+            runs_a.append(settled(a, i))
+            runs_b.append(settled(b, i))
         else:
-            runs_b.append(b(i))
-            runs_a.append(a(i))
+            runs_b.append(settled(b, i))
+            runs_a.append(settled(a, i))
     return runs_a, runs_b
 
 
