@@ -117,6 +117,7 @@ def backup_full(ctx: Context) -> Result:
     pair: dict[str, object] = {}
     outputs: dict[str, str] = {}
     manifest_seconds: list[float] = []
+    waited_seconds: list[float] = []
 
     def fresh(i: int) -> None:
         pair["inst"] = fresh_installation(ctx.template, ctx.workdir / "full-a", ctx.source.root)
@@ -125,7 +126,9 @@ def backup_full(ctx: Context) -> Result:
     def a(i: int) -> Run:
         done = backupctl_backup(pair["inst"])  # type: ignore[arg-type]
         outputs["a"] = done.stdout
-        manifest_seconds.append(float((json.loads(done.stdout).get("manifest") or {}).get("seconds") or 0.0))
+        manifest = json.loads(done.stdout).get("manifest") or {}
+        manifest_seconds.append(float(manifest.get("seconds") or 0.0))
+        waited_seconds.append(float(manifest.get("restic_waited_seconds") or 0.0))
         return done.run
 
     def b(i: int) -> Run:
@@ -149,12 +152,14 @@ def backup_full(ctx: Context) -> Result:
         figures={"stored_bytes": stored, "stored_fraction": round(stored / ctx.source.bytes, 3)})
     if with_manifest:
         result.figures["manifest_build_median_s"] = round(statistics.median(manifest_seconds), 3)
-        # the manifest build runs before restic, so A minus its time is the backup without it; its
-        # cross-check against the snapshot (`restic ls`) afterwards stays counted
-        without = [Run(r.seconds - m, r.cpu_seconds) for r, m in zip(runs_a, manifest_seconds, strict=True)]
+        result.figures["restic_waited_median_s"] = round(statistics.median(waited_seconds), 3)
+        # the manifest is built while restic starts, and restic waits at its start gate for the rest: A minus
+        # that wait is the backup without the manifest build (its check after restic stays counted)
+        without = [Run(r.seconds - w, r.cpu_seconds) for r, w in zip(runs_a, waited_seconds, strict=True)]
         result.derived["without_manifest"] = Result(
-            "full backup without the manifest build (derived: A minus the build time it reports)", "time",
-            Side("backupctl backup run - manifest build", without), side_b, target=Target("<=", 1.05))
+            "full backup without the manifest build (derived: A minus the time restic waited for the manifest)",
+            "time", Side("backupctl backup run - wait for the manifest", without), side_b,
+            target=Target("<=", 1.05))
     return result
 
 

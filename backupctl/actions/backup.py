@@ -25,6 +25,7 @@ from backupctl.sources import check_sources, prepared_sources
 from backupctl.verify.snapshot_manifest import (
     PreparedManifest,
     changes_since_manifest,
+    manifest_folder,
     prepare_manifest,
     record_snapshot_manifest,
     sources_only,
@@ -85,19 +86,26 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
         restic.unlock()  # stale locks of killed runs would block later exclusive operations (check, prune)
         hooks.before()
         with prepared_sources(config, job, catalog=catalog, run_id=run_id, progress=progress) as paths:
-            # the signed manifest goes into the same snapshot: it is written before restic reads
-            prepared = prepare_manifest(config, job, paths, progress)
-            targets = [*paths, prepared.folder]
+            # the signed manifest goes into the same snapshot: it is built while restic starts (key derivation,
+            # lock), and restic waits for it before it reads anything (see restic.StartGate)
+            folder = manifest_folder(config, job.name)
+            folder.mkdir(parents=True, exist_ok=True)
+            targets = [*paths, folder]
+            built: list[PreparedManifest] = []
             try:
                 summary = restic.backup(targets, excludes=job.excludes,
                                         tags=[job_tag(job.name), *job.tags], progress=progress,
                                         ignore_ctime=job.orthanc is not None,
                                         parent=_parent(catalog, restic, job, targets),
-                                        not_before=_after_last_snapshot(catalog, job))
+                                        not_before=_after_last_snapshot(catalog, job),
+                                        before_reading=lambda: built.append(
+                                            prepare_manifest(config, job, paths, progress)))
+                prepared = built[0]
                 summary = sources_only(summary, prepared)
                 changed = _changes(restic, summary, prepared)   # while a prepared copy of the sources exists
             except PartialSnapshot as partial:
                 # saved, but some files were unreadable
+                prepared = built[0]
                 summary, status = sources_only(partial.summary, prepared), "partial"
                 _record(catalog, run_id, job, summary, status, time.monotonic() - started, partial.one_line())
                 _record_manifest(catalog, restic, summary, prepared, progress, _changes(restic, summary, prepared))
@@ -124,6 +132,9 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
     outcome = _outcome(job, run_id, summary, run_status, time.monotonic() - started)
     outcome.hook_errors = hook_errors
     outcome.manifest = _record_manifest(catalog, restic, summary, prepared, progress, changed)
+    if outcome.manifest is not None:
+        # the part of the manifest's build that restic's start-up did not hide
+        outcome.manifest["restic_waited_seconds"] = round(summary.waited_seconds, 3)
     if job.orthanc is not None:
         outcome.pacs = pacs_rows.copy_for_run(catalog, run_id)
     return outcome

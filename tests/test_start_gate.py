@@ -1,0 +1,107 @@
+"""restic's start gate: the manifest is built while restic opens the repository, and restic reads no source
+before it is done (`restic.StartGate`: an empty FIFO given as `--exclude-file`, read after the key derivation
+and the lock, before any source). Real restic throughout."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from backupctl.actions.backup import run_backup
+from backupctl.config import Config
+from backupctl.errors import BackupctlError, WrongPassword
+from backupctl.repository import staging_restic
+from tests.helpers import wait_for
+from tests.test_unlock_skip import wrong_password_restic
+
+
+def _locks(config: Config) -> list[Path]:
+    return list((config.staging_repository / "locks").iterdir())
+
+
+def _snapshot_files(config: Config) -> set[str]:
+    return {p.name for p in (config.staging_repository / "snapshots").iterdir()}
+
+
+@pytest.fixture(autouse=True)
+def own_temp_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gates made here go to this test's folder: other tests' backups run meanwhile (xdist)."""
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+
+
+def _gates() -> list[Path]:
+    """The gate folders left in this test's temporary folder."""
+    return list(Path(tempfile.gettempdir()).glob("backupctl-gate-*"))
+
+
+def _restic_waits_at_the_gate() -> bool:
+    """A restic process holds a FIFO of this test's temporary folder open: it opened the repository and now
+    waits at the gate."""
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if (fd_dir.parent / "comm").read_text().strip() != "restic":
+                continue
+            if any(str(fd.readlink()).startswith(tempfile.gettempdir()) for fd in fd_dir.iterdir()):
+                return True
+        except OSError:      # the process ended meanwhile
+            continue
+    return False
+
+
+def test_restic_reads_the_sources_only_once_the_work_before_it_is_done(installation: Config,
+                                                                        tmp_path: Path) -> None:
+    restic = staging_restic(installation)
+    source = tmp_path / "late-source"
+    source.mkdir()
+
+    def work() -> None:
+        # restic has opened the repository, locked it and waits at the gate: only now does the file it must
+        # store appear (had restic listed the folder before the gate, the snapshot would lack it)
+        assert _locks(installation)
+        (source / "written-while-restic-waits.txt").write_text("complete")
+
+    def work_once_restic_waits() -> None:
+        wait_for(_restic_waits_at_the_gate, what="restic to reach the gate")
+        work()
+
+    summary = restic.backup([source], before_reading=work_once_restic_waits)
+    assert summary.total_files == 1 and summary.snapshot is not None
+    assert summary.waited_seconds > 0
+    out = tmp_path / "restored"
+    restic.run(["restore", summary.snapshot.id, "--target", str(out)])
+    assert (out / source.relative_to("/") / "written-while-restic-waits.txt").read_text() == "complete"
+    assert not _locks(installation) and not _gates()
+
+
+def test_work_that_fails_stops_restic_at_the_gate_with_no_snapshot_and_no_lock(installation: Config,
+                                                                                tmp_path: Path) -> None:
+    restic = staging_restic(installation)
+    before = _snapshot_files(installation)
+
+    def work() -> None:
+        wait_for(lambda: _locks(installation), what="restic to lock the repository")
+        raise BackupctlError("the manifest could not be built")
+
+    with pytest.raises(BackupctlError, match="the manifest could not be built"):
+        restic.backup([installation.base], before_reading=work)
+    assert _snapshot_files(installation) == before
+    assert not _locks(installation) and not _gates()
+
+
+def test_restic_failing_before_the_gate_is_reported_and_nothing_hangs(installation: Config,
+                                                                        tmp_path: Path) -> None:
+    ran: list[bool] = []
+    with pytest.raises(WrongPassword):
+        wrong_password_restic(installation, tmp_path).backup([installation.base],
+                                                             before_reading=lambda: ran.append(True))
+    assert ran == [True] and not _gates()
+
+
+def test_a_backup_reports_how_long_restic_waited_for_the_manifest(installation: Config) -> None:
+    outcome = run_backup(installation, "pacs")
+    assert outcome.manifest is not None and outcome.manifest["restic_waited_seconds"] >= 0
+    assert json.dumps(outcome.manifest)   # plain figures, ready for --json
