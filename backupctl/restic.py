@@ -11,6 +11,7 @@ stderr; 0.17+ adds 10/11/12, used when `version()` says they exist (see FEATURES
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -177,23 +178,31 @@ class StartGate:
     """Lets restic start while work it must not overtake is still running (the manifest of the snapshot).
 
     restic reads its `--exclude-file`s right after it opened the repository (key derivation, lock) and before
-    it reads a single source file or the index, in every version from 0.14 on. Given an empty FIFO as one,
-    it waits there until the FIFO is closed: `pass_when_done` runs the work, then closes it, so restic's
-    ~0.7 s of start-up overlaps the work instead of following it, and restic cannot read a source before the
-    work is done, however long either takes. If the work fails, restic is stopped at the gate, having read
-    nothing; if restic ends before it reaches the gate (a wrong password, a locked repository), `close`
+    it loads the index or reads a single source, in every version from 0.14 on, with a plain read (a FIFO
+    will do). Given an empty FIFO as one, it waits there until the FIFO is closed: `pass_when_done` runs the
+    work, then closes it, so restic's ~0.7 s of start-up overlaps the work instead of following it, and restic
+    cannot read a source before the work is done, however long either takes.
+
+    If the work fails (or is interrupted), restic is turned away at the gate: it is handed an invalid exclude
+    pattern, which every version treats as a fatal error before reading anything (exit 1, no snapshot, its
+    lock removed). SIGINT would stop a waiting restic only up to 0.16 (later versions merely cancel a context
+    restic does not look at while it reads), and stopping restic before the gate could leave a half-written
+    lock file. If restic ends before it reaches the gate (a wrong password, a locked repository), `close`
     unblocks the keeper thread.
     """
 
+    REFUSE = b"[\n"     # an exclude pattern restic rejects: its fatal error ends the run before any read
+
     def __init__(self, work: Callable[[], None]) -> None:
         self.work = work
+        self.failed = False                    # the work raised: restic was turned away
+        self.reached_at: float | None = None   # when restic reached the gate (monotonic)
+        self.done_at: float | None = None      # when the work was done
         self._folder = Path(tempfile.mkdtemp(prefix="backupctl-gate-"))
         self.path = self._folder / "restic-waits-here"
         os.mkfifo(self.path, 0o600)
-        self._done = threading.Event()
-        self._reached_or_ended = threading.Event()
-        self.reached_at: float | None = None   # when restic reached the gate (monotonic)
-        self.done_at: float | None = None      # when the work was done
+        self._release = threading.Event()
+        self._refuse = False
         self._keeper = threading.Thread(target=self._keep, name="backupctl-gate", daemon=True)
         self._keeper.start()
 
@@ -205,35 +214,48 @@ class StartGate:
         return max(0.0, self.done_at - self.reached_at)
 
     def _keep(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY)   # returns once restic opens the FIFO to read it
+        try:
+            fd = os.open(self.path, os.O_WRONLY)   # returns once restic (or `close`) opens the FIFO to read
+        except OSError:
+            return
         self.reached_at = time.monotonic()
-        self._reached_or_ended.set()
-        self._done.wait()
-        os.close(fd)                           # end of file: restic goes on with no extra exclude
+        try:
+            self._release.wait()
+            if self._refuse:
+                with contextlib.suppress(OSError):  # restic may have ended meanwhile (EPIPE)
+                    os.write(fd, self.REFUSE)
+        finally:
+            os.close(fd)                           # end of file: restic goes on (or fails on the pattern)
 
     def pass_when_done(self, proc: subprocess.Popen[str], stop: Callable[[subprocess.Popen[str]], None]) -> None:
         try:
             self.work()
+            self.done_at = time.monotonic()
+            self._release.set()
         except BaseException:
-            # stopped at the gate, restic has read nothing and removes its lock; stopped earlier, it may leave
-            # a half-written lock file behind: so it is stopped once it is there (or has ended)
-            threading.Thread(target=lambda: (proc.wait(), self._reached_or_ended.set()), daemon=True).start()
-            self._reached_or_ended.wait(STOP_GRACE_SECONDS)
-            stop(proc)
-            self.close()
+            self.failed = True
+            self._turn_away(proc, stop)
             raise
-        self.done_at = time.monotonic()
-        self._done.set()
+
+    def _turn_away(self, proc: subprocess.Popen[str], stop: Callable[[subprocess.Popen[str]], None]) -> None:
+        if self._release.is_set():      # restic is past the gate already: stop it as Ctrl-C would
+            stop(proc)
+            return
+        self._refuse = True
+        self._release.set()
+        with contextlib.suppress(subprocess.TimeoutExpired):   # it reaches the gate after its key derivation
+            proc.wait(timeout=STOP_GRACE_SECONDS)
+        stop(proc)                      # only if it is still running
 
     def close(self) -> None:
-        """Once restic has ended (or been stopped): let the keeper finish, remove the FIFO (idempotent)."""
-        self._done.set()
+        """Once restic has ended, or never started: let the keeper finish, remove the FIFO (idempotent)."""
+        self._release.set()
         if self._keeper.is_alive():
             try:   # restic never opened the FIFO: open it ourselves, so the keeper's open returns
                 fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
             except OSError:
                 fd = -1
-            self._keeper.join()
+            self._keeper.join(timeout=STOP_GRACE_SECONDS)
             if fd >= 0:
                 os.close(fd)
         shutil.rmtree(self._folder, ignore_errors=True)
@@ -285,12 +307,12 @@ class Restic:
         stderr_tail: deque[str] = deque(maxlen=200)
         reader = threading.Thread(target=lambda: stderr_tail.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
         reader.start()
-        if gate is not None:
-            gate.pass_when_done(proc, self._stop)
         if stop is not None:
             threading.Thread(target=self._stop_when_set, args=(stop, proc), daemon=True).start()
         lines: list[str] = []
         try:
+            if gate is not None:
+                gate.pass_when_done(proc, self._stop)
             assert proc.stdout is not None
             for line in proc.stdout:
                 line = line.rstrip("\n")
@@ -301,6 +323,8 @@ class Restic:
             proc.wait()
         except BaseException:
             self._stop(proc)
+            if gate is not None and gate.failed:
+                raise           # the work's own error (or interruption); restic was turned away at the gate
             raise Interrupted("interrupted; restic was stopped and its lock removed") from None
         finally:
             if gate is not None:
@@ -442,7 +466,11 @@ class Restic:
                 elif kind == "error":
                     errors.append(str(msg.get("item") or msg.get("error")))
 
-            result = self.run(args, on_stdout=on_line, ok_codes=(0, 3), env={"TZ": "UTC"}, gate=gate)
+            try:
+                result = self.run(args, on_stdout=on_line, ok_codes=(0, 3), env={"TZ": "UTC"}, gate=gate)
+            finally:
+                if gate is not None:    # also when restic could not even be started
+                    gate.close()
         errors += _unreadable_from_stderr(result.stderr_tail)
         asked = Snapshot(id="", short_id="", time=taken.strftime("%Y-%m-%dT%H:%M:%SZ"),
                          paths=sorted(os.path.abspath(p) for p in paths), tags=list(tags), hostname=self.host,

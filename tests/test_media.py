@@ -82,6 +82,7 @@ def test_a_damaged_staging_file_stops_the_sync_before_anything_refers_to_it(inst
     run_backup(installation, "pacs", replicate=False)
     staging = installation.staging_repository
     packs = sorted((f for f in list_repository(staging) if f.kind == "data"), key=lambda f: f.rel)
+    assert len(packs) >= 2, "the test needs a damaged pack and a good one"
     damaged = staging / packs[0].rel
     damaged.chmod(0o600)
     with open(damaged, "r+b") as fh:     # one flipped byte: the file no longer matches its name

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from backupctl.actions.backup import run_backup
 from backupctl.config import Config
 from backupctl.errors import BackupctlError, WrongPassword
 from backupctl.repository import staging_restic
+from backupctl.restic import Restic
+from backupctl.secrets import PasswordSource
 from tests.helpers import wait_for
 from tests.test_unlock_skip import wrong_password_restic
 
@@ -77,19 +80,37 @@ def test_restic_reads_the_sources_only_once_the_work_before_it_is_done(installat
     assert not _locks(installation) and not _gates()
 
 
-def test_work_that_fails_stops_restic_at_the_gate_with_no_snapshot_and_no_lock(installation: Config,
-                                                                                tmp_path: Path) -> None:
+class BuildFailed(BackupctlError):
+    """The manifest could not be built (what the work raises here)."""
+
+
+@pytest.mark.parametrize("failure", [BuildFailed, KeyboardInterrupt])
+@pytest.mark.parametrize("when", ["while restic starts", "while restic waits at the gate"])
+def test_work_that_fails_turns_restic_away_with_no_snapshot_and_no_lock(installation: Config, tmp_path: Path,
+                                                                         failure: type[BaseException],
+                                                                         when: str) -> None:
     restic = staging_restic(installation)
     before = _snapshot_files(installation)
 
     def work() -> None:
-        wait_for(lambda: _locks(installation), what="restic to lock the repository")
-        raise BackupctlError("the manifest could not be built")
+        if when == "while restic waits at the gate":
+            wait_for(_restic_waits_at_the_gate, what="restic to reach the gate")
+        raise failure("the manifest could not be built")
 
-    with pytest.raises(BackupctlError, match="the manifest could not be built"):
+    with pytest.raises(failure, match="the manifest could not be built"):
         restic.backup([installation.base], before_reading=work)
     assert _snapshot_files(installation) == before
+    # restic ended on the refused pattern: a restic killed after the grace time would have left its lock
     assert not _locks(installation) and not _gates()
+
+
+def test_restic_that_cannot_even_start_leaves_no_gate_behind(installation: Config, tmp_path: Path) -> None:
+    restic = Restic(installation.staging_repository, PasswordSource(file=tmp_path / "no-such-password-file"),
+                    no_cache=True)
+    with pytest.raises(BackupctlError):
+        restic.backup([installation.base], before_reading=lambda: None)
+    assert not _gates()
+    assert not [t for t in threading.enumerate() if t.name == "backupctl-gate"]
 
 
 def test_restic_failing_before_the_gate_is_reported_and_nothing_hangs(installation: Config,
@@ -103,5 +124,7 @@ def test_restic_failing_before_the_gate_is_reported_and_nothing_hangs(installati
 
 def test_a_backup_reports_how_long_restic_waited_for_the_manifest(installation: Config) -> None:
     outcome = run_backup(installation, "pacs")
-    assert outcome.manifest is not None and outcome.manifest["restic_waited_seconds"] >= 0
-    assert json.dumps(outcome.manifest)   # plain figures, ready for --json
+    assert outcome.manifest is not None
+    # restic waited at most as long as the manifest took to build (the rest overlapped its start)
+    assert 0 <= outcome.manifest["restic_waited_seconds"] <= outcome.manifest["seconds"]
+    assert json.loads(json.dumps(outcome.manifest)) == outcome.manifest   # plain figures, ready for --json
