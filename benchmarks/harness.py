@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,10 +86,27 @@ def time_call(fn: Callable[[], object]) -> Run:
     return Run(time.monotonic() - started, time.process_time() - cpu + _children_cpu() - children)
 
 
+def warm_cache(roots: Sequence[Path]) -> None:
+    """Read every file under `roots` once, so a timed run finds its input in the page cache: the machine's
+    memory manager (DAMON reclaim here) may have evicted it since, and the side that ran first would pay."""
+    buf = bytearray(1 << 20)
+    for root in roots:
+        for folder, _, names in os.walk(root):
+            for name in names:
+                try:
+                    with open(os.path.join(folder, name), "rb", buffering=0) as fh:
+                        while fh.readinto(buf):
+                            pass
+                except OSError:
+                    continue
+
+
 def interleave(repeats: int, a: Callable[[int], Run], b: Callable[[int], Run],
-               before: Callable[[int], None] | None = None) -> tuple[list[Run], list[Run]]:
+               before: Callable[[int], None] | None = None,
+               inputs: Sequence[Path] = ()) -> tuple[list[Run], list[Run]]:
     """Run the pair `repeats` times, alternating which goes first (A B, B A, ...); `before(i)` prepares
-    round i untimed (a fresh repository, changed files)."""
+    round i untimed (a fresh repository, changed files); `inputs` are read into the page cache before every
+    timed run (see `warm_cache`)."""
     runs_a: list[Run] = []
     runs_b: list[Run] = []
 
@@ -97,6 +114,7 @@ def interleave(repeats: int, a: Callable[[int], Run], b: Callable[[int], Run],
         # what the previous run left dirty in the page cache (a 2 GB restore) is written back now, untimed:
         # otherwise the kernel writes it back during the next run, whichever side that is
         os.sync()
+        warm_cache(inputs)
         return side(i)
 
     for i in range(repeats):

@@ -136,7 +136,7 @@ def backup_full(ctx: Context) -> Result:
         outputs["b"] = done.stdout
         return done.run
 
-    runs_a, runs_b = interleave(ctx.repeats, a, b, before=fresh)
+    runs_a, runs_b = interleave(ctx.repeats, a, b, before=fresh, inputs=[ctx.source.root])
     inst: Installation = pair["inst"]  # type: ignore[assignment]
     repo: RawRepo = pair["repo"]  # type: ignore[assignment]
     summary = json.loads(outputs["a"])
@@ -172,7 +172,8 @@ def _incremental(ctx: Context, fraction: float | None, title: str) -> Result:
             changed.append(len(change_files(ctx.source, fraction, round_no=1000 + len(changed))))
 
     runs_a, runs_b = interleave(ctx.repeats, lambda i: backupctl_backup(pair.inst).run,
-                                lambda i: restic_backup(pair.repo, ctx.source.root).run, before=change)
+                                lambda i: restic_backup(pair.repo, ctx.source.root).run, before=change,
+                                inputs=[ctx.source.root])
     figures = {"files_changed_per_round": changed[0]} if changed else {}
     return Result(title, "time", Side("backupctl backup run", runs_a), Side("restic backup", runs_b),
                   target=Target("<=", 1.10), figures=figures)
@@ -202,7 +203,7 @@ def hash_repofiles(ctx: Context) -> Result:
     def b(i: int):
         return run_command(["xargs", "-0", "openssl", "dgst", "-sha256"], stdin=listing).run
 
-    runs_a, runs_b = interleave(ctx.repeats, a, b)
+    runs_a, runs_b = interleave(ctx.repeats, a, b, inputs=[ctx.source.root])
     return Result("SHA-256 of archive files", "throughput",
                   Side("repofiles.sha256_file", runs_a, bytes=ctx.source.bytes, files=len(files)),
                   Side("openssl dgst -sha256", runs_b, bytes=ctx.source.bytes, files=len(files)),
@@ -233,7 +234,7 @@ def manifest_hashing(ctx: Context) -> Result:
         parsed = time_call(lambda: [pydicom.dcmread(f, stop_before_pixels=True) for f in files])
         return Run(hashed.seconds + parsed.seconds, hashed.cpu_seconds + parsed.cpu_seconds)
 
-    runs_a, runs_b = interleave(ctx.repeats, a, b)
+    runs_a, runs_b = interleave(ctx.repeats, a, b, inputs=[ctx.source.root])
     if stats[-1].hashed != len(files) or stats[-1].dicom != len(files):
         raise BenchError(f"the manifest hashed {stats[-1].hashed} and parsed {stats[-1].dicom} of {len(files)} files")
     return Result("manifest hashing (SHA-256 + DICOM header facts)", "throughput",
@@ -270,7 +271,8 @@ def dicom_facts(ctx: Context) -> Result:
     for path in files[:20]:  # pydicom builds its dictionaries on first use: not part of either loop
         header_facts(*read_head(path)[:1], path, whole_file=False)
         pydicom.dcmread(path, stop_before_pixels=True)
-    runs_a, runs_b = interleave(ctx.repeats, lambda i: time_call(facts_loop), lambda i: time_call(bare_loop))
+    runs_a, runs_b = interleave(ctx.repeats, lambda i: time_call(facts_loop), lambda i: time_call(bare_loop),
+                                inputs=[ctx.source.root])
     return Result("DICOM header facts, one process", "throughput",
                   Side("dicom.parse.header_facts", runs_a, files=len(files)),
                   Side("pydicom.dcmread(stop_before_pixels=True)", runs_b, files=len(files)),
@@ -310,7 +312,7 @@ def replicate_media(ctx: Context) -> Result:
 
     runs_a, runs_b = interleave(
         ctx.repeats, lambda i: run_command(inst.cli("media", "sync", MEDIA_TARGET, "--json"), env=inst.env()).run,
-        lambda i: copy_then_sync(staging, copy_dest, cp_only), before=blank_disks)
+        lambda i: copy_then_sync(staging, copy_dest, cp_only), before=blank_disks, inputs=[staging])
     shutil.rmtree(copy_dest, ignore_errors=True)
     cp_median = statistics.median(cp_only)
     return Result("replication to offline media", "throughput",
@@ -404,7 +406,8 @@ def replicate_s3(ctx: Context) -> Result:
         in_process = [plain_in_process(i) for i in range(ctx.repeats)]
         runs_a, runs_b = interleave(
             ctx.repeats, lambda i: run_command(inst.cli("replicate", "--target", S3_TARGET, "--json"),
-                                               env=inst.env()).run, plain, before=fresh_buckets)
+                                               env=inst.env()).run, plain, before=fresh_buckets,
+            inputs=[staging])
         # a second replication with nothing new: how many requests does "nothing to do" cost?
         with open_catalog(inst.config.catalog_path) as catalog:
             target = make_target(current["config"], S3_TARGET, catalog)  # type: ignore[call-arg]
@@ -447,7 +450,7 @@ def restore(ctx: Context) -> Result:
                               env=pair.inst.env()).run,
         lambda i: run_command(pair.repo.argv("restore", pair.snapshot_b, "--target", str(to_b)),
                               env=pair.repo.env()).run,
-        before=empty)
+        before=empty, inputs=[pair.inst.config.staging_repository, pair.repo.repository])
     restored = tree_bytes(to_a)
     empty(0)
     return Result("restore of a whole snapshot", "time",
@@ -500,7 +503,7 @@ def _drill_vs_restore(ctx: Context, depth: str, notes: list[str]) -> Result:
         ctx.repeats, drill,
         lambda i: run_command(pair.repo.argv("restore", pair.snapshot_b, "--target", str(to_b)),
                               env=pair.repo.env()).run,
-        before=lambda i: remove_tree(to_b))
+        before=lambda i: remove_tree(to_b), inputs=[inst.config.staging_repository, pair.repo.repository])
     remove_tree(to_b)
     side_b = Side("restic restore", runs_b, bytes=ctx.source.bytes, files=len(ctx.source.files))
     names = [n for n in phases[0] if all(n in p for p in phases)]
