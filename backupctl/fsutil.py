@@ -30,13 +30,18 @@ def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), mode)
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename durable: fsync the directory that holds it."""
+def fsync_path(path: Path) -> None:
+    """fsync a file or folder by its path (a read-only descriptor will do on Linux)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename durable: fsync the directory that holds it."""
+    fsync_path(path)
 
 
 def is_empty_dir(path: Path) -> bool:

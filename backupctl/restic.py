@@ -298,7 +298,8 @@ class Restic:
         """Run restic; stream stdout lines to `on_stdout`; raise a typed error unless the code is ok.
         `stop`: set from another thread, it stops restic as Ctrl-C would (then Interrupted is raised here).
         `gate`: work that must be done before restic reads its sources, done here while restic opens the
-        repository (see `StartGate`); if it raises, restic is stopped and the exception goes on."""
+        repository (see `StartGate`); if it raises, restic is stopped and the exception goes on. Whoever made
+        the gate closes it."""
         argv = self._argv(args)
         log.debug("running %s", " ".join(argv))  # argv never holds a secret
         proc = subprocess.Popen(argv, env={**self._env(), **(env or {})}, stdin=subprocess.DEVNULL,
@@ -326,9 +327,6 @@ class Restic:
             if gate is not None and gate.failed:
                 raise           # the work's own error (or interruption); restic was turned away at the gate
             raise Interrupted("interrupted; restic was stopped and its lock removed") from None
-        finally:
-            if gate is not None:
-                gate.close()
         reader.join(timeout=5)
         stderr = "".join(stderr_tail)
         if proc.returncode == 130:

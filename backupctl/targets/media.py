@@ -18,7 +18,7 @@ from pathlib import Path
 from backupctl.catalog.db import utcnow
 from backupctl.config import MediaTargetConfig
 from backupctl.errors import IntegrityError, MediaLabelMismatch, MediaNotMounted, TargetError, UsageError
-from backupctl.fsutil import atomic_write_text, fsync_dir
+from backupctl.fsutil import atomic_write_text, fsync_dir, fsync_path
 from backupctl.progress import Progress
 from backupctl.repofiles import HASH_CHUNK, KIND_ORDER, RepoFile, kind_of, list_repository, sha256_file
 from backupctl.targets.base import Finding, SyncReport, Target
@@ -91,11 +91,7 @@ def copy_checked(src: Path, dest: Path, expected_sha256: str | None) -> Path:
 
 def settle(tmp: Path, dest: Path) -> None:
     """Make a copied file durable, then give it its real name: a name on the disk always means a whole file."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(tmp)
     os.replace(tmp, dest)
 
 
