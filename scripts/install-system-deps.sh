@@ -1,5 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages backupctl drives, only those missing. Idempotent; quiet when all are there.
+#
+# apt's output goes to a log (its tail is printed when apt fails). Tests run this script with a stub
+# apt-get on PATH and point the two system paths below elsewhere:
+#   BACKUPCTL_POLICY_RC    the policy-rc.d file that keeps packaged services from starting
+#   BACKUPCTL_SYSTEMD_DIR  the folder whose presence means systemd is running
+#   BACKUPCTL_APT_LOG      where apt's output is kept
 set -euo pipefail
 
 declare -A want=(
@@ -23,20 +29,38 @@ done
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-echo "install-system-deps: installing ${missing[*]}" >&2
+policy=${BACKUPCTL_POLICY_RC:-/usr/sbin/policy-rc.d}
+systemd_dir=${BACKUPCTL_SYSTEMD_DIR:-/run/systemd/system}
+log=${BACKUPCTL_APT_LOG:-${TMPDIR:-/tmp}/backupctl-apt.log}
+echo "install-system-deps: installing ${missing[*]} (apt's output: $log)" >&2
+
 # Debian starts services on install where systemd runs; the tests and demo start their own Orthanc
-# on loopback, so keep the packaged one from starting (policy-rc.d 101 = action forbidden).
-policy=/usr/sbin/policy-rc.d
+# on loopback, so keep the packaged one from starting (policy-rc.d 101 = action forbidden). A policy
+# file that was already there is the machine's own: leave it as it is.
 created_policy=0
+cleanup() {
+  if [ "$created_policy" = 1 ]; then
+    $sudo rm -f "$policy"
+  fi
+}
+trap cleanup EXIT
 if [ ! -e "$policy" ]; then
   printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
-  $sudo chmod 755 "$policy"
   created_policy=1
+  $sudo chmod 755 "$policy"
 fi
-cleanup() { [ "$created_policy" = 1 ] && $sudo rm -f "$policy"; }
-trap cleanup EXIT
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-  $sudo systemctl disable --now orthanc >/dev/null 2>&1 || true
+
+apt() {
+  if ! DEBIAN_FRONTEND=noninteractive $sudo apt-get "$@" >>"$log" 2>&1; then
+    echo "install-system-deps: apt-get $1 failed; the end of $log:" >&2
+    tail -n 25 "$log" >&2
+    exit 1
+  fi
+}
+: >"$log"
+apt update -qq
+apt install -y -qq --no-install-recommends "${missing[@]}"
+if command -v systemctl >/dev/null 2>&1 && [ -d "$systemd_dir" ]; then
+  $sudo systemctl disable --now orthanc >>"$log" 2>&1 || true
 fi
+exit 0
