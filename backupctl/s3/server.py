@@ -6,6 +6,7 @@ production S3, lets a COMPLIANCE lock be shortened (see `backupctl s3 probe`). N
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -33,6 +34,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def require_moto() -> None:
+    """moto is the demo extra's, not a production install's: say how to get it."""
+    if importlib.util.find_spec("moto") is None:
+        raise EmbeddedServerError("the embedded S3 server needs moto, which this installation does not have",
+                                  hint="pip install 'backupctl[demo]' (make demo and make test install it)")
+
+
 class EmbeddedS3:
     """moto_server as a child process. `start()` returns the endpoint once it answers; `stop()` ends it.
 
@@ -53,6 +61,7 @@ class EmbeddedS3:
         return f"{scheme}://{self.host}:{self.port}"
 
     def start(self, timeout: float = READY_TIMEOUT) -> str:
+        require_moto()
         wanted = self.port
         # a free port can be taken between probing and binding: then try another one
         for _attempt in range(1 if wanted else 3):
