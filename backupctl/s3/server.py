@@ -19,13 +19,9 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from backupctl.errors import BackupctlError
+from backupctl.errors import EmbeddedServerError
 
 READY_TIMEOUT = 30.0
-
-
-class EmbeddedServerError(BackupctlError):
-    pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
