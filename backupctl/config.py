@@ -87,6 +87,27 @@ class VerifyConfig(Strict):
     scratch: Path | None = None                               # where `verify restore` restores (default: state)
 
 
+class SuspectConfig(Strict):
+    """When a new snapshot is called suspect (ransomware-like changes against the previous manifest). Shares
+    are of the previous snapshot's files (DICOM instances for the DICOM signals); a share fires only from
+    `min_files` files on, so a small archive's ordinary day never fires."""
+
+    enabled: bool = True
+    min_files: int = Field(default=5, ge=1)
+    rewritten_share: float = Field(default=0.02, gt=0, le=1)      # instances rewritten beyond a header fix
+    header_correction_share: float = Field(default=0.5, gt=0, le=1)   # even corrections, when this many
+    lost_dicom_share: float = Field(default=0.005, gt=0, le=1)    # lost DICM / no longer parse
+    uid_changed_share: float = Field(default=0.02, gt=0, le=1)
+    entropy_share: float = Field(default=0.02, gt=0, le=1)        # changed files whose entropy jumped
+    entropy_rise: float = Field(default=0.5, gt=0, le=8)          # bits/byte above the file's own past
+    entropy_floor: float = Field(default=7.5, ge=0, le=8)         # ... reaching at least this
+    renamed_share: float = Field(default=0.05, gt=0, le=1)
+    deleted_share: float = Field(default=0.30, gt=0, le=1)
+    encrypted_extension_files: int = Field(default=3, ge=1)       # new files named like encrypted ones
+    ransom_notes: int = Field(default=1, ge=1)
+    executable_preambles: int = Field(default=1, ge=1)            # DICOM/PE or ELF polyglots, new or changed
+
+
 class MediaTargetConfig(Strict):
     """Offline media: labelled removable disks mounted at `mount`, rotated."""
 
@@ -274,6 +295,7 @@ class Settings(Strict):
     scheduler: SchedulerConfig = SchedulerConfig()
     notify: NotifyConfig = NotifyConfig()     # defaults for every job and drill; their [notify] overrides
     smtp: SmtpConfig | None = None
+    suspect: SuspectConfig = SuspectConfig()
 
     @field_validator("targets")
     @classmethod

@@ -1,7 +1,8 @@
 """The package's exception tree. The CLI edge (`backupctl.cli`) turns each into one line and an exit code.
 
 Exit codes: 2 bad input (config, arguments), 1 a failed run, 3 a partial run (something was saved but not
-all of it), 130 interrupted. Messages are one line: what is wrong, then how to fix it.
+all of it), 4 a suspect snapshot (saved and kept, but its changes look like ransomware; see docs/incident.md),
+130 interrupted. Messages are one line: what is wrong, then how to fix it.
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ class PartialRun(BackupctlError):
     """Something was saved, but not everything (e.g. restic exit 3: some files unreadable)."""
 
     exit_code = 3
+
+
+class SuspectSnapshot(BackupctlError):
+    """The snapshot is saved, kept and tagged `suspect`: its changes against the previous one look like
+    ransomware (encrypted, renamed or deleted files, ransom notes, executable preambles)."""
+
+    exit_code = 4
 
 
 # restic --------------------------------------------------------------------------------------------------

@@ -411,6 +411,15 @@ class Restic:
                               hint="list them with `backupctl snapshots`")
         return found[0]
 
+    def add_tag(self, snapshot: Snapshot, tag: str) -> Snapshot:
+        """Add a tag to a snapshot. restic rewrites the snapshot under a new id (the old one is `original`):
+        the snapshot returned is the new one."""
+        self.run(["tag", "--add", tag, snapshot.id])
+        for data in self._json(["snapshots", "--tag", tag]) or []:
+            if data.get("original") == snapshot.id or data.get("id") == snapshot.id:
+                return _snapshot(data)
+        raise ResticError(f"snapshot {snapshot.short_id} not found after tagging it {tag!r}")
+
     def backup(self, paths: Sequence[Path], *, excludes: Sequence[str] = (), tags: Sequence[str] = (),
                progress: Progress | None = None, ignore_ctime: bool = False,
                parent: str | None = None, not_before: int | None = None,

@@ -82,3 +82,8 @@ def replicas_of(catalog: Catalog, snapshot_id: str) -> list[dict]:
 
 def known_snapshot_ids(catalog: Catalog) -> set[str]:
     return {r["id"] for r in catalog.query("SELECT id FROM snapshots")}
+
+
+def set_tags(catalog: Catalog, snapshot_id: str, tags: list[str]) -> None:
+    with catalog.transaction() as tx:
+        tx.execute("UPDATE snapshots SET tags=? WHERE id=?", (json.dumps(tags), snapshot_id))

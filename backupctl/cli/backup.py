@@ -12,7 +12,7 @@ import typer
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json, short_time
 from backupctl.cli.common import table as make_table
-from backupctl.errors import IntegrityError, PartialRun, TargetError, UsageError
+from backupctl.errors import IntegrityError, PartialRun, SuspectSnapshot, TargetError, UsageError
 
 # Each command imports its actions in its body: a command loads only what it runs (see cli/common.py).
 
@@ -62,7 +62,16 @@ def backup_run(
             out.print(f"  orthanc: down {outcome.pacs['downtime_seconds'] or 0:.1f} s for the copy "
                       f"({outcome.pacs['storage_files']} storage files, "
                       f"{outcome.pacs['linked_while_stopped']} linked while stopped)")
+        if outcome.suspect and outcome.suspect["suspect"]:
+            out.print(f"  [bold red]SUSPECT[/]: {outcome.suspect['summary']}")
+            for s in outcome.suspect["signals"]:
+                if s["fired"]:
+                    out.print(f"    {s['name']}: {s['count']}, e.g. " + ", ".join(s["examples"]))
     failed = [r for r in outcome.replicas if not r.ok]
+    if outcome.is_suspect:
+        also = "; replication failed too" if failed else ""
+        raise SuspectSnapshot(f"snapshot {outcome.short_id} is kept but SUSPECT: {outcome.suspect['summary']}"  # type: ignore[index]
+                              f"{also}", hint="see docs/incident.md; `backupctl incident last-clean`")
     if outcome.hook_errors:
         raise PartialRun(f"snapshot {outcome.short_id} is saved, but " + "; ".join(outcome.hook_errors))
     if failed:

@@ -1,0 +1,26 @@
+"""Cheap facts about a file's first bytes, taken while they are in memory for hashing anyway."""
+
+from __future__ import annotations
+
+import numpy as np
+
+_PE, _ELF = b"MZ", b"\x7fELF"
+
+
+def byte_entropy(data: bytes) -> float | None:
+    """Shannon entropy in bits per byte, rounded to 2 decimals; None for fewer than 256 bytes (too few to say)."""
+    if len(data) < 256:
+        return None
+    counts = np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256)
+    p = counts[counts > 0] / len(data)
+    return round(float(-(p * np.log2(p)).sum()) + 0.0, 2) if len(p) > 1 else 0.0
+
+
+def executable_preamble(head: bytes) -> str | None:
+    """'pe' or 'elf' when the first bytes (a DICOM file's preamble) are an executable's header."""
+    if head[:2] == _PE:
+        return "pe"
+    if head[:4] == _ELF:
+        return "elf"
+    return None
+
