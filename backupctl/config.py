@@ -106,6 +106,7 @@ class SuspectConfig(Strict):
     encrypted_extension_files: int = Field(default=3, ge=1)       # new files named like encrypted ones
     ransom_notes: int = Field(default=1, ge=1)
     executable_preambles: int = Field(default=1, ge=1)            # DICOM/PE or ELF polyglots, new or changed
+    keep_clean: int = Field(default=7, ge=1)   # `forget` keeps this many newest clean snapshots while one is open
 
 
 class MediaTargetConfig(Strict):

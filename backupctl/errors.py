@@ -60,6 +60,18 @@ class SuspectSnapshot(BackupctlError):
     exit_code = 4
 
 
+class IncidentOpen(BackupctlError):
+    """Refused while a suspect snapshot is open (expiry and pruning pause during an incident)."""
+
+
+class NoCleanSnapshot(BackupctlError):
+    """No snapshot before the first suspect one passes verification."""
+
+
+class KitError(UsageError):
+    """A recovery kit cannot be opened: wrong passphrase, damaged or not a kit."""
+
+
 # restic --------------------------------------------------------------------------------------------------
 
 

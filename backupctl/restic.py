@@ -612,6 +612,12 @@ class Restic:
         return []
 
 
+    def forget_snapshots(self, ids: Sequence[str], *, prune: bool = True) -> None:
+        """Forget exactly these snapshots (a plan already decided), then prune."""
+        if ids:
+            self.run(["forget", *ids, *(["--prune"] if prune else [])])
+
+
 _TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 
 

@@ -116,6 +116,10 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
                 # saved, but some files were unreadable
                 prepared = built[0]
                 summary, status = sources_only(partial.summary, prepared), "partial"
+                summary = _mark_suspect(config, restic, job, summary, prepared)
+                if prepared.suspect is not None and prepared.suspect.suspect:
+                    alert_suspect(config, job, summary.snapshot.short_id if summary.snapshot else None, run_id,
+                                  prepared.suspect)
                 _record(catalog, run_id, job, summary, status, time.monotonic() - started, partial.one_line())
                 _record_manifest(catalog, restic, summary, prepared, progress, _changes(restic, summary, prepared))
                 raise
@@ -161,7 +165,7 @@ def _mark_suspect(config: Config, restic: Restic, job: Job, summary: BackupSumma
     if report is None or not report.suspect or summary.snapshot is None:
         return summary
     snap = summary.snapshot
-    log.error("job %s: snapshot %s is SUSPECT: %s", job.name, snap.short_id, report.summary())
+    log.info("job %s: snapshot %s is suspect: %s", job.name, snap.short_id, report.summary())
     try:
         snap = restic.add_tag(snap, SUSPECT_TAG)
     except BackupctlError as exc:   # the catalog still says suspect (below); the repository tag is missing

@@ -19,6 +19,7 @@ from backupctl.cli import backup as backup_cmds
 from backupctl.cli import demo as demo_cmds
 from backupctl.cli import dev as dev_cmds
 from backupctl.cli import drill as drill_cmds
+from backupctl.cli import incident as incident_cmds
 from backupctl.cli import media as media_cmds
 from backupctl.cli import pacs as pacs_cmds
 from backupctl.cli import s3 as s3_cmds
@@ -76,6 +77,7 @@ app.add_typer(media_cmds.app, name="media")
 app.add_typer(pacs_cmds.app, name="pacs")
 app.add_typer(dev_cmds.app, name="dev")
 app.add_typer(drill_cmds.app, name="drill")
+app.add_typer(incident_cmds.app, name="incident")
 demo_cmds.register(app)
 s3_cmds.register(app)
 verify_cmds.register(app)

@@ -181,6 +181,7 @@ def status_report(config: "Config") -> dict[str, Any]:
         verify = check_freshness(config, catalog, "verify", now)
         drills = check_freshness(config, catalog, "drill", now)
         media = media_status(config, catalog)
+        suspects = suspect_status(config, catalog)
     scheduled = any(j.schedule for j in config.jobs.values()) or any(d.schedule for d in config.drills.values())
     daemon = {"running": pid is not None, "pid": pid, "needed": scheduled,
               "started": daemon_state.get("started") if pid else None,
@@ -188,13 +189,27 @@ def status_report(config: "Config") -> dict[str, Any]:
     bad = [f for f in (*jobs, *replicas, *verify, *drills) if f.state in ("stale", "never")]
     problems = [f"{f.kind} {f.name}: {f.state}" for f in bad]
     problems += [f"medium {m['target']}/{m['label']}: stale" for m in media if m["state"] == "stale"]
+    problems += [f"job {x['job']}: snapshot {x['short_id']} is SUSPECT ({x['summary']}); see docs/incident.md"
+                 for x in suspects]
     if scheduled and pid is None:
         problems.append("the scheduler daemon is not running")
     if daemon["reload_error"]:
         problems.append(f"the last reload was refused: {daemon['reload_error']}")
     return {"ok": not problems, "problems": problems, "daemon": daemon, "jobs": [f.as_dict() for f in jobs],
             "replicas": [f.as_dict() for f in replicas], "media": media, "verify": [f.as_dict() for f in verify],
-            "drills": [f.as_dict() for f in drills], "time": now.isoformat()}
+            "drills": [f.as_dict() for f in drills], "suspects": suspects, "time": now.isoformat()}
+
+
+def suspect_status(config: "Config", catalog: Any) -> list[dict[str, Any]]:
+    """Open suspect snapshots with the one line of what fired (no paths: status output travels)."""
+    from backupctl.incident.state import load_report, open_suspects
+
+    rows = []
+    for r in open_suspects(catalog):
+        report = load_report(config, r["id"]) or {}
+        rows.append({"job": r["job"], "snapshot": r["id"], "short_id": r["short_id"], "time": r["time"],
+                     "summary": report.get("summary", "signals not recorded")})
+    return rows
 
 
 def _state_cell(state: str) -> str:

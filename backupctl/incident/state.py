@@ -93,3 +93,16 @@ def alert_suspect(config: Config, job: Job, short_id: str | None, run_id: int, r
         Notifier(config, config.settings.notify.merged(job.notify)).send(notice)
     except BackupctlError as exc:
         log.error("job %s: the suspect-snapshot alert was not sent: %s", job.name, exc.one_line())
+
+
+def incident_protected(catalog: Catalog, job: str, keep_clean: int) -> dict[str, str]:
+    """id -> why, of the job's snapshots retention must keep while a suspect one is open: every open suspect
+    snapshot (evidence) and the `keep_clean` newest before the first of them (the way back)."""
+    rows = snapshot_rows.list_snapshots(catalog, job, replicas=False)
+    suspects = [r for r in rows if is_open_suspect(r["tags"])]
+    if not suspects:
+        return {}
+    protected = {r["id"]: "suspect snapshot (incident evidence)" for r in suspects}
+    for r in clean_snapshots(catalog, job)[-keep_clean:]:
+        protected[r["id"]] = "clean snapshot before a suspect one (incident)"
+    return protected

@@ -1,0 +1,79 @@
+"""`incident last-clean|clear|list`: ransomware readiness (see docs/incident.md)."""
+
+# no `from __future__ import annotations`: typer would eval every string annotation at each start (common.py)
+
+from typing import Annotated
+
+import typer
+
+from backupctl.cli import common
+from backupctl.cli.common import out, print_json, short_time
+
+app = typer.Typer(help="Ransomware incidents: suspect snapshots, the last clean snapshot.", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+
+
+@app.command("list")
+def list_cmd(json_output: JsonOpt = False) -> None:
+    """Open suspect snapshots, with what fired."""
+    from backupctl.catalog import open_catalog
+    from backupctl.cli.scheduler import suspect_status
+
+    config = common.load()
+    with open_catalog(config.catalog_path) as catalog:
+        rows = suspect_status(config, catalog)
+    if json_output:
+        print_json({"ok": not rows, "suspects": rows})
+        return
+    for r in rows:
+        out.print(f"[bold red]SUSPECT[/] {r['short_id']} job {r['job']} {short_time(r['time'])}: {r['summary']}")
+    if not rows:
+        out.print("no open suspect snapshots")
+
+
+@app.command("clear")
+def clear_cmd(
+    snapshot: Annotated[str, typer.Argument(help="The suspect snapshot (id or unique prefix).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why it is not (or no longer) an incident.")] = "",
+    json_output: JsonOpt = False,
+) -> None:
+    """Close a suspect snapshot after investigation: retention and expiry apply again. The restic tag stays."""
+    from backupctl.catalog import open_catalog
+    from backupctl.incident.state import clear_suspect
+
+    config = common.load()
+    with open_catalog(config.catalog_path) as catalog:
+        done = clear_suspect(catalog, snapshot, reason)
+    if json_output:
+        print_json({"ok": True, **done})
+    else:
+        out.print(f"snapshot {done['snapshot'][:8]} of job {done['job']} cleared: {done['reason']}")
+
+
+@app.command("last-clean")
+def last_clean_cmd(
+    job: Annotated[str | None, typer.Option("--job", "-j", help="The job (needed when there are several).")] = None,
+    study: Annotated[str | None, typer.Option("--study", help="Newest clean snapshot holding this study.")] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """The newest snapshot before the first suspect one that passes a restore-level verification (verified
+    now when it never was), with when it was taken, what verified it and which copies hold it."""
+    from backupctl.incident.last_clean import last_clean
+
+    config = common.load()
+    found = last_clean(config, job, study, common.progress(json_output))
+    if json_output:
+        print_json(found.as_dict())
+        return
+    v = found.verified_by
+    out.print(f"last clean snapshot of job {found.job}: [bold]{found.short_id}[/] taken {short_time(found.time)}")
+    if found.first_suspect:
+        out.print(f"  before the first suspect snapshot {found.first_suspect['snapshot'][:8]} "
+                  f"({short_time(found.first_suspect['time'])})")
+    out.print(f"  verified: restore level, run {v['run_id']}, {v['checked_files']} files"
+              + (" (just now)" if v["ran_now"] else f" ({short_time(v['when'])})"))
+    out.print(f"  copies: {', '.join(found.copies) or 'none recorded'}")
+    for p in found.passed_over:
+        out.print(f"  [yellow]passed over[/] {p['snapshot'][:8]}: {p['why']}")
+    out.print(f"  restore it: backupctl restore {found.short_id} --to DIR"
+              + (f" --study {found.study}" if found.study else ""))
