@@ -91,3 +91,27 @@ def test_retention_keeps_clean_snapshots_while_a_suspect_one_is_open(tmp_path: P
     with open_catalog(config.catalog_path) as catalog:
         statuses = {s["id"]: s["status"] for s in snapshot_rows.list_snapshots(catalog, include_forgotten=True)}
     assert statuses[ids[1]] == "forgotten" and statuses[after] == "complete"
+
+
+def test_last_clean_picks_the_snapshot_before_the_attack(tmp_path: Path) -> None:
+    config = _installation(tmp_path)
+    archive = tmp_path / "archive"
+    run_backup(config, "pacs", replicate=False)
+    normal_day(archive, 1)
+    before = run_backup(config, "pacs", replicate=False)
+    study = next(iter(sorted(p.name for p in (archive / "p00001").iterdir())))
+    attack(archive, share=0.5)
+    assert cli(config, "backup", "run", "pacs", "--no-replicate").returncode == 4
+    run_backup(config, "pacs", replicate=False)   # the encrypted state again, not itself suspect
+    found = json.loads(cli(config, "incident", "last-clean", "--json", check=True).stdout)
+    assert found["snapshot"] == before.snapshot_id
+    assert found["verified_by"]["ran_now"] is True and found["verified_by"]["checked_files"] > 0
+    assert found["copies"] == ["staging"]
+    assert found["first_suspect"] is not None
+    again = json.loads(cli(config, "incident", "last-clean", "--job", "pacs", "--json", check=True).stdout)
+    assert again["snapshot"] == before.snapshot_id and again["verified_by"]["ran_now"] is False
+    by_study = json.loads(cli(config, "incident", "last-clean", "--study", study, "--json", check=True).stdout)
+    assert by_study["snapshot"] == before.snapshot_id
+    text = cli(config, "incident", "last-clean", check=True).stdout
+    assert before.short_id in text and "restore it: backupctl restore" in text
+    assert_one_line_error(cli(config, "incident", "last-clean", "--study", "1.2.3.4"), 1, "no snapshot holding study")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 _PE, _ELF = b"MZ", b"\x7fELF"
 
 
@@ -11,6 +9,8 @@ def byte_entropy(data: bytes) -> float | None:
     """Shannon entropy in bits per byte, rounded to 2 decimals; None for fewer than 256 bytes (too few to say)."""
     if len(data) < 256:
         return None
+    import numpy as np   # loaded once per process, by the first file read
+
     counts = np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256)
     p = counts[counts > 0] / len(data)
     return round(float(-(p * np.log2(p)).sum()) + 0.0, 2) if len(p) > 1 else 0.0
