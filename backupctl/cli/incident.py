@@ -2,6 +2,7 @@
 
 # no `from __future__ import annotations`: typer would eval every string annotation at each start (common.py)
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -77,3 +78,54 @@ def last_clean_cmd(
         out.print(f"  [yellow]passed over[/] {p['snapshot'][:8]}: {p['why']}")
     out.print(f"  restore it: backupctl restore {found.short_id} --to DIR"
               + (f" --study {found.study}" if found.study else ""))
+
+
+keys_app = typer.Typer(help="The recovery kit: everything a clean machine needs besides the S3 copy.",
+                       no_args_is_help=True)
+PassFileOpt = Annotated[Path | None, typer.Option(
+    "--passphrase-file", metavar="FILE",
+    help="A 0600 file holding the kit passphrase (else the BACKUPCTL_KIT_PASSPHRASE variable).")]
+
+
+@keys_app.command("export-kit")
+def export_kit_cmd(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the kit (armoured text, 0600).")],
+    passphrase_file: PassFileOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Write the recovery kit, encrypted with a passphrase (scrypt + AES-256-GCM): repository password,
+    signing public key, S3 coordinates and credential references, catalog location and rebuild steps."""
+    from backupctl.incident.kit import export_kit, read_passphrase
+
+    config = common.load()
+    done = export_kit(config, output, read_passphrase(passphrase_file))
+    if json_output:
+        print_json({"ok": True, **done})
+    else:
+        out.print(f"wrote recovery kit {output} (targets: {', '.join(done['targets']) or 'none'}; jobs: "
+                  f"{', '.join(done['jobs']) or 'none'}); print it, keep it and its passphrase apart, offline")
+
+
+@keys_app.command("import-kit")
+def import_kit_cmd(
+    kit: Annotated[Path, typer.Argument(help="The kit file written by `keys export-kit`.")],
+    to: Annotated[Path, typer.Option("--to", help="An empty folder for the new installation.")],
+    passphrase_file: PassFileOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Open a recovery kit into an empty folder: a backupctl.toml for it, the password (0600), the public key,
+    the jobs, and the steps to rebuild the catalog and restore from the S3 copy."""
+    from backupctl.errors import UsageError
+    from backupctl.incident.kit import import_kit, open_kit, read_passphrase
+
+    try:
+        text = kit.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the kit {kit} ({type(exc).__name__})") from None
+    done = import_kit(open_kit(text, read_passphrase(passphrase_file)), to)
+    if json_output:
+        print_json({"ok": True, **done})
+        return
+    out.print(f"installation written to {done['folder']}; next, from that folder:")
+    for i, step in enumerate(done["next_steps"], 1):
+        out.print(f"  {i}. {step}")
