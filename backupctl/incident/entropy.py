@@ -9,7 +9,7 @@ def byte_entropy(data: bytes) -> float | None:
     """Shannon entropy in bits per byte, rounded to 2 decimals; None for fewer than 256 bytes (too few to say)."""
     if len(data) < 256:
         return None
-    import numpy as np   # loaded once per process, by the first file read
+    import numpy as np  # loaded once per process, by the first file read
 
     counts = np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256)
     p = counts[counts > 0] / len(data)
