@@ -2,7 +2,8 @@
 
 While a suspect snapshot of the job is open (see docs/incident.md), the suspect snapshots (evidence) and the
 `[suspect] keep_clean` newest snapshots before the first of them are kept whatever the policy says: restic's
-plan is computed, those are taken out of it, and exactly the rest is forgotten.
+plan is computed, those are taken out of it, and exactly the rest is forgotten. While an incident is frozen
+(`incident freeze`), nothing is forgotten at all.
 
 Only the staging repository is pruned. Offline media keep every snapshot they received, and S3 objects are
 removed only by `s3 expire` once their Object Lock has expired: a retention run never reaches a replica.
@@ -16,6 +17,7 @@ from backupctl.catalog import open_catalog
 from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.config import Config
 from backupctl.errors import UsageError
+from backupctl.incident.freeze import refuse_while_frozen
 from backupctl.incident.state import incident_protected
 from backupctl.locking import repository_lock
 from backupctl.repository import staging_restic
@@ -37,6 +39,7 @@ def apply_retention(config: Config, job_name: str, dry_run: bool = False) -> For
     if not keep:
         raise UsageError(f"job {job.name} has no [retention] policy, so nothing is forgotten",
                          hint="add keep_daily/keep_weekly/... to its job file")
+    refuse_while_frozen(config, "pruning")
     restic = staging_restic(config)
     with open_catalog(config.catalog_path) as catalog:
         protect = incident_protected(catalog, job.name, config.settings.suspect.keep_clean)

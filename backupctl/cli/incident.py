@@ -129,3 +129,43 @@ def import_kit_cmd(
     out.print(f"installation written to {done['folder']}; next, from that folder:")
     for i, step in enumerate(done["next_steps"], 1):
         out.print(f"  {i}. {step}")
+
+
+@app.command("freeze")
+def freeze_cmd(
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded with the freeze).")] = "",
+    job: Annotated[str | None, typer.Option("--job", "-j", help="Only this job's S3 targets [default: all].")]
+    = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Contain an incident: legal holds on every object version the S3 copy holds for the job(s), and
+    pruning (`forget`) and `s3 expire` paused until `thaw`."""
+    from backupctl.incident.freeze import freeze
+
+    done = freeze(common.load(), reason, job)
+    if json_output:
+        print_json(done)
+    else:
+        where = ", ".join(done["targets"]) or "no S3 target"
+        out.print(f"frozen: {done['held']} object versions on legal hold in {where}; pruning and expiry paused")
+        for j, snap in done["last_clean"].items():
+            out.print(f"  job {j}: newest snapshot before any suspect one: {snap[:8] if snap else 'none'}")
+    if done["failures"]:
+        from backupctl.errors import PartialRun
+
+        raise PartialRun(f"{len(done['failures'])} legal holds could not be set (first: {done['failures'][0]})")
+
+
+@app.command("thaw")
+def thaw_cmd(
+    reason: Annotated[str, typer.Option("--reason", help="Why the incident is over (recorded).")] = "",
+    json_output: JsonOpt = False,
+) -> None:
+    """Lift the legal holds of `freeze` and let pruning and expiry run again."""
+    from backupctl.incident.freeze import thaw
+
+    done = thaw(common.load(), reason)
+    if json_output:
+        print_json(done)
+    else:
+        out.print(f"thawed: {done['lifted']} legal holds lifted; pruning and expiry run again")

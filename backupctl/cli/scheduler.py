@@ -191,13 +191,18 @@ def status_report(config: "Config") -> dict[str, Any]:
     problems += [f"medium {m['target']}/{m['label']}: stale" for m in media if m["state"] == "stale"]
     problems += [f"job {x['job']}: snapshot {x['short_id']} is SUSPECT ({x['summary']}); see docs/incident.md"
                  for x in suspects]
+    from backupctl.incident.freeze import frozen_state
+
+    if (frozen := frozen_state(config)) is not None:
+        problems.append(f"incident frozen since {frozen['since']} ({frozen['reason']}): pruning and expiry paused")
     if scheduled and pid is None:
         problems.append("the scheduler daemon is not running")
     if daemon["reload_error"]:
         problems.append(f"the last reload was refused: {daemon['reload_error']}")
     return {"ok": not problems, "problems": problems, "daemon": daemon, "jobs": [f.as_dict() for f in jobs],
             "replicas": [f.as_dict() for f in replicas], "media": media, "verify": [f.as_dict() for f in verify],
-            "drills": [f.as_dict() for f in drills], "suspects": suspects, "time": now.isoformat()}
+            "drills": [f.as_dict() for f in drills], "suspects": suspects,
+            "frozen": frozen is not None, "time": now.isoformat()}
 
 
 def suspect_status(config: "Config", catalog: Any) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ import botocore.exceptions as bex
 
 from backupctl.catalog import s3 as s3_rows
 from backupctl.errors import IncidentOpen, S3AccessDenied, TargetError
+from backupctl.incident.freeze import refuse_while_frozen
 from backupctl.incident.state import open_suspects
 from backupctl.progress import NullProgress, Progress
 from backupctl.repofiles import list_repository
@@ -66,6 +67,7 @@ class ExpireOutcome:
 def expire(target: S3Target, staging: Path, *, dry_run: bool = False,
            progress: Progress | None = None) -> ExpireOutcome:
     progress = progress or NullProgress()
+    refuse_while_frozen(target.config, "expiry")
     if suspects := open_suspects(target.catalog):
         first = suspects[0]
         raise IncidentOpen(f"expiry is paused: snapshot {first['short_id']} of job {first['job']} is suspect "
