@@ -74,7 +74,7 @@ class Entry:
     sha256: str | None = None
     dicom: dict[str, str | None] | None = None   # facts; 'patient' is the keyed hash
     error: str | None = None
-    entropy: float | None = None   # bits per byte of the first HEAD_BYTES, to compare with the file's own past
+    entropy: float | None = None   # bits per byte of a sample of the first block, against the file's own past
     # its serialized line, when read from a manifest to be written again unchanged (no re-encoding)
     line: bytes | None = field(default=None, compare=False, repr=False)
 
