@@ -53,6 +53,7 @@ def test_attack_backup_is_kept_tagged_and_exits_4(tmp_path: Path) -> None:
     problems = json.loads(status.stdout)["problems"]
     assert any("SUSPECT" in p and tagged.short_id in p for p in problems)
     assert cli(config, "status", "--check").returncode == 1
+    assert 'backupctl_job_suspect_snapshots{job="pacs"} 1.0' in cli(config, "metrics", check=True).stdout
     # a backup of the encrypted state is not a new suspect (nothing changed), but the incident stays open
     again = run_backup(config, "pacs", replicate=False)
     assert again.suspect is not None and not again.suspect["suspect"]
@@ -61,6 +62,8 @@ def test_attack_backup_is_kept_tagged_and_exits_4(tmp_path: Path) -> None:
     cli(config, "incident", "clear", tagged.short_id, "--reason", "test: drill", check=True)
     with open_catalog(config.catalog_path) as catalog:
         assert open_suspects(catalog, "pacs") == []
+    assert 'backupctl_job_suspect_snapshots{job="pacs"} 0.0' in cli(config, "metrics", check=True).stdout
+    assert json.loads(cli(config, "status", "--json").stdout)["suspects"] == []
 
 
 def test_retention_keeps_clean_snapshots_while_a_suspect_one_is_open(tmp_path: Path) -> None:
