@@ -78,3 +78,47 @@ def test_suspect_pauses_expiry_and_freeze_holds_every_version(engine, tmp_path: 
     assert_one_line_error(cli(config, "incident", "thaw", "--reason", "x"), 2, "no incident is frozen")
     # pruning is back, still keeping the clean snapshots before the open suspect one
     cli(config, "forget", "pacs", check=True)
+
+
+def test_incident_recover_from_s3_after_staging_is_gone(moto_engine, tmp_path: Path) -> None:
+    import shutil
+
+    from backupctl.repofiles import list_repository
+    from tests.s3.test_s3_attack import same_tree
+
+    root = tmp_path / "site"
+    config = make_installation(root, SPEC, config_text=CONFIG_TEXT + s3_target_toml(moto_engine, unique_bucket()))
+    (root / "jobs" / "pacs.toml").write_text(f'name = "pacs"\nsources = ["{root / "archive"}"]\ntargets = ["vault"]\n')
+    config = load_config(config.path)
+    bucket = connect("vault", config.target("vault"), config.resolve)
+    init_bucket(bucket)
+    assert run_backup(config, "pacs").replicated_ok
+    normal_day(root / "archive", 1)
+    clean = run_backup(config, "pacs")
+    assert clean.replicated_ok
+    shutil.copytree(root / "archive", tmp_path / "before-attack")
+    attack(root / "archive")
+    assert cli(config, "backup", "run", "pacs").returncode == 4
+    # the attacker overwrites a pack in the bucket with the writer key, and staging is lost
+    pack = next(f for f in list_repository(config.staging_repository) if f.kind == "data")
+    bucket.client.put_object(Bucket=bucket.name, Key=bucket.key(pack.rel), Body=b"encrypted")
+    shutil.rmtree(config.staging_repository)
+
+    out, reports = tmp_path / "recovered", tmp_path / "reports"
+    result = cli(config, "incident", "recover", "--job", "pacs", "--to", str(out), "--report-dir", str(reports),
+                 "--rto-minutes", "30", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["ok"] and data["snapshot"] == clean.snapshot_id and data["skipped"] == []
+    assert [p["name"] for p in data["phases"]] == ["select", "fetch", "restore", "verify"]
+    assert "recorded at upload" in data["versions"] and data["files"] > 0
+    assert same_tree(tmp_path / "before-attack", out / str(root / "archive").lstrip("/"))
+    for name in ("recovery-report.md", "recovery-report.json"):
+        check = cli(config, "drill", "report", "--verify", str(reports / name))
+        assert check.returncode == 0 and "signature OK" in check.stdout, check.stderr
+    review = (reports / "post-incident-review.md").read_text()
+    assert "## Root cause" in review and clean.snapshot_id in review
+    md = reports / "recovery-report.md"
+    md.write_text(md.read_text().replace("recovered", "restored", 1))
+    assert cli(config, "drill", "report", "--verify", str(md)).returncode != 0
+    assert_one_line_error(cli(config, "incident", "recover", "--job", "pacs", "--to", str(out)), 2, "not empty")
