@@ -1,7 +1,8 @@
 """The `backupctl` command line. Thin: parses arguments, calls actions, prints; errors become one line.
 
 Every package error (`backupctl.errors`) is printed as `error: <what is wrong> (<how to fix>)` with its exit
-code: 2 bad input, 1 failed run, 3 partial, 130 interrupted. A traceback is shown only with --debug.
+code: 2 bad input, 1 failed run, 3 partial, 4 suspect snapshot, 130 interrupted. A traceback is shown only with
+--debug.
 """
 
 # no `from __future__ import annotations`: typer would eval every string annotation at each start (common.py)
