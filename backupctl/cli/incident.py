@@ -181,17 +181,33 @@ def recover_cmd(
                                                "report measures against.")] = 60,
     report_dir: Annotated[Path | None, typer.Option("--report-dir", help="Where the reports go [default: "
                                                     "<state>/incident/recovery-TIME].")] = None,
+    to_pacs: Annotated[str | None, typer.Option("--to-pacs", metavar="URL", help="Then send the verified DICOM "
+                                                "files to this Orthanc (REST).")] = None,
+    pacs_credentials: Annotated[Path | None, typer.Option(
+        "--pacs-credentials", metavar="FILE", envvar="BACKUPCTL_PACS_CREDENTIALS_FILE",
+        help="'username:password' file (0600) for --to-pacs; or set BACKUPCTL_PACS_CREDENTIALS.")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """The runbook as one command: the newest clean snapshot from the immutable S3 copy (never staging),
-    restored, verified against its signed manifest, with a signed recovery report and a post-incident
-    review skeleton."""
-    from backupctl.errors import NoCleanSnapshot
+    restored into --to, verified against its signed manifest, optionally sent to a PACS, with a signed
+    recovery report and a post-incident review skeleton."""
+    import os
+
+    from backupctl.errors import NoCleanSnapshot, PartialRun, UsageError
     from backupctl.incident.recover import recover_incident
 
+    creds = None
+    if to_pacs is not None:
+        if "@" in to_pacs.split("//", 1)[-1].split("/", 1)[0]:
+            raise UsageError("--to-pacs URL must not carry credentials (they would sit in the process list)",
+                             hint="put 'username:password' in a 0600 file and pass --pacs-credentials FILE")
+        from backupctl.pacs.orthanc import read_credentials
+
+        from_env = pacs_credentials is None and bool(os.environ.get("BACKUPCTL_PACS_CREDENTIALS"))
+        creds = read_credentials(pacs_credentials, "BACKUPCTL_PACS_CREDENTIALS" if from_env else None)
     config = common.load()
     rec = recover_incident(config, job, to, copy=from_target, rto_minutes=rto_minutes, report_dir=report_dir,
-                           progress=common.progress(json_output))
+                           progress=common.progress(json_output), pacs_url=to_pacs, pacs_credentials=creds)
     data = rec.as_dict()
     if json_output:
         print_json(data)
@@ -204,8 +220,15 @@ def recover_cmd(
             out.print(f"  {p.name:8} {p.seconds:8.1f} s  {p.detail}")
         for s in rec.skipped:
             out.print(f"  [yellow]skipped[/] {s['snapshot'][:8]}: {s['why']}")
+        if rec.pacs:
+            out.print(f"  sent to {rec.pacs['url']}: {rec.pacs['sent']} of {rec.pacs['dicom_files']} DICOM files "
+                      f"accepted ({rec.pacs['stored']} stored, {rec.pacs['already']} already there)")
         out.print(f"  report: {rec.reports['md']} (signed; check with `backupctl drill report --verify FILE`)")
         out.print(f"  post-incident review to fill in: {rec.reports['review']}")
+    if rec.pacs and rec.pacs["rejected"]:
+        first = rec.pacs["rejected"][0]
+        raise PartialRun(f"recovered and verified, but the PACS refused {len(rec.pacs['rejected'])} files "
+                         f"(first: {first['file']}: {first['reason']})")
     if not rec.ok:
         raise NoCleanSnapshot(f"no clean snapshot of job {job} could be restored and verified from {rec.copy} "
                               f"({len(rec.skipped)} tried)", hint="see the report; try offline media")

@@ -67,6 +67,7 @@ class Recovery:
     studies: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)     # candidates passed over, and why
     reports: dict[str, str] = field(default_factory=dict)
+    pacs: dict[str, Any] | None = None      # --to-pacs: url, sent, stored, already, rejected
 
     @property
     def seconds(self) -> float:
@@ -74,7 +75,7 @@ class Recovery:
 
     @property
     def ok(self) -> bool:
-        return self.snapshot is not None
+        return self.snapshot is not None and not (self.pacs and self.pacs["rejected"])
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -109,12 +110,21 @@ def _empty(folder: Path) -> None:
 
 
 def recover_incident(config: Config, job: str, to: Path, *, copy: str | None = None, rto_minutes: float = 60,
-                     report_dir: Path | None = None, progress: Progress | None = None) -> Recovery:
+                     report_dir: Path | None = None, progress: Progress | None = None,
+                     pacs_url: str | None = None, pacs_credentials: Any = None,
+                     pacs_concurrency: int = 4) -> Recovery:
+    """Recover into `to`; with `pacs_url`, the verified files are then sent to that Orthanc."""
     from backupctl.s3.recover import recover
 
     progress = progress or NullProgress()
     job = config.job(job).name
     check_restore_target(to, force=False)
+    client = None
+    if pacs_url is not None:
+        from backupctl.pacs.orthanc import OrthancClient
+
+        client = OrthancClient(pacs_url, pacs_credentials, timeout=120)
+        client.system()     # unreachable or refused credentials: say so before anything is fetched
     name = _s3_target_of(config, job, copy)
     rec = Recovery(job, name, str(to), rto_minutes * 60)
     clock = _Clock(rec)
@@ -181,11 +191,27 @@ def recover_incident(config: Config, job: str, to: Path, *, copy: str | None = N
             rec.snapshot, rec.snapshot_time = snap.id, snap.time
             rec.files, rec.bytes, rec.dicom, rec.studies = tree.files, tree.bytes, tree.dicom, len(tree.studies)
             break
+        if client is not None and rec.snapshot is not None:
+            _send(client, to, rec, clock, pacs_concurrency, progress)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     rec.finished = utcnow()
     write_reports(config, rec, report_dir)
     return rec
+
+
+def _send(client: Any, to: Path, rec: Recovery, clock: _Clock, concurrency: int, progress: Progress) -> None:
+    """Only verified files reach the PACS: they are sent from the folder the verification read."""
+    from backupctl.pacs.ingest import iter_dicom_files, send_files
+
+    t, when = time.monotonic(), utcnow()
+    files = list(iter_dicom_files(to))
+    report = send_files(client, files, total=len(files), concurrency=concurrency, progress=progress)
+    rec.pacs = {"url": client.url, "dicom_files": len(files), "sent": report.sent, "stored": report.stored,
+                "already": report.already,
+                "rejected": [{"file": str(r.path.relative_to(to)), "reason": r.reason} for r in report.rejected]}
+    clock.phase("send", t, when, f"{report.sent} of {len(files)} DICOM files to {client.url} ({report.stored} "
+                f"stored, {report.already} already there, {len(report.rejected)} refused)")
 
 
 # reports -------------------------------------------------------------------------------------------------
@@ -195,11 +221,13 @@ def render_markdown(data: dict[str, Any]) -> str:
     rto = data["rto_seconds"]
     lines = [
         f"# Recovery report: job {data['job']}", "",
-        f"- outcome: **{'recovered' if data['ok'] else 'NOT recovered'}**",
+        f"- outcome: **{'recovered' if data['snapshot'] else 'NOT recovered'}**",
         f"- snapshot: {data['snapshot'] or '-'} (taken {data['snapshot_time'] or '-'})",
         f"- first suspect snapshot: {(data['first_suspect'] or {}).get('snapshot', 'none open')}",
         f"- read from: S3 target {data['copy']}, {data['versions'] or '-'}",
-        f"- restored to: {data['to']} on {data['host']}",
+        f"- restored to: {data['to']} on {data['host']}"
+        + (f"; sent to {data['pacs']['url']}: {data['pacs']['sent']} of {data['pacs']['dicom_files']} DICOM files "
+           f"accepted, {len(data['pacs']['rejected'])} refused" if data.get("pacs") else ""),
         f"- verified: {data['files']} files ({data['bytes']} bytes), {data['dicom']} DICOM, {data['studies']} studies",
         f"- total: {data['seconds']:.1f} s against an RTO of {rto:.0f} s: "
         f"**{'within' if data['within_rto'] else 'OVER'}**",

@@ -122,3 +122,34 @@ def test_incident_recover_from_s3_after_staging_is_gone(moto_engine, tmp_path: P
     md.write_text(md.read_text().replace("recovered", "restored", 1))
     assert cli(config, "drill", "report", "--verify", str(md)).returncode != 0
     assert_one_line_error(cli(config, "incident", "recover", "--job", "pacs", "--to", str(out)), 2, "not empty")
+
+
+@pytest.mark.orthanc
+def test_incident_recover_to_pacs_sends_only_verified_files(moto_engine, tmp_path: Path) -> None:
+    from backupctl.pacs.orthanc import OrthancProcess
+
+    root = tmp_path / "site"
+    config = make_installation(root, SPEC, config_text=CONFIG_TEXT + s3_target_toml(moto_engine, unique_bucket()))
+    (root / "jobs" / "pacs.toml").write_text(f'name = "pacs"\nsources = ["{root / "archive"}"]\ntargets = ["vault"]\n')
+    config = load_config(config.path)
+    init_bucket(connect("vault", config.target("vault"), config.resolve))
+    clean = run_backup(config, "pacs")
+    attack(root / "archive")
+    assert cli(config, "backup", "run", "pacs").returncode == 4
+    with OrthancProcess(tmp_path / "orthanc", disposable=True) as orthanc:
+        creds = tmp_path / "pacs-creds"
+        creds.write_text(f"{orthanc.credentials.username}:{orthanc.credentials.password}\n")
+        creds.chmod(0o600)
+        leaky = orthanc.url.replace("http://", "http://u:secret@")
+        assert_one_line_error(cli(config, "incident", "recover", "--job", "pacs", "--to", str(tmp_path / "x"),
+                                  "--to-pacs", leaky), 2, "must not carry credentials")
+        result = cli(config, "incident", "recover", "--job", "pacs", "--to", str(tmp_path / "out"), "--to-pacs",
+                     orthanc.url, "--pacs-credentials", str(creds), "--json")
+        assert result.returncode == 0, result.stderr
+        data = json.loads(result.stdout)
+        instances = SPEC.patients * SPEC.studies_per_patient * SPEC.series_per_study * SPEC.instances_per_series
+        assert data["snapshot"] == clean.snapshot_id
+        assert data["pacs"]["stored"] == data["pacs"]["dicom_files"] == instances and data["pacs"]["rejected"] == []
+        assert [p["name"] for p in data["phases"]][-1] == "send"
+        assert orthanc.api().counts()["instances"] == instances
+        assert orthanc.credentials.password not in result.stdout + result.stderr
