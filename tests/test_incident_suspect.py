@@ -147,3 +147,16 @@ def test_false_positive_rate_over_generated_normal_days(archive: Path, key: Sign
     attack(archive)
     _, report = _next(archive, key, previous)
     assert report.suspect
+
+
+def test_renames_are_paired_whichever_name_sorts_first(archive: Path, key: SigningKey) -> None:
+    before, _ = build_manifest("j", [archive], key, workers=1)
+    files = dicom_files(archive)
+    for path in files[:6]:              # sorts after the old name
+        path.rename(path.with_name(path.name + ".locked"))
+    for path in files[10:16]:           # sorts before it: x.crypt < x.dcm
+        path.rename(path.with_suffix(".crypt"))
+    _, report = _next(archive, key, before)
+    counts = {s.name: s.count for s in report.signals}
+    assert counts["renamed"] == 12 and counts["deleted"] == 12 and counts["encrypted_extensions"] == 12
+    assert "renamed" in _fired(report)

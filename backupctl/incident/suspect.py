@@ -133,8 +133,10 @@ class Detector:
         self.compared = self._head is not None
         self.prev_files = self.prev_dicom = self.files = 0
         self.t = {name: _Tally() for name in _SIGNALS}
-        # deleted names of the folders seen last: folder -> {name, stem}
-        self._deleted: OrderedDict[str, set[str]] = OrderedDict()
+        # unpaired deleted and new names of the folders seen last: folder -> {name key: path}. A rename is
+        # paired whichever side the merge meets first (`x.dcm` -> `x.dcm.locked` sorts after, `x.crypt` before)
+        self._deleted: OrderedDict[str, dict[str, str]] = OrderedDict()
+        self._added: OrderedDict[str, dict[str, str]] = OrderedDict()
 
     def watch(self, entries: Iterable[Entry]) -> Iterator[Entry]:
         for e in entries:
@@ -166,12 +168,8 @@ class Detector:
         if prev.sha256 is None:
             return
         self.t["deleted"].add(prev.path)
-        folder, _, name = prev.path.rpartition("/")
-        names = self._deleted.setdefault(folder, set())
-        self._deleted.move_to_end(folder)
-        names.update((name, name.rsplit(".", 1)[0]))
-        while len(self._deleted) > _RECENT_FOLDERS:
-            self._deleted.popitem(last=False)
+        if (renamed := self._pair(prev.path, self._added, self._deleted)) is not None:
+            self.t["renamed"].add(renamed)
 
     def _new(self, e: Entry) -> None:
         folder, _, name = e.path.rpartition("/")
@@ -181,9 +179,33 @@ class Detector:
             self.t["encrypted_extensions"].add(e.path)
         if e.dicom and e.dicom.get("preamble"):
             self.t["executable_preamble"].add(e.path)
-        deleted = self._deleted.get(folder)
-        if deleted and (name.rsplit(".", 1)[0] in deleted or name.rsplit(".", 1)[0].rsplit(".", 1)[0] in deleted):
+        if self._pair(e.path, self._deleted, self._added) is not None:
             self.t["renamed"].add(e.path)
+
+    @staticmethod
+    def _keys(name: str) -> set[str]:
+        """A name without its last one or two extensions: what a renaming attacker leaves of it."""
+        one = name.rsplit(".", 1)[0]
+        return {name, one, one.rsplit(".", 1)[0]}
+
+    def _pair(self, path: str, others: OrderedDict[str, dict[str, str]],
+              mine: OrderedDict[str, dict[str, str]]) -> str | None:
+        """Pair `path` with an unpaired name of the other side in its folder: the new path of the rename,
+        or None (then `path` waits on its own side)."""
+        folder, _, name = path.rpartition("/")
+        keys = self._keys(name)
+        waiting = others.get(folder, {})
+        match = next((waiting[k] for k in keys if k in waiting), None)
+        if match is not None:
+            for k in self._keys(match.rpartition("/")[2]):
+                waiting.pop(k, None)
+            return match if others is self._added else path
+        own = mine.setdefault(folder, {})
+        mine.move_to_end(folder)
+        own.update(dict.fromkeys(keys, path))
+        while len(mine) > _RECENT_FOLDERS:
+            mine.popitem(last=False)
+        return None
 
     def _changed(self, prev: Entry, e: Entry) -> None:
         if e.dicom and e.dicom.get("preamble") and not (prev.dicom and prev.dicom.get("preamble")):
