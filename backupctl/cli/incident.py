@@ -55,6 +55,8 @@ def clear_cmd(
 def last_clean_cmd(
     job: Annotated[str | None, typer.Option("--job", "-j", help="The job (needed when there are several).")] = None,
     study: Annotated[str | None, typer.Option("--study", help="Newest clean snapshot holding this study.")] = None,
+    from_copy: Annotated[str | None, typer.Option("--from", help="Copy a verification run now reads: staging or "
+                                                  "a target [default: staging, else the job's S3 target].")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """The newest snapshot before the first suspect one that passes a restore-level verification (verified
@@ -62,7 +64,7 @@ def last_clean_cmd(
     from backupctl.incident.last_clean import last_clean
 
     config = common.load()
-    found = last_clean(config, job, study, common.progress(json_output))
+    found = last_clean(config, job, study, common.progress(json_output), copy=from_copy)
     if json_output:
         print_json(found.as_dict())
         return

@@ -54,11 +54,23 @@ def _passed(catalog: Any, snapshot_id: str) -> dict[str, Any] | None:
     return None
 
 
-def _verify_now(config: Config, job: str, snapshot_id: str, study: str | None,
+def default_copy(config: Config, job: str) -> str:
+    """Staging while it exists; else (a host rebuilt from the recovery kit) the job's first S3 target, else its
+    first target."""
+    if (config.staging_repository / "config").is_file():
+        return "staging"
+    targets = config.job(job).targets
+    s3 = [t for t in targets if config.target(t).type == "s3"]
+    if s3 or targets:
+        return (s3 or targets)[0]
+    return "staging"
+
+
+def _verify_now(config: Config, job: str, snapshot_id: str, study: str | None, copy: str,
                 progress: Progress) -> tuple[dict[str, Any] | None, str]:
     from backupctl.verify.run import VerifyOptions, run_verify
 
-    report = run_verify(config, ["restore"], VerifyOptions(snapshot=snapshot_id, job=job, sample=0,
+    report = run_verify(config, ["restore"], VerifyOptions(snapshot=snapshot_id, job=job, sample=0, copy=copy,
                                                           studies=[study] if study else None), progress)
     (result,) = report.results
     if not result.ok:
@@ -68,9 +80,11 @@ def _verify_now(config: Config, job: str, snapshot_id: str, study: str | None,
 
 
 def last_clean(config: Config, job: str | None = None, study: str | None = None,
-               progress: Progress | None = None) -> LastClean:
+               progress: Progress | None = None, copy: str | None = None) -> LastClean:
+    """`copy`: where a verification that must run now reads the snapshot (default: see `default_copy`)."""
     progress = progress or NullProgress()
     name = _job_name(config, job)
+    copy = copy or default_copy(config, name)
     with open_catalog(config.catalog_path) as catalog:
         candidates = clean_snapshots(catalog, name)
         suspects = open_suspects(catalog, name)
@@ -83,7 +97,7 @@ def last_clean(config: Config, job: str | None = None, study: str | None = None,
         with open_catalog(config.catalog_path) as catalog:
             evidence = _passed(catalog, cand["id"])
         if evidence is None:
-            evidence, why = _verify_now(config, name, cand["id"], study, progress)
+            evidence, why = _verify_now(config, name, cand["id"], study, copy, progress)
             if evidence is None:
                 passed_over.append({"snapshot": cand["id"], "why": why})
                 continue

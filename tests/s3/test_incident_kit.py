@@ -69,6 +69,10 @@ def test_kit_export_import_then_restore_from_s3_alone(moto_engine, tmp_path: Pat
     cli(conf, "catalog", "rebuild", "--from", "vault", check=True)
     snaps = json.loads(cli(conf, "snapshots", "--json", check=True).stdout)
     assert [s["id"] for s in snaps] == [outcome.snapshot_id]
+    # no staging on the new machine: the last clean snapshot is verified from the S3 copy
+    found = json.loads(cli(conf, "incident", "last-clean", "--job", "pacs", "--json", check=True).stdout)
+    assert found["snapshot"] == outcome.snapshot_id and found["verified_by"]["copy"] == "vault"
+    assert found["copies"] == ["vault:" + config.target("vault").bucket]
     out = tmp_path / "restored"
     cli(conf, "restore", outcome.snapshot_id, "--from", "vault", "--to", str(out), check=True)
     restored = out / str(old / "archive").lstrip("/")
