@@ -18,7 +18,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
 def list_cmd(json_output: JsonOpt = False) -> None:
     """Open suspect snapshots, with what fired."""
     from backupctl.catalog import open_catalog
-    from backupctl.cli.scheduler import suspect_status
+    from backupctl.incident.state import suspect_status
 
     config = common.load()
     with open_catalog(config.catalog_path) as catalog:

@@ -170,6 +170,8 @@ def human_age(seconds: float | None) -> str:
 def status_report(config: "Config") -> dict[str, Any]:
     from backupctl.catalog import open_catalog
     from backupctl.health import check_freshness, job_freshness, replica_freshness
+    from backupctl.incident.freeze import frozen_state
+    from backupctl.incident.state import suspect_status
     from backupctl.scheduler.state import read_state, running_daemon
 
     now = datetime.now(UTC)
@@ -191,8 +193,6 @@ def status_report(config: "Config") -> dict[str, Any]:
     problems += [f"medium {m['target']}/{m['label']}: stale" for m in media if m["state"] == "stale"]
     problems += [f"job {x['job']}: snapshot {x['short_id']} is SUSPECT ({x['summary']}); see docs/incident.md"
                  for x in suspects]
-    from backupctl.incident.freeze import frozen_state
-
     if (frozen := frozen_state(config)) is not None:
         problems.append(f"incident frozen since {frozen['since']} ({frozen['reason']}): pruning and expiry paused")
     if scheduled and pid is None:
@@ -204,17 +204,6 @@ def status_report(config: "Config") -> dict[str, Any]:
             "drills": [f.as_dict() for f in drills], "suspects": suspects,
             "frozen": frozen is not None, "time": now.isoformat()}
 
-
-def suspect_status(config: "Config", catalog: Any) -> list[dict[str, Any]]:
-    """Open suspect snapshots with the one line of what fired (no paths: status output travels)."""
-    from backupctl.incident.state import load_report, open_suspects
-
-    rows = []
-    for r in open_suspects(catalog):
-        report = load_report(config, r["id"]) or {}
-        rows.append({"job": r["job"], "snapshot": r["id"], "short_id": r["short_id"], "time": r["time"],
-                     "summary": report.get("summary", "signals not recorded")})
-    return rows
 
 
 def _state_cell(state: str) -> str:

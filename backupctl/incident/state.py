@@ -106,3 +106,13 @@ def incident_protected(catalog: Catalog, job: str, keep_clean: int) -> dict[str,
     for r in clean_snapshots(catalog, job)[-keep_clean:]:
         protected[r["id"]] = "clean snapshot before a suspect one (incident)"
     return protected
+
+
+def suspect_status(config: Config, catalog: Catalog) -> list[dict[str, Any]]:
+    """Open suspect snapshots with the one line of what fired (no paths: status output travels)."""
+    rows = []
+    for r in open_suspects(catalog):
+        report = load_report(config, r["id"]) or {}
+        rows.append({"job": r["job"], "snapshot": r["id"], "short_id": r["short_id"], "time": r["time"],
+                     "summary": report.get("summary", "signals not recorded")})
+    return rows

@@ -172,7 +172,7 @@ class Detector:
             self.t["renamed"].add(renamed)
 
     def _new(self, e: Entry) -> None:
-        folder, _, name = e.path.rpartition("/")
+        name = e.path.rpartition("/")[2]
         if is_ransom_note(name):
             self.t["ransom_notes"].add(e.path)
         if has_encrypted_extension(name):
