@@ -54,6 +54,9 @@ def test_attack_backup_is_kept_tagged_and_exits_4(tmp_path: Path) -> None:
     assert any("SUSPECT" in p and tagged.short_id in p for p in problems)
     assert cli(config, "status", "--check").returncode == 1
     assert 'backupctl_job_suspect_snapshots{job="pacs"} 1.0' in cli(config, "metrics", check=True).stdout
+    listed = json.loads(cli(config, "incident", "list", "--json").stdout)
+    assert not listed["ok"] and [x["snapshot"] for x in listed["suspects"]] == [tagged.id]
+    assert str(tmp_path) not in json.dumps(listed)    # the summary names signals, never paths
     # a backup of the encrypted state is not a new suspect (nothing changed), but the incident stays open
     again = run_backup(config, "pacs", replicate=False)
     assert again.suspect is not None and not again.suspect["suspect"]
