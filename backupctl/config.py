@@ -160,6 +160,7 @@ class S3TargetConfig(Strict):
     prefix: str = ""
     credentials: S3Credentials = S3Credentials()
     expire_credentials: S3Credentials | None = None   # may delete expired versions; the writer may not
+    hold_credentials: S3Credentials | None = None     # may set/lift legal holds (`incident freeze`); the writer may not
     lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
     retention_days: float = Field(default=30, gt=0)
     # extra lock time given to data/index/keys when they are locked or extended, so a daily run does not

@@ -7,9 +7,10 @@ the versions stay, whatever their retention date, until `thaw` lifts the hold. W
 `s3 expire` refuse to run. The state is `<state>/incident/frozen.json`; each freeze and thaw is a run in the
 catalog (kind `incident:freeze` / `incident:thaw`) with its reason.
 
-Setting and lifting holds needs s3:PutObjectLegalHold. Give it to an identity the backup host's writer does
-not hold, and a compromised backup host cannot lift a hold (Ceph RGW and AWS enforce this; the embedded moto
-server has no IAM, so there any key can lift it).
+Setting and lifting holds needs s3:PutObjectLegalHold: the target's `hold_credentials` when set, else its
+writer credential. Give it to an identity the backup host's writer does not hold, and a compromised backup
+host cannot lift a hold (Ceph RGW and AWS enforce this; the embedded moto server has no IAM, so there any
+key can lift it).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from backupctl.config import Config
 from backupctl.errors import BackupctlError, IncidentOpen, UsageError
 from backupctl.fsutil import atomic_write_text
 from backupctl.incident.state import clean_snapshots, incident_dir, open_suspects
+from backupctl.s3.client import connect
 from backupctl.targets import make_target
 
 log = logging.getLogger("backupctl.incident")
@@ -62,15 +64,18 @@ def _set_hold(bucket: Any, key: str, version_id: str, status: str) -> str | None
     return None
 
 
+def _hold_bucket(config: Config, target_name: str) -> Any:
+    """A client with the target's hold credential, else its writer credential (a missing one: SecretError)."""
+    cfg = config.target(target_name)
+    return connect(target_name, cfg, config.resolve, credentials=cfg.hold_credentials)  # type: ignore[union-attr,arg-type]
+
+
 def _holds(config: Config, target_name: str, objects: list[tuple[str, str]], status: str) -> list[str]:
     """Set the hold `status` (ON/OFF) on (key, version) pairs; the failures, one line each."""
-    with open_catalog(config.catalog_path) as catalog:
-        target = make_target(config, target_name, catalog)
-        bucket = target.bucket   # type: ignore[attr-defined]
-        workers = config.target(target_name).concurrency  # type: ignore[union-attr]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = pool.map(lambda kv: _set_hold(bucket, kv[0], kv[1], status), objects)
-            return [r for r in results if r]
+    bucket = _hold_bucket(config, target_name)
+    workers = config.target(target_name).concurrency  # type: ignore[union-attr]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [r for r in pool.map(lambda kv: _set_hold(bucket, kv[0], kv[1], status), objects) if r]
 
 
 def freeze(config: Config, reason: str, job: str | None = None) -> dict[str, Any]:
@@ -79,6 +84,8 @@ def freeze(config: Config, reason: str, job: str | None = None) -> dict[str, Any
     if (state := frozen_state(config)) is not None:
         raise UsageError(f"already frozen since {state['since']} ({state['reason']})")
     jobs = [config.job(job).name] if job else sorted(config.jobs)
+    for name in _s3_targets(config, jobs):
+        _hold_bucket(config, name)   # every credential readable before anything is recorded
     held: list[dict[str, str]] = []
     failures: list[str] = []
     with open_catalog(config.catalog_path) as catalog:

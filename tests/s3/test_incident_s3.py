@@ -153,3 +153,23 @@ def test_incident_recover_to_pacs_sends_only_verified_files(moto_engine, tmp_pat
         assert [p["name"] for p in data["phases"]][-1] == "send"
         assert orthanc.api().counts()["instances"] == instances
         assert orthanc.credentials.password not in result.stdout + result.stderr
+
+
+def test_freeze_uses_the_hold_credential_when_configured(moto_engine, tmp_path: Path) -> None:
+    root = tmp_path / "site"
+    hold = tmp_path / "hold-credentials"
+    target = (s3_target_toml(moto_engine, unique_bucket())
+              + f'\n[targets.vault.hold_credentials]\nsource = "file"\nfile = "{hold}"\n')
+    config = make_installation(root, SPEC, config_text=CONFIG_TEXT + target)
+    (root / "jobs" / "pacs.toml").write_text(f'name = "pacs"\nsources = ["{root / "archive"}"]\ntargets = ["vault"]\n')
+    config = load_config(config.path)
+    init_bucket(connect("vault", config.target("vault"), config.resolve))
+    assert run_backup(config, "pacs").replicated_ok
+    # the hold credential's file is missing: refused before anything is held or recorded (no fallback to the
+    # writer's key)
+    assert_one_line_error(cli(config, "incident", "freeze", "--reason", "test"), 2, str(hold), "does not exist")
+    assert not (config.state_dir / "incident" / "frozen.json").exists()
+    hold.write_text("[default]\naws_access_key_id = legal-hold\naws_secret_access_key = hold-secret\n")
+    hold.chmod(0o600)
+    again = json.loads(cli(config, "incident", "freeze", "--reason", "test", "--json", check=True).stdout)
+    assert again["held"] > 0 and again["failures"] == []
