@@ -39,9 +39,16 @@ from typing import BinaryIO
 import pydicom
 import pydicom.config
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
@@ -290,6 +297,25 @@ def _truncated_elements(ds: Dataset) -> list[str]:
     return short
 
 
+def _ends_early(ds: Dataset, size: int, syntax: UID | None) -> str | None:
+    """Whether the dataset stops before the file does. pydicom stops quietly where a file is cut: inside an
+    element header it just ends; inside a sequence or encapsulated pixel data it drops every top-level
+    element (its EOFError unwinds the whole read). A value cut short is `_truncated_elements`' business."""
+    keys = list(ds.keys())
+    if not keys:
+        return "no data element is readable: the file ends inside a sequence or the pixel data"
+    if syntax == DeflatedExplicitVRLittleEndian:
+        return None                       # positions are in the inflated stream; zlib checks the end itself
+    last = ds.get_item(keys[-1])
+    if not isinstance(last, RawDataElement) or last.value_tell is None:
+        return None                       # a sequence already converted: a cut inside it empties the dataset
+    undefined = last.length == _UNDEFINED_LENGTH
+    end = last.value_tell + (len(last.value or b"") + 8 if undefined else last.length)
+    if end < size:
+        return f"the file ends {size - end} byte(s) into an element after its last whole one"
+    return None
+
+
 def _check_meta(ds: Dataset, result: DicomCheck) -> None:
     if result.file_class == "dicom-no-meta":
         return
@@ -310,6 +336,8 @@ def _check_pixels(ds: Dataset, result: DicomCheck, syntax: UID | None) -> bool:
     if keyword is None:
         if len(module) == 3:
             result.fail("truncated", "image pixel module but no pixel data (file cut short?)")
+        elif "Image Storage" in _sop_class_name(ds):
+            result.fail("truncated", f"a {_sop_class_name(ds)} instance without pixel data (file cut short?)")
         return False
     if not module:
         result.notes.append("pixel data without an image pixel module: its length is not checked")
@@ -332,8 +360,14 @@ def _check_pixels(ds: Dataset, result: DicomCheck, syntax: UID | None) -> bool:
             result.fail("pixel-length", f"pixel data is {actual} bytes, the image pixel module describes "
                                         f"{expected} (a whole frame more)")
             return False
-        result.notes.append(f"pixel data has {actual - expected} byte(s) of trailing padding")
+        if result.ok:
+            result.notes.append(f"pixel data has {actual - expected} byte(s) of trailing padding")
     return True
+
+
+def _sop_class_name(ds: Dataset) -> str:
+    uid = _uid_text(ds, "SOPClassUID")
+    return UID(uid).name if uid else ""
 
 
 def _first_sentence(exc: BaseException) -> str:
@@ -496,6 +530,10 @@ def _check_stream(fh: BinaryIO, expected: dict[str, str | None] | None, decode: 
         return result
     for problem in _truncated_elements(ds):
         result.fail("truncated", problem)
+    size = fh.seek(0, io.SEEK_END)
+    syntax = transfer_syntax_of(ds)
+    if not result.kinds and (early := _ends_early(ds, size, syntax)) is not None:
+        result.fail("truncated", early)
     try:
         with _quiet():
             for elem in ds.iterall():  # converts every raw value: a malformed one raises here
@@ -506,7 +544,6 @@ def _check_stream(fh: BinaryIO, expected: dict[str, str | None] | None, decode: 
         return result
     result.facts = facts_of(ds, no_meta)
     result.facts.pop("patient_id", None)   # never kept in clear
-    syntax = transfer_syntax_of(ds)
     _check_meta(ds, result)
     image = _check_pixels(ds, result, syntax)
     if expected:
