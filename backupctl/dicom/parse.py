@@ -235,7 +235,7 @@ def header_facts(head: bytes, path: Path | str, whole_file: bool) -> dict[str, s
 class DicomCheck:
     """What the full parse of one file found. `status` is 'ok' or the first problem's kind."""
 
-    # ok | not-dicom | truncated | corrupt | pixel-length | uid-mismatch | decode | meta-mismatch
+    # ok | not-dicom | truncated | no-pixel-data | corrupt | pixel-length | uid-mismatch | decode | meta-mismatch
     # | executable-preamble | unreadable
     status: str = "ok"
     problems: list[str] = field(default_factory=list)
@@ -337,7 +337,9 @@ def _check_pixels(ds: Dataset, result: DicomCheck, syntax: UID | None) -> bool:
         if len(module) == 3:
             result.fail("truncated", "image pixel module but no pixel data (file cut short?)")
         elif "Image Storage" in _sop_class_name(ds):
-            result.fail("truncated", f"a {_sop_class_name(ds)} instance without pixel data (file cut short?)")
+            # a complete file stored header-only reads the same as one cut at an element boundary
+            result.fail("no-pixel-data", f"a {_sop_class_name(ds)} instance without pixel data: cut short "
+                                         "at an element boundary, or stored without its image")
         return False
     if not module:
         result.notes.append("pixel data without an image pixel module: its length is not checked")
@@ -534,6 +536,8 @@ def _check_stream(fh: BinaryIO, expected: dict[str, str | None] | None, decode: 
     syntax = transfer_syntax_of(ds)
     if not result.kinds and (early := _ends_early(ds, size, syntax)) is not None:
         result.fail("truncated", early)
+        if not len(ds):
+            return result                 # nothing read: its UIDs cannot be compared, its pixels not checked
     try:
         with _quiet():
             for elem in ds.iterall():  # converts every raw value: a malformed one raises here

@@ -1,0 +1,183 @@
+"""DICOM fidelity: every file of a real-world-shaped corpus classed right by the parse, and by the whole
+backup -> verify (restore level) -> drill path with real restic: no warning on a valid file, the right
+finding on each hostile one, every transfer syntax decoded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.encaps import encapsulate
+from pydicom.uid import MPEG4HP41, UID
+
+from backupctl.actions.backup import run_backup
+from backupctl.actions.drill import run_drill
+from backupctl.config import load_config
+from backupctl.dicom.parse import NO_META, NotDicom, check_bytes, check_file, header_facts
+from backupctl.dicom.synth import ArchiveSpec
+from backupctl.drills.model import Problem
+from backupctl.manifest import DICOM, OTHER, read_file_entry
+from backupctl.verify.findings import NOTE
+from backupctl.verify.restored import decode_set
+from tests.dicom_corpus import SAMPLES, Sample, build_corpus
+from tests.helpers import CONFIG_TEXT, cli, make_installation
+
+CORPUS = [sample for sample, _ in SAMPLES]
+VALID = [s for s in CORPUS if s.valid]
+HOSTILE = [s for s in CORPUS if not s.valid]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("corpus")
+    build_corpus(folder)
+    return folder
+
+
+def _facts(path: Path) -> dict[str, str | None]:
+    facts = header_facts(path.read_bytes(), path, whole_file=True)
+    facts.pop("patient_id", None)
+    return facts
+
+
+# the parse, file by file -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sample", VALID, ids=lambda s: s.name)
+def test_valid_file_checks_clean_and_decodes(corpus: Path, sample: Sample) -> None:
+    path = corpus / sample.name
+    result = check_file(path, _facts(path), decode=True)
+    assert result.ok and result.kinds == [], result.problems
+    assert result.file_class == sample.file_class
+    assert result.no_decoder is None
+    assert result.decoded == (sample.decodes is not None)
+    if sample.decodes:
+        assert result.facts["transfer_syntax"] == sample.decodes
+    assert not any("decode" in n for n in result.notes)
+
+
+@pytest.mark.parametrize("sample", HOSTILE, ids=lambda s: s.name)
+def test_hostile_file_is_named_with_its_cause(corpus: Path, sample: Sample) -> None:
+    data = (corpus / sample.name).read_bytes()
+    result = check_bytes(data, decode=True)
+    assert set(result.kinds) == sample.kinds, result.problems
+    assert not result.decoded
+    assert check_file(corpus / sample.name, decode=True).kinds == result.kinds     # from disk, the same
+
+
+@pytest.mark.parametrize("sample", CORPUS, ids=lambda s: s.name)
+def test_manifest_classes_each_file(corpus: Path, sample: Sample) -> None:
+    """The backup's header parse: no-meta datasets are DICOM with 'format': 'no-meta', garbage is not."""
+    entry = read_file_entry(str(corpus / sample.name), b"k" * 32)
+    if sample.file_class == "other":
+        assert entry.kind == OTHER
+        return
+    assert entry.kind == DICOM, entry.error
+    assert (entry.dicom or {}).get("format") == (NO_META if sample.file_class == "dicom-no-meta" else None)
+
+
+def test_no_meta_needs_a_plausible_start_and_sop_uids(tmp_path: Path) -> None:
+    """pydicom's force=True reads anything into a dataset: bytes that merely start like group 0008 are not
+    taken for DICOM unless they name a SOP class and instance."""
+    fake = tmp_path / "fake.dcm"
+    fake.write_bytes(b"\x08\x00\x05\x00CS\x0a\x00ISO_IR 100" + b"\x00" * 300)
+    with pytest.raises(NotDicom):
+        header_facts(fake.read_bytes(), fake, whole_file=True)
+    assert check_file(fake).status == "not-dicom"
+
+
+def test_uid_flip_in_a_no_meta_file_is_a_mismatch(corpus: Path) -> None:
+    path = corpus / "no-meta-implicit-ct.dcm"
+    expected = _facts(path)
+    data = bytearray(path.read_bytes())
+    at = data.index(expected["sop_instance"].encode()) + 8
+    data[at] = ord("7") if data[at] != ord("7") else ord("6")
+    result = check_bytes(bytes(data), expected)
+    assert result.file_class == "dicom-no-meta" and result.kinds == ["uid-mismatch"]
+
+
+def test_a_syntax_without_decoder_is_a_named_gap(corpus: Path, tmp_path: Path) -> None:
+    """A transfer syntax no installed plugin covers (here MPEG-4 video) is named, not decoded, not failed."""
+    ds = pydicom.dcmread(corpus / "ct-explicit-le.dcm")
+    ds.file_meta.TransferSyntaxUID = MPEG4HP41
+    ds.PixelData = encapsulate([b"\x00\x00\x01\xb3" + bytes(60)])
+    ds["PixelData"].VR = "OB"
+    path = tmp_path / "video.dcm"
+    ds.save_as(path)
+    result = check_file(path, decode=True)
+    assert result.ok and not result.decoded
+    assert result.no_decoder is not None and MPEG4HP41.name in result.no_decoder
+
+
+def test_decode_set_takes_one_of_every_syntax_first(corpus: Path) -> None:
+    entries = [read_file_entry(str(corpus / s.name), b"k" * 32) for s in VALID]
+    syntaxes = {e.dicom["transfer_syntax"] for e in entries if e.kind == DICOM}
+    chosen = decode_set(entries, 1, seed=3)
+    by_path = {e.path: e for e in entries}
+    assert {by_path[p].dicom["transfer_syntax"] for p in chosen} == syntaxes
+    assert len(chosen) == len(syntaxes)          # one each, even when fewer were asked for
+    assert decode_set(entries, 0, seed=3) == set()
+
+
+# the whole path: backup, verify restore, drill ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_backup_verify_and_drill_of_the_corpus(tmp_path: Path) -> None:
+    config_text = CONFIG_TEXT + "\n[verify]\ndecode_sample = 1000\n"
+    spec = ArchiveSpec(patients=1, studies_per_patient=1, series_per_study=1, instances_per_series=2,
+                       rows=16, columns=16, seed=4)
+    config = make_installation(tmp_path, spec, config_text)
+    corpus = tmp_path / "archive" / "corpus"
+    samples = build_corpus(corpus)
+    outcome = run_backup(config, "pacs")
+    assert outcome.snapshot_id
+
+    result = cli(config, "verify", "--level", "restore", "--json", timeout=300)
+    report = json.loads(result.stdout)
+    level = report["levels"][0]
+    findings: dict[str, list[dict[str, str]]] = {}
+    for f in level["findings"]:
+        findings.setdefault(Path(f["subject"]).name, []).append(f)
+    for sample in samples:
+        got = findings.get(sample.name, [])
+        raised = {f["kind"] for f in got if f["severity"] != NOTE}
+        if sample.valid:
+            assert raised == set(), (sample.name, got)
+        else:
+            expected = {"not-dicom"} if sample.file_class == "other" else sample.kinds
+            assert raised == expected, (sample.name, got)
+            assert all(f["severity"] == "warning" and "at backup time" in f["detail"] for f in got
+                       if f["severity"] != NOTE)
+    # a hostile file is a source problem: warned about, never a failed restore
+    assert result.returncode == 0 and report["ok"], result.stderr
+    assert not any(f["kind"] == "not-decoded" for f in level["findings"])
+    decoded_syntaxes = {s.decodes for s in samples if s.decodes}
+    names = set(level["decoded_by_syntax"])
+    assert names == {UID(uid).name for uid in decoded_syntaxes}
+    assert level["no_decoder"] == []
+
+    # the drill: the same files, the same findings, one consistent summary line
+    (tmp_path / "restore_drills" / "corpus.toml").write_text(
+        'job = "pacs"\nscope = "all"\nrto_minutes = 30\ndecode_files = 1000\n')
+    config = load_config(tmp_path / "backupctl.toml")
+    drill = run_drill(config, "corpus", seed=9)
+    problems: dict[str, list[Problem]] = {}
+    for p in drill.problems:
+        problems.setdefault(Path(p.path or "-").name, []).append(p)
+    for sample in samples:
+        kinds = {p.kind for p in problems.get(sample.name, [])}
+        expected = set() if sample.valid else {"not-dicom"} if sample.file_class == "other" else set(sample.kinds)
+        assert kinds == expected, (sample.name, problems.get(sample.name))
+    dicom = drill.check("dicom")
+    assert dicom is not None and dicom.status == "pass"
+    warned = len({p.path for p in drill.problems if p.check == "dicom"})
+    assert warned == len(HOSTILE)
+    assert "all " not in dicom.detail.split(";")[0]
+    assert dicom.detail.startswith(f"{dicom.checked - warned} of {dicom.checked} file(s) parse as complete DICOM")
+    assert f"{warned} file(s) with warnings" in dicom.detail
+    # every transfer syntax of the corpus decoded, by name
+    for uid in decoded_syntaxes:
+        assert UID(uid).name in dicom.detail, (uid, dicom.detail)
