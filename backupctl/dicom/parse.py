@@ -472,6 +472,14 @@ def _decode(ds: Dataset, result: DicomCheck, syntax: UID | None) -> None:
         result.fail("decode", f"pixel data does not decode ({type(exc).__name__}: {_first_sentence(exc)})")
 
 
+def decode_pixels(ds: Dataset) -> DicomCheck:
+    """Decode a parsed dataset's pixel data as the full check does (`decoded`, `no_decoder`, or a 'decode'
+    problem); for measuring the decode step on its own."""
+    result = DicomCheck()
+    _decode(ds, result, transfer_syntax_of(ds))
+    return result
+
+
 def compare_facts(facts: dict[str, str | None], expected: dict[str, str | None]) -> list[str]:
     """Names of the UIDs (and modality) that differ from what the manifest recorded."""
     keys = (*UID_FACTS, "modality")
