@@ -20,7 +20,7 @@ from backupctl.dicom.synth import ArchiveSpec
 from backupctl.drills.model import Problem
 from backupctl.manifest import DICOM, OTHER, read_file_entry
 from backupctl.verify.findings import NOTE
-from backupctl.verify.restored import decode_set
+from backupctl.verify.restored import decode_set, dicom_findings
 from tests.dicom_corpus import SAMPLES, Sample, build_corpus
 from tests.helpers import CONFIG_TEXT, cli, make_installation
 
@@ -181,3 +181,16 @@ def test_backup_verify_and_drill_of_the_corpus(tmp_path: Path) -> None:
     # every transfer syntax of the corpus decoded, by name
     for uid in decoded_syntaxes:
         assert UID(uid).name in dicom.detail, (uid, dicom.detail)
+
+
+def test_no_meta_file_an_older_manifest_called_other_is_not_a_warning(corpus: Path) -> None:
+    """Manifests built before no-meta datasets were recognised recorded them as 'other': not a false alarm."""
+    path = corpus / "no-meta-implicit-ct.dcm"
+    entry = read_file_entry(str(path), b"k" * 32)
+    entry.kind, entry.dicom = OTHER, None
+    found, parsed, _ = dicom_findings(path, path.read_bytes(), entry, decode=False, intact=True)
+    assert parsed and [f.severity for f in found] == [NOTE] and "dicom-no-meta" in found[0].detail
+    garbage = corpus / "garbage.dcm"
+    other = read_file_entry(str(garbage), b"k" * 32)
+    found, _, _ = dicom_findings(garbage, garbage.read_bytes(), other, decode=False, intact=True)
+    assert [(f.severity, f.kind) for f in found] == [("warning", "not-dicom")]

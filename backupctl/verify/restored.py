@@ -164,6 +164,10 @@ def dicom_findings(path: Path, data: bytes | None, entry: Entry, decode: bool,
     if entry.kind != DICOM and intact:
         # the manifest already knew: the source itself holds a non-DICOM or broken .dcm file
         result = check(None, False)
+        if entry.kind == OTHER and result.ok:
+            # a dataset without file meta, which manifests before 'dicom-no-meta' recorded as not DICOM
+            return [Finding(NOTE, "dicom-note", entry.path, f"{result.file_class}: parses completely; the "
+                                                            "manifest recorded it as not DICOM")], True, None
         kind = "not-dicom" if entry.kind == OTHER else result.status if not result.ok else "unparseable"
         why = "named .dcm but not DICOM" if entry.kind == OTHER else "; ".join(result.problems) or entry.error
         return [Finding(WARNING, kind, entry.path, f"{why}; it was so at backup time (source problem)")], True, None
