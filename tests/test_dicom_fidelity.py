@@ -194,3 +194,29 @@ def test_no_meta_file_an_older_manifest_called_other_is_not_a_warning(corpus: Pa
     other = read_file_entry(str(garbage), b"k" * 32)
     found, _, _ = dicom_findings(garbage, garbage.read_bytes(), other, decode=False, intact=True)
     assert [(f.severity, f.kind) for f in found] == [("warning", "not-dicom")]
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.4.110", "1.2.826.0.1.3680043.10.1407.9.1"],
+                         ids=["jpeg-xl-newer-than-pydicom", "private"])
+def test_a_transfer_syntax_pydicom_does_not_know_is_checked_and_named(corpus: Path, tmp_path: Path,
+                                                                      syntax: str) -> None:
+    """Encapsulated data in a syntax pydicom does not know: its items are checked, the gap is named."""
+    ds = pydicom.dcmread(corpus / "ct-explicit-le.dcm")
+    newer = not syntax.startswith("1.2.826")
+    # pydicom writes no syntax it does not know but a private one: the newer one replaces HTJ2K's
+    # UID in the written bytes (both 23 characters)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.201" if newer else syntax
+    ds.PixelData = encapsulate([b"\xff\x0a" + bytes(62)])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True     # pydicom cannot tell from a private syntax
+    path = tmp_path / "unknown.dcm"
+    ds.save_as(path)
+    if newer:
+        path.write_bytes(path.read_bytes().replace(b"1.2.840.10008.1.2.4.201\x00", syntax.encode() + b"\x00", 1))
+    result = check_file(path, decode=True)
+    assert result.facts["transfer_syntax"] == syntax
+    assert result.ok and not result.decoded, result.problems
+    assert result.no_decoder == syntax
+    data = path.read_bytes()
+    cut = check_bytes(data[:-20], decode=True)            # inside the fragment: named, not a crash
+    assert cut.kinds == ["truncated"], cut.problems

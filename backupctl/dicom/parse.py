@@ -273,9 +273,16 @@ def expected_pixel_bytes(ds: Dataset, syntax: UID | None = None) -> tuple[int, f
     computes them: subsampled YBR_FULL_422, 1-bit packing, frames, float and double float pixel data.
     Raises ValueError or AttributeError (with pydicom's words) for a module that describes no valid image."""
     from pydicom.pixels.decoders.base import DecodeRunner
+    from pydicom.pixels.utils import as_pixel_options
 
-    runner = DecodeRunner(syntax or transfer_syntax_of(ds) or ExplicitVRLittleEndian)
-    runner.set_source(ds)
+    syntax = syntax or transfer_syntax_of(ds)
+    # the native length does not depend on the syntax; an unknown one is measured as explicit VR LE
+    runner = DecodeRunner(syntax if syntax is not None and known_syntax(syntax) and not syntax.is_encapsulated
+                          else ExplicitVRLittleEndian)
+    keyword = _pixel_keyword(ds)
+    # the options from the dataset, without `set_source`'s check that the file meta names the runner's syntax
+    runner.set_options(**as_pixel_options(ds))
+    runner.set_option("pixel_keyword", keyword)
     # the options check alone: the runner's buffer check raises for short data and only warns for long data,
     # and we say which
     runner._validate_options()
@@ -344,7 +351,7 @@ def _check_pixels(ds: Dataset, result: DicomCheck, syntax: UID | None) -> bool:
     if not module:
         result.notes.append("pixel data without an image pixel module: its length is not checked")
         return False
-    if syntax is not None and syntax.is_encapsulated and keyword == "PixelData":
+    if keyword == "PixelData" and _is_encapsulated(ds, syntax):
         return _check_encapsulated(ds, result, syntax)
     try:
         with _quiet():
@@ -372,6 +379,25 @@ def _sop_class_name(ds: Dataset) -> str:
     return UID(uid).name if uid else ""
 
 
+def known_syntax(syntax: UID | None) -> bool:
+    """A transfer syntax this pydicom knows (a private or newer one raises on `is_encapsulated`)."""
+    if syntax is None:
+        return False
+    try:
+        _ = syntax.is_encapsulated
+    except ValueError:
+        return False
+    return True
+
+
+def _is_encapsulated(ds: Dataset, syntax: UID | None) -> bool:
+    """Encapsulated pixel data has an undefined length: that settles it whatever the transfer syntax is,
+    which matters for one this pydicom does not know (JPEG XL, private ones)."""
+    if getattr(ds["PixelData"], "is_undefined_length", False):
+        return True
+    return known_syntax(syntax) and bool(syntax is not None and syntax.is_encapsulated)
+
+
 def _first_sentence(exc: BaseException) -> str:
     """The gist of a pydicom or codec message: pydicom's decoder puts each plugin's error on a line of its
     own under a general first line."""
@@ -380,11 +406,11 @@ def _first_sentence(exc: BaseException) -> str:
     return text.split(" - ")[0][:200] or type(exc).__name__
 
 
-def _check_encapsulated(ds: Dataset, result: DicomCheck, syntax: UID) -> bool:
+def _check_encapsulated(ds: Dataset, result: DicomCheck, syntax: UID | None) -> bool:
     """Encapsulated pixel data: a Basic Offset Table item then fragment items, each whole, at least one
     fragment per frame, and offset tables that list one offset per frame inside the data."""
     data = ds.PixelData
-    order = "<" if syntax.is_little_endian else ">"
+    order = "<"                               # every encapsulated syntax is little endian
     items: list[tuple[int, int]] = []         # (offset of the item tag, value length)
     at = 0
     while at + 8 <= len(data):
