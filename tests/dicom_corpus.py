@@ -235,6 +235,13 @@ def _broken_codestream(data: bytearray) -> None:
     data[at:at + 2] = b"\x00\x00"
 
 
+def _broken_rle(data: bytearray) -> None:
+    """The RLE header's second segment offset moved into the first segment: the Rust codec panics."""
+    bot = data.index(b"\xfe\xff\x00\xe0", 132)
+    fragment = bot + 8 + struct.unpack("<I", data[bot + 4:bot + 8])[0] + 8
+    data[fragment + 8:fragment + 12] = struct.pack("<I", 70)
+
+
 def _bad_offset_table(path: Path) -> None:
     """A three-frame JPEG 2000 whose Basic Offset Table lists two frames (the pixel data element has an
     undefined length, so dropping the third offset leaves the structure readable)."""
@@ -347,6 +354,8 @@ SAMPLES: list[tuple[Sample, Callable[[Path], None]]] = [
      _edited("SC_rgb_jpeg_dcmtk.dcm", _broken_codestream)),
     (Sample("broken-j2k.dcm", "JPEG 2000 with a delimiter inside the codestream", frozenset({"decode"})),
      _copy("JPEG2000-embedded-sequence-delimiter.dcm")),
+    (Sample("broken-rle.dcm", "RLE with a segment offset inside another segment", frozenset({"decode"})),
+     _edited("MR_small_RLE.dcm", _broken_rle)),
     (Sample("bad-offset-table.dcm", "offset table listing 2 of 3 frames", frozenset({"pixel-length"})),
      _bad_offset_table),
     (Sample("executable-preamble.dcm", "a PE header in the preamble (CVE-2019-11687)",
