@@ -15,7 +15,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import MPEG4HP41, UID
 
 from backupctl.actions.backup import run_backup
-from backupctl.actions.drill import run_drill
+from backupctl.actions.drill import run_drill, summary_line
 from backupctl.config import load_config
 from backupctl.dicom.parse import NO_META, NotDicom, check_bytes, check_file, header_facts
 from backupctl.dicom.synth import ArchiveSpec
@@ -242,3 +242,17 @@ def test_damaged_bytes_never_escape_the_checks(corpus: Path) -> None:
             assert result.ok or result.kinds, sample.name
             with contextlib.suppress(NotDicom, ValueError):
                 header_facts(bytes(data), corpus / sample.name, whole_file=True)
+
+
+def test_summary_line_stays_true() -> None:
+    what = "parse as complete DICOM"
+    assert summary_line(78, [], what) == "all 78 file(s) parse as complete DICOM"
+    warned = [Problem("dicom", "warning", "not-dicom", f"/a/{i}.dcm") for i in range(4)]
+    line = summary_line(78, warned, what)
+    assert line == "74 of 78 file(s) parse as complete DICOM; 4 file(s) with warnings: not-dicom 4"
+    both = [Problem("dicom", "error", "truncated", "/a/x.dcm"), Problem("dicom", "error", "decode", "/a/x.dcm"),
+            Problem("dicom", "warning", "meta-mismatch", "/a/y.dcm")]
+    assert summary_line(10, both, what) == ("8 of 10 file(s) parse as complete DICOM; 1 of 10 file(s) failed: "
+                                            "decode 1, truncated 1; 1 file(s) with warnings: meta-mismatch 1")
+    unlisted = [Problem("hash", "warning", "unlisted", "/a/new.dcm")]
+    assert summary_line(5, unlisted, "match", outside={"/a/new.dcm"}).startswith("5 of 5 file(s) match; 1 file(s)")

@@ -448,7 +448,7 @@ def _record_restore_check(state: _Drilling) -> None:
 def _record_checks(state: _Drilling, entries: list[Entry], outcome: Outcome, parse: bool) -> None:
     """The 'hash' and 'dicom' checks, and the studies, from each file's check."""
     hashed = [f for c in outcome.checks for f in c.hash] + outcome.unlisted
-    _add_findings(state, "hash", hashed, checked=len(entries))
+    _add_findings(state, "hash", hashed, checked=len(entries), outside={f.subject for f in outcome.unlisted})
     content = [(e, c) for e, c in zip(entries, outcome.checks, strict=True) if e.sha256 is not None]
     state.result.files, state.result.bytes = len(content), sum(e.size for e, _ in content)
     if parse:
@@ -481,7 +481,8 @@ def _decoding(outcome: Outcome) -> str:
 _WHAT = {"hash": "match the signed manifest (SHA-256)", "dicom": "parse as complete DICOM with the manifest's UIDs"}
 
 
-def _add_findings(state: _Drilling, check: str, findings: list[Finding], checked: int, decoding: str = "") -> None:
+def _add_findings(state: _Drilling, check: str, findings: list[Finding], checked: int, decoding: str = "",
+                  outside: set[str] | frozenset[str] = frozenset()) -> None:
     result = state.result
     for f in findings:
         if f.severity in (ERROR, WARNING):
@@ -490,15 +491,17 @@ def _add_findings(state: _Drilling, check: str, findings: list[Finding], checked
     total = checked + (before.checked if before else 0)
     mine = [p for p in result.problems if p.check == check]
     errors = sum(1 for p in mine if p.severity == ERROR)
-    detail = summary_line(total, mine, _WHAT.get(check, "passed"))
+    detail = summary_line(total, mine, _WHAT.get(check, "passed"), outside)
     if decoding:
         detail += f"; {decoding}"
     result.add_check(Check(check, "fail" if errors else "pass", total, errors, detail))
 
 
-def summary_line(total: int, problems: list[Problem], what: str) -> str:
-    """One line that stays true: how many files passed clean, then the failed and the warned ones, each
-    with their counts by kind. 'all N' only when not one file has a problem."""
+def summary_line(total: int, problems: list[Problem], what: str,
+                 outside: set[str] | frozenset[str] = frozenset()) -> str:
+    """One line that stays true: how many of the `total` files checked passed clean, then the failed and
+    the warned ones, each with their counts by kind. 'all N' only when not one file has a problem.
+    `outside`: files a problem names that are not among those checked (restored beyond the manifest)."""
     def by_kind(severity: str) -> tuple[int, str]:
         found = [p for p in problems if p.severity == severity]
         files = len({p.path or f"#{i}" for i, p in enumerate(found)})
@@ -509,7 +512,7 @@ def summary_line(total: int, problems: list[Problem], what: str) -> str:
 
     failed, failed_kinds = by_kind(ERROR)
     warned, warned_kinds = by_kind(WARNING)
-    flawed = len({p.path or f"#{i}" for i, p in enumerate(problems)})
+    flawed = len({p.path or f"#{i}" for i, p in enumerate(problems)} - set(outside))
     clean = max(0, total - flawed)
     if not problems:
         return f"all {total} file(s) {what}"
