@@ -96,6 +96,9 @@ class MediaTargetConfig(Strict):
     rotation_days: float = Field(default=7, gt=0)
     folder: str = "backupctl"
     concurrency: int = Field(default=2, ge=1, le=16)   # files copied at once (each checked by its name)
+    # a plain folder (a NAS share, a test) instead of a disk mounted there: without it, a folder on the root
+    # filesystem is refused, so an absent disk never turns into backups filling the system disk
+    allow_unmounted: bool = False
 
     @field_validator("labels")
     @classmethod

@@ -108,6 +108,14 @@ class MediaNotMounted(TargetError):
     exit_code = 2
 
 
+class MediaWriteFailed(TargetError):
+    """The disk refused a write during a sync (full, or failing: EIO); that run's partial files are removed."""
+
+
+class MediaFull(MediaWriteFailed):
+    """The disk has less free space than the sync needs: refused before anything is written."""
+
+
 class IntegrityError(BackupctlError):
     """Data read back does not match what was written (hash, size, signature)."""
 

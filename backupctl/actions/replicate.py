@@ -53,6 +53,9 @@ def replicate_to(config: Config, catalog: Catalog, target_name: str, progress: P
     except BackupctlError as exc:
         run_rows.finish_run(catalog, run_id, "failed", error=exc.one_line())
         return ReplicationOutcome(target_name, False, error=exc.one_line())
+    except Exception as exc:
+        run_rows.finish_run(catalog, run_id, "failed", error=f"internal error: {exc!r}")
+        raise
     run_rows.finish_run(catalog, run_id, "success", run_rows.RunFigures(
         bytes=report.uploaded_bytes, files=report.uploaded, seconds=time.monotonic() - started))
     return ReplicationOutcome(target_name, True, report, snapshots=snapshot_ids)
