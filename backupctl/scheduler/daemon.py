@@ -45,7 +45,6 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from backupctl.catalog import open_catalog
-from backupctl.catalog import runs as run_rows
 from backupctl.catalog import scheduler as sched_rows
 from backupctl.catalog.db import utcnow
 from backupctl.config import Config, collect_config, load_config
@@ -195,12 +194,12 @@ class Daemon:
         return 0
 
     def _recover(self) -> None:
+        # opening the catalog marks the runs of dead processes interrupted (catalog.db); the executions of a
+        # dead daemon are this daemon's to close
         with open_catalog(self.config.catalog_path) as catalog:
-            runs = run_rows.mark_abandoned_runs(catalog)
             executions = sched_rows.mark_abandoned_executions(catalog)
-        if runs or executions:
-            log.warning("marked %d run(s) and %d scheduled execution(s) of a previous, killed process as failed",
-                        runs, executions)
+        if executions:
+            log.warning("marked %d scheduled execution(s) of a previous, killed scheduler as failed", executions)
 
     def _make_scheduler(self) -> BackgroundScheduler:
         cfg = self.config.settings.scheduler
