@@ -7,6 +7,7 @@ code: 2 bad input, 1 failed run, 3 partial, 130 interrupted. A traceback is show
 # no `from __future__ import annotations`: typer would eval every string annotation at each start (common.py)
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -113,5 +114,8 @@ def _print_error(message: str, suffix: str = "") -> None:
 
 
 def main() -> None:
+    # what backupctl writes (catalog, manifests, reports, logs, state) names studies and paths: for its own user
+    # only, whatever umask the shell or unit had; the files meant for others are written with explicit modes
+    os.umask(0o077)
     raise_on_sigterm()
     sys.exit(run())
