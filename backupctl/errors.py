@@ -16,6 +16,8 @@ class BackupctlError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # what was done before the error (a partial snapshot's figures): `--json` prints it with the error
+        self.details: dict[str, object] | None = None
 
     def one_line(self) -> str:
         text = self.message.strip().replace("\n", " ")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from backupctl.hooks import JobHooks
 from backupctl.locking import repository_lock
 from backupctl.progress import NullProgress, Progress
 from backupctl.repository import staging_restic
-from backupctl.restic import BackupSummary, Restic, Terminated, job_tag, restic_time_ns
+from backupctl.restic import BackupSummary, Restic, Terminated, job_tag, partial_message, restic_time_ns
 from backupctl.sources import check_sources, prepared_sources
 from backupctl.status import Status
 from backupctl.verify.snapshot_manifest import (
@@ -108,8 +108,13 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
                 # saved, but some files were unreadable
                 prepared = built[0]
                 summary, status = sources_only(partial.summary, prepared), Status.PARTIAL
+                partial.message, partial.hint = partial_message(summary)   # the sources' count, not the manifest's
                 _record(catalog, run_id, job, summary, status, time.monotonic() - started, partial.one_line())
-                _record_manifest(catalog, restic, summary, prepared, progress, _changes(restic, summary, prepared))
+                manifest = _record_manifest(catalog, restic, summary, prepared, progress,
+                                            _changes(restic, summary, prepared))
+                outcome = _outcome(job, run_id, summary, status, time.monotonic() - started)
+                outcome.manifest = manifest
+                partial.details = {**asdict(outcome), "causes": summary.causes}
                 raise
     except PartialSnapshot as exc:
         hooks.on_error(exc.one_line())
