@@ -199,7 +199,22 @@ class Daemon:
         with open_catalog(self.config.catalog_path) as catalog:
             executions = sched_rows.mark_abandoned_executions(catalog)
         if executions:
-            log.warning("marked %d scheduled execution(s) of a previous, killed scheduler as failed", executions)
+            log.warning("marked %d scheduled execution(s) of a previous, killed scheduler as failed",
+                        len(executions))
+        for execution in executions:   # its daemon died before it could say so: say it now, off the start path
+            self._side.submit(self._alert_abandoned, execution)
+
+    def _alert_abandoned(self, row: dict[str, Any]) -> None:
+        kind, name = row["kind"], row["name"]
+        with log_context(schedule=row["schedule_id"], execution=row["execution"]):
+            try:
+                notifier = Notifier.for_schedule(self.config, kind, name, self.stop_event)
+            except BackupctlError as exc:   # the job or drill may be gone from the config since
+                log.error("cannot notify the abandoned execution: %s", exc.one_line())
+                return
+            notifier.send(Notice(event="failure", kind=kind, name=name, execution=row["execution"],
+                                 status=row["status"], started=row["started"], finished=row["finished"],
+                                 error=row["error"]))
 
     def _make_scheduler(self) -> BackgroundScheduler:
         cfg = self.config.settings.scheduler
