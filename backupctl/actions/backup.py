@@ -69,7 +69,6 @@ def run_backup(config: Config, job_name: str, progress: Progress | None = None,
     check_sources(config, job)
     restic = staging_restic(config)
     with open_catalog(config.catalog_path) as catalog:
-        run_rows.mark_abandoned_runs(catalog)
         with repository_lock(config.state_dir, restic.repository, config.settings.staging.lock_wait_seconds):
             outcome = _snapshot_job(config, catalog, restic, job, progress)
         if replicate:
