@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +19,7 @@ from backupctl.catalog import open_catalog
 from backupctl.catalog import runs as run_rows
 from backupctl.config import Config
 from backupctl.restic import BackupSummary, Snapshot, partial_message
-from tests.helpers import assert_one_line_error, cli, make_installation
+from tests.helpers import assert_one_line_error, cli, make_installation, wait_for
 
 NOBODY = 65534
 
@@ -120,3 +123,27 @@ def test_a_vanished_path_is_not_a_permission_problem_and_zero_files_are_said(tmp
     assert hint is not None and "permission" not in hint
     message, hint = partial_message(_summary(5, {"/a": "permission denied"}))
     assert "0 files" not in message and hint == "check permissions on the source"
+
+
+def test_an_interrupted_run_prints_its_object(installation: Config, tmp_path: Path) -> None:
+    mark = tmp_path / "hook-started"
+    with open(installation.base / "jobs" / "pacs.toml", "a") as fh:
+        fh.write(f'\n[hooks]\nbefore = ["echo $$ > {mark}.tmp && mv {mark}.tmp {mark} && exec sleep 600"]\n')
+    proc = subprocess.Popen([sys.executable, "-m", "backupctl", "--config", str(installation.path), "backup", "run",
+                             "pacs", "--no-replicate", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True)
+    try:
+        wait_for(mark.exists, what="the run to be under way")
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+            os.kill(int(mark.read_text()), signal.SIGKILL)
+    assert proc.returncode == 130, stderr
+    data = _one_object(stdout)
+    assert (data["ok"], data["status"], data["exit_code"]) == (False, "interrupted", 130)
+    with open_catalog(installation.catalog_path) as catalog:
+        (run,) = run_rows.list_runs(catalog, "pacs")
+    assert run["status"] == "interrupted"
