@@ -196,3 +196,14 @@ def test_partial_files_of_a_killed_sync_are_removed_by_the_next(installation: Co
     leftover.write_bytes(b"half a pack")
     cli(installation, "media", "sync", "offline", check=True)
     assert not leftover.exists()
+
+
+def test_a_failing_disk_is_named_with_the_file_and_not_called_full(installation: Config, tmp_path: Path) -> None:
+    from backupctl.targets import make_target
+
+    target = make_target(installation, "offline")
+    pack = tmp_path / "disk" / "backupctl" / "repository" / "data" / "ab" / ("ab" * 32)
+    failed = target._write_failed("DISK-A", OSError(errno.EIO, os.strerror(errno.EIO), str(pack) + TMP_SUFFIX))
+    line = failed.one_line()
+    assert "disk 'DISK-A'" in line and f"writing data/ab/{'ab' * 32}" in line and "Input/output error" in line
+    assert "full" not in line and "dmesg" in line and failed.exit_code == 1
