@@ -109,6 +109,10 @@ def run(argv: list[str] | None = None) -> int:
         _json_outcome(exc.exit_code, exc.format_message(), "UsageError")
         _print_error(exc.format_message(), f" (see {where})")
         return exc.exit_code
+    except Exception as exc:
+        # a bug: its traceback follows, but a --json reader still gets its object
+        _json_outcome(1, f"internal error: {exc!r}", type(exc).__name__)
+        raise
     return rc if isinstance(rc, int) else 0
 
 
