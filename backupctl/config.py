@@ -96,6 +96,9 @@ class MediaTargetConfig(Strict):
     rotation_days: float = Field(default=7, gt=0)
     folder: str = "backupctl"
     concurrency: int = Field(default=2, ge=1, le=16)   # files copied at once (each checked by its name)
+    # a plain folder (a NAS share, a test) instead of a disk mounted there: without it, a folder on the root
+    # filesystem is refused, so an absent disk never turns into backups filling the system disk
+    allow_unmounted: bool = False
 
     @field_validator("labels")
     @classmethod
@@ -535,8 +538,9 @@ def load_config(path: Path | None = None) -> Config:
     return config
 
 
-def collect_config(path: Path | None = None) -> tuple[Config | None, list[str]]:
-    """Validate everything and return every problem found, one line each (for `config check`)."""
+def collect_config(path: Path | None = None, secrets: bool = False) -> tuple[Config | None, list[str]]:
+    """Validate everything and return every problem found, one line each (for `config check`). With `secrets`,
+    every secret file the config names is checked too (each command checks the ones it reads, when it reads)."""
     path = config_path(path).absolute()
     display = _display(path)
     errors: list[str] = []
@@ -561,7 +565,13 @@ def collect_config(path: Path | None = None) -> tuple[Config | None, list[str]]:
             errors += [f"{where}: scratch: {problem}" for problem in
                        scratch_overlaps(base / drill.scratch.expanduser(), base, settings, jobs)]
     errors += _email_without_smtp(path, settings, jobs, drills)
-    return Config(path, settings, jobs, drills), errors
+    config = Config(path, settings, jobs, drills)
+    # the rule every secret reader applies (0600/0400, the user's own), checked now rather than at 2 a.m.
+    if secrets:
+        from backupctl.secrets import secret_file_problems
+
+        errors += [f"{display}: {problem}" for problem in secret_file_problems(config)]
+    return config, errors
 
 
 def scratch_overlaps(scratch: Path, base: Path, settings: Settings, jobs: dict[str, Job]) -> list[str]:

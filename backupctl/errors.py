@@ -16,6 +16,8 @@ class BackupctlError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # what was done before the error (a partial snapshot's figures): `--json` prints it with the error
+        self.details: dict[str, object] | None = None
 
     def one_line(self) -> str:
         text = self.message.strip().replace("\n", " ")
@@ -106,6 +108,14 @@ class MediaLabelMismatch(TargetError):
 
 class MediaNotMounted(TargetError):
     exit_code = 2
+
+
+class MediaWriteFailed(TargetError):
+    """The disk refused a write during a sync (full, or failing: EIO); that run's partial files are removed."""
+
+
+class MediaFull(MediaWriteFailed):
+    """The disk has less free space than the sync needs: refused before anything is written."""
 
 
 class IntegrityError(BackupctlError):

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from backupctl.errors import ManifestError
-from backupctl.fsutil import atomic_write_bytes
+from backupctl.fsutil import atomic_write_bytes, current_umask
 from backupctl.processes import signals_deferred
 from backupctl.progress import NullProgress, Progress
 from backupctl.repofiles import sha256_file
@@ -612,8 +612,8 @@ def write_manifest_stream(header: dict[str, Any], entries: Iterable[Entry], fold
             return WrittenManifest(path, sha, False, index)
         # the signature first: a crash between the two renames leaves a manifest that fails to verify, never
         # an unsigned one that looks complete
-        atomic_write_bytes(folder / SIGNATURE_NAME, _sig_bytes(doc), mode=0o644)
-        os.chmod(tmp, 0o644)
+        atomic_write_bytes(folder / SIGNATURE_NAME, _sig_bytes(doc))
+        os.chmod(tmp, 0o666 & ~current_umask())   # study UIDs and paths: as private as the user's umask
         os.replace(tmp, path)
         return WrittenManifest(path, sha, True, index)
     finally:

@@ -59,3 +59,22 @@ def signals_deferred() -> Iterator[None]:
             signal.signal(signum, handler)
         if caught:
             signal.raise_signal(caught[0])     # now the real handler raises, where it can be handled
+
+
+def start_time(pid: int | None) -> int | None:
+    """When the process started, in clock ticks after boot (/proc/PID/stat field 22). With the pid it names one
+    process: a pid reused by a later process has a later start time. None when the process is gone."""
+    if not pid:
+        return None
+    try:
+        # the command name (field 2) may hold spaces and parentheses: count fields after its last ')'
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def same_process(pid: int | None, started: int | None) -> bool:
+    """The process `pid` that started at `started` still runs (`started` None: the pid alone decides)."""
+    if not pid_running(pid):
+        return False
+    return started is None or start_time(pid) == started

@@ -99,7 +99,8 @@ class BackupSummary:
     data_added: int = 0
     data_blobs: int = 0                 # new file-content blobs: 0 when no file data changed
     seconds: float = 0.0
-    unreadable: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)        # each path once
+    causes: dict[str, str] = field(default_factory=dict)       # path -> why it was not read
     waited_seconds: float = 0.0         # how long restic waited at the start gate for `before_reading`
 
 
@@ -447,7 +448,7 @@ class Restic:
             args += ["--exclude-file", str(gate.path)]
         args += ["--", *(str(p) for p in paths)]
         summary: dict[str, Any] = {}
-        errors: list[str] = []
+        errors: list[tuple[str, str]] = []
         progress = progress or NullProgress()
         started = time.monotonic()
         with progress.task("backup", total=None, unit="B") as task:
@@ -462,7 +463,7 @@ class Restic:
                 elif kind == "summary":
                     summary.update(msg)
                 elif kind == "error":
-                    errors.append(str(msg.get("item") or msg.get("error")))
+                    errors.append(_error_item(msg))
 
             try:
                 result = self.run(args, on_stdout=on_line, ok_codes=(0, 3), env={"TZ": "UTC"}, gate=gate)
@@ -473,14 +474,15 @@ class Restic:
         asked = Snapshot(id="", short_id="", time=taken.strftime("%Y-%m-%dT%H:%M:%SZ"),
                          paths=sorted(os.path.abspath(p) for p in paths), tags=list(tags), hostname=self.host,
                          parent=parent)
-        out = self._summary(summary, errors, time.monotonic() - started, asked)
+        causes: dict[str, str] = {}
+        for path, cause in errors:   # restic may report one path twice (lstat, then open)
+            causes.setdefault(path, cause)
+        out = self._summary(summary, list(causes), time.monotonic() - started, asked)
+        out.causes = causes
         out.waited_seconds = gate.waited_seconds if gate is not None else 0.0
         if result.returncode == 3:
-            raise PartialSnapshot(
-                f"snapshot {out.snapshot.short_id if out.snapshot else '?'} saved, but {len(errors) or 'some'} "
-                f"file(s) could not be read: {', '.join(errors[:3])}",
-                hint="check permissions on the source", stderr_tail=result.stderr_tail,
-            ).with_summary(out)
+            message, hint = partial_message(out)
+            raise PartialSnapshot(message, hint=hint, stderr_tail=result.stderr_tail).with_summary(out)
         return out
 
     def _summary(self, summary: dict[str, Any], errors: list[str], seconds: float,
@@ -647,16 +649,65 @@ def _restore_errors(stderr: str) -> list[tuple[str, str]]:
 _UNREADABLE = re.compile(r"^error: (?:open|lstat|read) (\S+?): (.*)$")
 
 
-def _unreadable_from_stderr(stderr: str) -> list[str]:
-    """Items restic could not read: JSON error lines (backup --json) or plain `error: open ...` lines."""
-    found: list[str] = []
+def _unreadable_from_stderr(stderr: str) -> list[tuple[str, str]]:
+    """(path, cause) of items restic could not read: JSON error lines (backup --json) or plain `error: open
+    ...` lines."""
+    found: list[tuple[str, str]] = []
     for line in stderr.splitlines():
         msg = _parse_json_line(line.strip())
         if isinstance(msg, dict) and msg.get("message_type") == "error":
-            found.append(str(msg.get("item") or (msg.get("error") or {}).get("Path", "?")))
+            found.append(_error_item(msg))
         elif m := _UNREADABLE.match(line.strip()):
-            found.append(m[1])
+            found.append((m[1], _cause(m[2])))
     return found
+
+
+def _error_item(msg: dict[str, Any]) -> tuple[str, str]:
+    """One `error` message of `backup --json`: 0.14 gives {Op, Path, Err: errno}, later versions {message}."""
+    error = msg.get("error")
+    path = str(msg.get("item") or (error.get("Path") if isinstance(error, dict) else None) or "?")
+    if isinstance(error, dict) and isinstance(error.get("Err"), int):
+        return path, _cause(os.strerror(error["Err"]))
+    text = error.get("message") if isinstance(error, dict) else error
+    # 0.14 reports an unreadable folder with an empty error: look at the path now, as restic's user
+    return path, _cause(str(text)) if text else _cause_now(path)
+
+
+def _cause_now(path: str) -> str:
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+        else:
+            with open(path, "rb"):
+                pass
+    except OSError as exc:
+        return _cause(exc.strerror or type(exc).__name__)
+    return "could not be read (restic gave no cause; it reads now)"
+
+
+def _cause(text: str) -> str:
+    """Why a path was not read, in the words an operator acts on."""
+    lowered = text.lower()
+    if "no such file" in lowered:
+        return "vanished during the backup"
+    if "permission denied" in lowered or "operation not permitted" in lowered:
+        return "permission denied"
+    return lowered.rsplit(": ", 1)[-1]
+
+
+def partial_message(out: BackupSummary) -> tuple[str, str | None]:
+    """restic exit 3, as one line: each unread path once with its cause, and a snapshot of 0 files said so."""
+    short = out.snapshot.short_id if out.snapshot else "?"
+    saved = f"snapshot {short} saved with 0 files" if out.total_files == 0 else f"snapshot {short} saved"
+    listed = ", ".join(f"{path} ({cause})" for path, cause in list(out.causes.items())[:3])
+    more = f" and {len(out.causes) - 3} more" if len(out.causes) > 3 else ""
+    message = f"{saved}, but {len(out.causes) or 'some'} path(s) could not be read: {listed or '?'}{more}"
+    causes = set(out.causes.values())
+    if "permission denied" in causes:
+        return message, "check permissions on the source"
+    if causes == {"vanished during the backup"}:
+        return message, "removed while the backup ran; the next run saves what is there then"
+    return message, None
 
 
 def job_tag(job: str) -> str:

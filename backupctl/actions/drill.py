@@ -113,7 +113,6 @@ def run_drill(config: Config, name: str, progress: Progress | None = None, *, se
     trusted = trusted_key(config)       # no public key, no verified drill: refuse before starting
     seed = seed if seed is not None else drill.seed if drill.seed is not None else secrets.randbits(31)
     with open_catalog(config.catalog_path) as catalog:
-        run_rows.mark_abandoned_runs(catalog)
         for stale in remove_stale_scratch(root):
             log.warning("removed scratch %s left by a drill that was killed", stale)
         run_id = run_rows.start_run(catalog, drill.job, kind="drill")

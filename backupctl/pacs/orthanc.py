@@ -49,6 +49,7 @@ from backupctl.errors import (
     OrthancUnreachable,
     SecretError,
 )
+from backupctl.secrets import read_secret
 
 log = logging.getLogger("backupctl.pacs")
 
@@ -142,15 +143,7 @@ def parse_credentials(text: str, where: str) -> Credentials:
 def read_credentials(file: Path | None = None, env: str | None = None) -> Credentials | None:
     """Credentials from a 0600 file or an environment variable; None when neither is configured."""
     if file is not None:
-        try:
-            mode = file.stat().st_mode
-            text = file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SecretError(f"credentials file {file}: {exc.strerror}",
-                              hint="create it with 'username:password', mode 0600") from None
-        if mode & 0o077:
-            raise SecretError(f"credentials file {file} is readable by others", hint=f"chmod 600 {file}")
-        return parse_credentials(text, str(file))
+        return parse_credentials(read_secret(file, "credentials file"), str(file))
     if env is not None:
         value = os.environ.get(env)
         if not value:

@@ -45,7 +45,6 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from backupctl.catalog import open_catalog
-from backupctl.catalog import runs as run_rows
 from backupctl.catalog import scheduler as sched_rows
 from backupctl.catalog.db import utcnow
 from backupctl.config import Config, collect_config, load_config
@@ -195,12 +194,27 @@ class Daemon:
         return 0
 
     def _recover(self) -> None:
+        # opening the catalog marks the runs of dead processes interrupted (catalog.db); the executions of a
+        # dead daemon are this daemon's to close
         with open_catalog(self.config.catalog_path) as catalog:
-            runs = run_rows.mark_abandoned_runs(catalog)
             executions = sched_rows.mark_abandoned_executions(catalog)
-        if runs or executions:
-            log.warning("marked %d run(s) and %d scheduled execution(s) of a previous, killed process as failed",
-                        runs, executions)
+        if executions:
+            log.warning("marked %d scheduled execution(s) of a previous, killed scheduler as failed",
+                        len(executions))
+        for execution in executions:   # its daemon died before it could say so: say it now, off the start path
+            self._side.submit(self._alert_abandoned, execution)
+
+    def _alert_abandoned(self, row: dict[str, Any]) -> None:
+        kind, name = row["kind"], row["name"]
+        with log_context(schedule=row["schedule_id"], execution=row["execution"]):
+            try:
+                notifier = Notifier.for_schedule(self.config, kind, name, self.stop_event)
+            except BackupctlError as exc:   # the job or drill may be gone from the config since
+                log.error("cannot notify the abandoned execution: %s", exc.one_line())
+                return
+            notifier.send(Notice(event="failure", kind=kind, name=name, execution=row["execution"],
+                                 status=row["status"], started=row["started"], finished=row["finished"],
+                                 error=row["error"]))
 
     def _make_scheduler(self) -> BackgroundScheduler:
         cfg = self.config.settings.scheduler
