@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass
 
 from backupctl.catalog.db import Catalog, utcnow
-from backupctl.processes import pid_running
+from backupctl.process import pid_running
 
 FINAL_STATUSES = ("success", "partial", "failed", "interrupted")
 

@@ -25,7 +25,7 @@ from backupctl.pacs.orthanc import (
     free_port,
     instance_config,
 )
-from backupctl.processes import pid_running
+from backupctl.process import pid_running
 
 START_SCRIPT = """#!/bin/sh
 # like `systemctl start`: a no-op when it runs, else launch it in the background and return
