@@ -320,6 +320,10 @@ class Child:
     def poll(self) -> int | None:
         return self.popen.poll()
 
+    def communicate(self, timeout: float | None = None) -> tuple[Any, Any]:
+        """Read piped stdout (and stderr, unless read aside) to the end and wait; see Popen.communicate."""
+        return self.popen.communicate(timeout=timeout)
+
     def running(self) -> bool:
         return self.popen.poll() is None
 
