@@ -376,13 +376,15 @@ class Child:
 
 
 def start(argv: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str] | None = None,
-          cwd: Path | str | None = None, stdout: int | IO[Any] = DEVNULL, stderr: int | IO[Any] = DEVNULL,
+          cwd: Path | str | None = None, stdout: int | IO[Any] | None = DEVNULL,
+          stderr: int | IO[Any] | None = DEVNULL,
           text: bool = True, on_parent_death: int | None = signal.SIGKILL, secrets: Sequence[str] = (),
           tail_lines: int = TAIL_LINES) -> Child:
     """Start `argv` in its own process group with stdin closed. `stdout`/`stderr`: DEVNULL, PIPE, STDOUT
-    (stderr only) or an open file. With both piped, stderr is read aside and its last `tail_lines` lines kept
-    (`Child.stderr_tail`; 0: not read aside); read stdout with `Child.lines()`. `on_parent_death`: the signal
-    the child gets when backupctl dies (None: it runs on). Raises OSError when the program cannot be run."""
+    (stderr only), an open file, or None (backupctl's own). With both piped, stderr is read aside and its last
+    `tail_lines` lines kept (`Child.stderr_tail`; 0: not read aside); read stdout with `Child.lines()`.
+    `on_parent_death`: the signal the child gets when backupctl dies (None: it runs on). Raises OSError when
+    the program cannot be run."""
     args = [os.fspath(a) for a in argv]
     log.debug("starting %s", describe(args, secrets))
     preexec: Callable[[], None] | None = None

@@ -152,8 +152,8 @@ class Daemon:
             # own session: a Ctrl-C at the daemon's terminal must reach the daemon only, which then decides.
             # If the daemon dies, the job gets SIGTERM, as from a stopping daemon: restic is stopped cleanly
             # and the run recorded as interrupted, rather than a job running on outside the service's control
-            proc = process.start(argv, env={**os.environ, **env}, stdout=process.PIPE,
-                                 on_parent_death=signal.SIGTERM)
+            proc = process.start(argv, env={**os.environ, **env}, stdout=process.PIPE, stderr=None,
+                                 on_parent_death=signal.SIGTERM)   # its log lines go where the daemon's go
             self._children[proc.pid] = proc
         return proc
 
