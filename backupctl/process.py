@@ -217,7 +217,13 @@ class _Forker:
             done.set()
 
 
+    def forget(self) -> None:
+        """In a forked child: the thread was the parent's; a first call here starts the child's own."""
+        self._thread, self._lock, self._requests = None, threading.Lock(), queue.SimpleQueue()
+
+
 _forker = _Forker()
+os.register_at_fork(after_in_child=_forker.forget)
 
 
 # descriptors the parent keeps for itself -----------------------------------------------------------------------
