@@ -157,7 +157,8 @@ def _classify(returncode: int, stderr: str, repo: str) -> ResticError:
                                   hint="run `backupctl init` or fix the repository path", stderr_tail=stderr)
     if returncode_kind == "locked":
         return RepositoryLocked(f"repository {repo} is locked by another restic process",
-                                hint="wait for it to finish; a stale lock is removed by `backupctl unlock`",
+                                hint="wait for it to finish; the lock of a restic that is gone is removed by the next "
+                                     "run (or `backupctl unlock`)",
                                 stderr_tail=stderr)
     return ResticError(f"restic failed on {repo}: {tail}", stderr_tail=stderr)
 

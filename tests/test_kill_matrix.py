@@ -151,8 +151,9 @@ def test_kill_9_of_backup_run_leaves_no_child_and_blocks_nothing(tmp_path: Path,
         assert any(_comm(c) == "restic" for c in children)
         os.kill(backupctl, signal.SIGKILL)          # the process alone: its group gets nothing
 
-        for child in children:
-            wait_for(lambda c=child: not pid_running(c), timeout=5, what=f"child {child} ({_comm(child)}) to die")
+        names = {c: _comm(c) for c in children}
+        wait_for(lambda: not [c for c in children if pid_running(c)], timeout=5,
+                 what=f"every child of the killed run to die: {names}")
         assert reaper.wait(timeout=5) == 0          # it exits once it has reaped the last descendant
     finally:
         if reaper.poll() is None:
