@@ -315,7 +315,7 @@ class Hooks(Strict):
 
 class OrthancSource(Strict):
     """A local Orthanc (SQLite index) backed up consistently: stop, copy index + config, hard-link the
-    storage area, start again; the PACS is always restarted. See README, section PACS."""
+    storage area, start again; the PACS is always restarted. See docs/pacs.md."""
 
     config: Path = Path("/etc/orthanc")       # the configuration folder (or single file)
     storage_dir: Path = Path("/var/lib/orthanc/db-v6")

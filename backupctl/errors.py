@@ -198,3 +198,27 @@ class DrillFailed(BackupctlError):
     def __init__(self, message: str, *, hint: str | None = None, drill_id: int | None = None) -> None:
         super().__init__(message, hint=hint)
         self.drill_id = drill_id
+
+
+class CatalogError(BackupctlError):
+    """The catalog cannot be opened, migrated or read."""
+
+
+class RgwError(BackupctlError):
+    """The development Ceph RGW could not be brought up or down."""
+
+
+class CoverageStale(IntegrityError):
+    """Something has gone unverified for longer than the configured bound."""
+
+
+class SignatureInvalid(IntegrityError):
+    """A signature does not verify, or was made by a key other than the trusted one."""
+
+
+class EmbeddedServerError(BackupctlError):
+    """The embedded S3 server (moto) could not be started."""
+
+
+class ManifestError(IntegrityError):
+    """A manifest is missing, malformed, or its signature does not verify."""

@@ -29,7 +29,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from backupctl.errors import IntegrityError
+from backupctl.errors import ManifestError
 from backupctl.fsutil import atomic_write_bytes
 from backupctl.process import signals_deferred, worker_pool
 from backupctl.progress import NullProgress, Progress
@@ -59,10 +59,6 @@ STABLE_RETRIES = 2              # re-read a file that changed while it was hashe
 # kinds of entries
 DICOM, OTHER, UNPARSEABLE, UNREADABLE, SYMLINK, SPECIAL = (
     "dicom", "other", "dicom-unparseable", "unreadable", "symlink", "special")
-
-
-class ManifestError(IntegrityError):
-    """A manifest is missing, malformed, or its signature does not verify."""
 
 
 @dataclass(slots=True)

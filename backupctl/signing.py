@@ -25,17 +25,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from backupctl.errors import IntegrityError, SecretError, UsageError
+from backupctl.errors import SecretError, SignatureInvalid, UsageError
 from backupctl.fsutil import atomic_write_bytes
 
 if TYPE_CHECKING:
     from backupctl.config import Config
 
 _PATIENT_HASH_INFO = b"backupctl patient-id hmac-sha256 v1"
-
-
-class SignatureInvalid(IntegrityError):
-    """A signature does not verify, or was made by a key other than the trusted one."""
 
 
 def public_key_path(key_file: Path) -> Path:

@@ -9,11 +9,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
-from backupctl.errors import BackupctlError
-
-
-class CatalogError(BackupctlError):
-    pass
+from backupctl.errors import CatalogError
 
 
 def utcnow() -> str:

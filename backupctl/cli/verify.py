@@ -10,7 +10,7 @@ import typer
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json, short_time
 from backupctl.cli.common import table as make_table
-from backupctl.errors import IntegrityError, UsageError
+from backupctl.errors import CoverageStale, IntegrityError, UsageError
 from backupctl.verify.findings import ERROR, LEVELS, WARNING, LevelResult
 
 # Each command imports its actions in its body: a command loads only what it runs (see cli/common.py).
@@ -26,10 +26,6 @@ def register(app: typer.Typer) -> None:
     app.command("verify")(verify)
     app.command("find")(find)
     app.add_typer(catalog_app, name="catalog")
-
-
-class CoverageStale(IntegrityError):
-    """Something has gone unverified for longer than the configured bound."""
 
 
 def verify(

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backupctl import process
-from backupctl.errors import BackupctlError
+from backupctl.errors import RgwError
 from backupctl.s3.server import free_port
 
 RGW_NAME = "client.rgw.localhost"
@@ -29,10 +29,6 @@ DAEMONS = (RGW_NAME, "osd.0", "mon.a")          # stop order
 STOP_SECONDS = {RGW_NAME: 10.0, "osd.0": 120.0, "mon.a": 30.0}   # memstore writes its RAM out on TERM
 BINARIES = ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "ceph", "ceph-authtool", "monmaptool")
 USER = "backup-test"
-
-
-class RgwError(BackupctlError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ that server's memory and is gone either way.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -20,20 +21,23 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from backupctl import process
-from backupctl.errors import BackupctlError
+from backupctl.errors import EmbeddedServerError
 from backupctl.process import Child
 
 READY_TIMEOUT = 30.0
-
-
-class EmbeddedServerError(BackupctlError):
-    pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def require_moto() -> None:
+    """moto is the demo extra's, not a production install's: say how to get it."""
+    if importlib.util.find_spec("moto") is None:
+        raise EmbeddedServerError("the embedded S3 server needs moto, which this installation does not have",
+                                  hint="pip install 'backupctl[demo]' (make demo and make test install it)")
 
 
 class EmbeddedS3:
@@ -56,6 +60,7 @@ class EmbeddedS3:
         return f"{scheme}://{self.host}:{self.port}"
 
     def start(self, timeout: float = READY_TIMEOUT) -> str:
+        require_moto()
         wanted = self.port
         # a free port can be taken between probing and binding: then try another one
         for _attempt in range(1 if wanted else 3):

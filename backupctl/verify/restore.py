@@ -26,13 +26,13 @@ from backupctl.errors import (
     RepositoryLocked,
     RepositoryNotFound,
     ResticError,
+    SignatureInvalid,
     UsageError,
     WrongPassword,
 )
 from backupctl.manifest import Entry, Manifest
 from backupctl.progress import Progress
 from backupctl.restic import Restic, Snapshot, job_tag
-from backupctl.signing import SignatureInvalid
 from backupctl.verify.findings import ERROR, Finding, LevelResult
 from backupctl.verify.restored import verify_restored_tree
 from backupctl.verify.snapshot_manifest import read_snapshot_manifest, trusted_key
