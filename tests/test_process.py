@@ -229,3 +229,18 @@ def test_start_gates_of_dead_owners_are_removed_and_live_ones_kept(tmp_path: Pat
         assert gate.path.parent.name.startswith(f"backupctl-gate-{me}.{process.start_ticks(me)}-")
     finally:
         gate.close()
+
+
+def test_a_program_that_cannot_run_raises_in_the_thread_that_asked() -> None:
+    raised: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            process.start(["/nonexistent/program"])
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            raised.append(exc)
+
+    worker = threading.Thread(target=start)
+    worker.start()
+    worker.join()
+    assert len(raised) == 1 and isinstance(raised[0], FileNotFoundError)
