@@ -48,6 +48,11 @@ class Interrupted(BackupctlError):
     exit_code = 130
 
 
+class Terminated(BaseException):
+    """Raised in the main thread by the SIGTERM handler the CLI installs (`process.raise_on_sigterm`): handled
+    like Ctrl-C (KeyboardInterrupt); `process.INTERRUPTIONS` names both."""
+
+
 class PartialRun(BackupctlError):
     """Something was saved, but not everything (e.g. restic exit 3: some files unreadable)."""
 

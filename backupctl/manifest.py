@@ -31,7 +31,7 @@ from typing import Any
 
 from backupctl.errors import ManifestError
 from backupctl.fsutil import atomic_write_bytes, current_umask
-from backupctl.processes import signals_deferred
+from backupctl.process import signals_deferred, worker_pool
 from backupctl.progress import NullProgress, Progress
 from backupctl.repofiles import sha256_file
 from backupctl.signing import (
@@ -409,12 +409,8 @@ class _Reader:
         if not batch.paths:
             return
         if self.pool is None and self.workers > 1 and len(batch.paths) >= BATCH_FILES // 2:
-            from concurrent.futures import ProcessPoolExecutor  # only runs that read many files need it
-            from multiprocessing import get_context
-
-            # fork: workers inherit the imported modules, so the pool starts in milliseconds
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("fork"),
-                                            initializer=_init_worker, initargs=(self.key,))
+            # only runs that read many files need it; forked, they die with backupctl
+            self.pool = worker_pool(self.workers, _init_worker, (self.key,))
         if self.pool is None:   # one core, or so few files that starting workers costs more than it saves
             self._done(batch, [read_file_entry(p, self.key, self.buf) for p in batch.paths])
             return

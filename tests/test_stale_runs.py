@@ -13,7 +13,7 @@ from pathlib import Path
 from backupctl.catalog import open_catalog
 from backupctl.catalog import runs as run_rows
 from backupctl.config import Config
-from backupctl.processes import start_time
+from backupctl.process import start_ticks as start_time
 from backupctl.status import Status
 from tests.helpers import cli, wait_for
 

@@ -15,12 +15,12 @@ from backupctl.catalog import pacs as pacs_rows
 from backupctl.catalog import runs as run_rows
 from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.config import Config, Job
-from backupctl.errors import BackupctlError, Interrupted, PartialSnapshot
+from backupctl.errors import BackupctlError, Interrupted, PartialSnapshot, Terminated
 from backupctl.hooks import JobHooks
 from backupctl.locking import repository_lock
 from backupctl.progress import NullProgress, Progress
 from backupctl.repository import staging_restic
-from backupctl.restic import BackupSummary, Restic, Terminated, job_tag, partial_message, restic_time_ns
+from backupctl.restic import BackupSummary, Restic, job_tag, partial_message, restic_time_ns
 from backupctl.sources import check_sources, prepared_sources
 from backupctl.status import Status
 from backupctl.verify.snapshot_manifest import (
@@ -83,7 +83,6 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
     hooks = JobHooks(job.name, job.hooks, run_id=run_id, sources=[config.resolve(p) for p in job.sources],
                      cwd=config.base)
     try:
-        restic.unlock()  # stale locks of killed runs would block later exclusive operations (check, prune)
         hooks.before()
         with prepared_sources(config, job, catalog=catalog, run_id=run_id, progress=progress) as paths:
             # the signed manifest goes into the same snapshot: it is built while restic starts (key derivation,

@@ -44,11 +44,11 @@ from backupctl.drills.model import (
 )
 from backupctl.drills.scratch import make_scratch, remove_scratch, remove_stale_scratch, scratch_root
 from backupctl.drills.select import Scope, SelectionError, choose_scope, choose_snapshot
-from backupctl.errors import BackupctlError, IntegrityError, Interrupted, ResticError, UsageError
+from backupctl.errors import BackupctlError, IntegrityError, Interrupted, ResticError, Terminated, UsageError
 from backupctl.manifest import DICOM, Entry, Manifest
 from backupctl.progress import NullProgress, Progress
 from backupctl.repository import password_source
-from backupctl.restic import Restic, Snapshot, Terminated, job_tag
+from backupctl.restic import Restic, Snapshot, job_tag
 from backupctl.signing import VerifyKey
 from backupctl.verify.alongside import AlongsideChecker, Outcome
 from backupctl.verify.findings import Finding

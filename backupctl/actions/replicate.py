@@ -10,10 +10,9 @@ from backupctl.catalog import media as media_rows
 from backupctl.catalog import runs as run_rows
 from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.config import Config
-from backupctl.errors import BackupctlError, Interrupted
+from backupctl.errors import BackupctlError, Interrupted, Terminated
 from backupctl.progress import Progress
 from backupctl.repofiles import iter_kind, list_repository
-from backupctl.restic import Terminated
 from backupctl.status import Status
 from backupctl.targets import make_target
 from backupctl.targets.base import SyncReport

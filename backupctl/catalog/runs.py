@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass
 
 from backupctl.catalog.db import Catalog, utcnow
-from backupctl.processes import same_process, start_time
+from backupctl.process import same_process_running, start_ticks
 from backupctl.status import Status
 
 FINAL_STATUSES = tuple(s for s in Status if s.final)
@@ -27,7 +27,7 @@ def start_run(catalog: Catalog, job: str, kind: str = "backup") -> int:
     with catalog.transaction() as tx:
         cur = tx.execute(
             "INSERT INTO runs (kind, job, started, status, pid, pid_start, host) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (kind, job, utcnow(), Status.RUNNING, pid, start_time(pid), socket.gethostname()),
+            (kind, job, utcnow(), Status.RUNNING, pid, (start_ticks(pid) if pid else None), socket.gethostname()),
         )
         return int(cur.lastrowid)
 
@@ -50,7 +50,7 @@ def mark_abandoned_runs(catalog: Catalog) -> list[dict]:
     them. A process is its pid and its start time: a pid since reused by another process does not count."""
     host = socket.gethostname()
     rows = catalog.query("SELECT * FROM runs WHERE status=? AND host=?", (Status.RUNNING, host))
-    dead = [dict(r) for r in rows if not same_process(r["pid"], r["pid_start"])]
+    dead = [dict(r) for r in rows if not bool(r["pid"]) and same_process_running(r["pid"], r["pid_start"])]
     if not dead:
         return []
     with catalog.transaction() as tx:

@@ -9,7 +9,7 @@ import socket
 from typing import Any
 
 from backupctl.catalog.db import Catalog, utcnow
-from backupctl.processes import pid_running
+from backupctl.process import pid_running
 
 FINAL = ("success", "partial", "failed", "interrupted", "missed", "skipped")
 

@@ -27,8 +27,8 @@ from backupctl.cli import scheduler as scheduler_cmds
 from backupctl.cli import setup as setup_cmds
 from backupctl.cli import verify as verify_cmds
 from backupctl.cli.common import OPTIONS, err, print_json
-from backupctl.errors import BackupctlError
-from backupctl.restic import Terminated, raise_on_sigterm
+from backupctl.errors import BackupctlError, Terminated
+from backupctl.process import raise_on_sigterm
 
 # typer >= 0.26 vendors its own copy of click: catch the exceptions of whichever is in use
 _click_exceptions = [click.exceptions]

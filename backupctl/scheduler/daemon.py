@@ -24,7 +24,6 @@ import logging
 import os
 import select
 import signal
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor as SideTasks
@@ -44,6 +43,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from backupctl import process
 from backupctl.catalog import open_catalog
 from backupctl.catalog import scheduler as sched_rows
 from backupctl.catalog.db import utcnow
@@ -52,6 +52,7 @@ from backupctl.errors import BackupctlError
 from backupctl.logs import log_context
 from backupctl.metrics import CatalogCollector, render, scheduler_metrics, serve, textfile_path, write_textfile
 from backupctl.notify import Notice, Notifier
+from backupctl.process import Child
 from backupctl.restic import STOP_GRACE_SECONDS
 from backupctl.scheduler import runner, state
 from backupctl.scheduler.kinds import schedule_id, split_schedule_id
@@ -133,7 +134,7 @@ class Daemon:
         self.reload_error: str | None = None
         self.last_reload: str | None = None
         self.started = utcnow()
-        self._children: dict[int, subprocess.Popen[str]] = {}
+        self._children: dict[int, Child] = {}
         self._active = 0                        # executions in progress (child running or notifying)
         self._next_runs: dict[str, float | None] = {}
         self._lock = threading.Lock()
@@ -143,17 +144,19 @@ class Daemon:
 
     # runner.Host ---------------------------------------------------------------------------------------------
 
-    def spawn(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[str] | None:
+    def spawn(self, argv: list[str], env: dict[str, str]) -> Child | None:
         with self._lock:
             if self.stop_event.is_set():
                 return None
-            # own session: a Ctrl-C at the daemon's terminal must reach the daemon only, which then decides
-            proc = subprocess.Popen(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, text=True, start_new_session=True)
+            # own session: a Ctrl-C at the daemon's terminal must reach the daemon only, which then decides.
+            # If the daemon dies, the job gets SIGTERM, as from a stopping daemon: restic is stopped cleanly
+            # and the run recorded as interrupted, rather than a job running on outside the service's control
+            proc = process.start(argv, env={**os.environ, **env}, stdout=process.PIPE, stderr=None,
+                                 on_parent_death=signal.SIGTERM)   # its log lines go where the daemon's go
             self._children[proc.pid] = proc
         return proc
 
-    def forget_child(self, proc: subprocess.Popen[str]) -> None:
+    def forget_child(self, proc: Child) -> None:
         with self._lock:
             self._children.pop(proc.pid, None)
         self.wakeup.notify()
@@ -310,7 +313,7 @@ class Daemon:
         with self._lock:
             return self._active
 
-    def _running_children(self) -> list[subprocess.Popen[str]]:
+    def _running_children(self) -> list[Child]:
         with self._lock:
             return [p for p in self._children.values() if p.poll() is None]
 
@@ -404,9 +407,8 @@ class Daemon:
         return "; ".join(parts) or "schedules unchanged"
 
 
-def _signal(proc: subprocess.Popen[str], signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signum)
+def _signal(proc: Child, signum: int) -> None:
+    proc.send(signum)
 
 
 class Wakeup:

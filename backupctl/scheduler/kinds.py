@@ -26,10 +26,9 @@ from backupctl.actions.backup import run_backup
 from backupctl.actions.replicate import replicate_to
 from backupctl.catalog import open_catalog
 from backupctl.config import Config
-from backupctl.errors import BackupctlError, Interrupted, PartialSnapshot
+from backupctl.errors import BackupctlError, Interrupted, PartialSnapshot, Terminated
 from backupctl.logs import log_context
 from backupctl.progress import Progress
-from backupctl.restic import Terminated
 from backupctl.status import Status
 
 log = logging.getLogger("backupctl.scheduler")

@@ -24,9 +24,8 @@ import os
 import random
 import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 from backupctl.manifest import (
@@ -41,6 +40,7 @@ from backupctl.manifest import (
     Entry,
     Manifest,
 )
+from backupctl.process import worker_pool
 from backupctl.progress import NullProgress, Progress, Task
 from backupctl.verify.findings import ERROR, NOTE, WARNING, Finding
 
@@ -411,7 +411,7 @@ def verify_restored_tree(root: Path, manifest: Manifest, *, entries: list[Entry]
 
 def _run_pool(root: Path, work: list[Work], workers: int, task: Task) -> list[tuple[Entry, FileCheck]]:
     out: list[tuple[Entry, FileCheck]] = []
-    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+    with worker_pool(workers) as pool:
         pending: dict[Future[list[FileCheck]], list[Work]] = {}
 
         def collect(fut: Future[list[FileCheck]]) -> None:
