@@ -50,7 +50,7 @@ def mark_abandoned_runs(catalog: Catalog) -> list[dict]:
     them. A process is its pid and its start time: a pid since reused by another process does not count."""
     host = socket.gethostname()
     rows = catalog.query("SELECT * FROM runs WHERE status=? AND host=?", (Status.RUNNING, host))
-    dead = [dict(r) for r in rows if not bool(r["pid"]) and same_process_running(r["pid"], r["pid_start"])]
+    dead = [dict(r) for r in rows if not (r["pid"] and same_process_running(r["pid"], r["pid_start"]))]
     if not dead:
         return []
     with catalog.transaction() as tx:
