@@ -9,12 +9,14 @@ code: 2 bad input, 1 failed run, 3 partial, 130 interrupted. A traceback is show
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
 import typer
 
 from backupctl import __version__
+from backupctl.audit.edge import CommandWatch
+from backupctl.cli import audit as audit_cmds
 from backupctl.cli import backup as backup_cmds
 from backupctl.cli import demo as demo_cmds
 from backupctl.cli import dev as dev_cmds
@@ -80,21 +82,34 @@ demo_cmds.register(app)
 s3_cmds.register(app)
 verify_cmds.register(app)
 scheduler_cmds.register(app)
+app.add_typer(audit_cmds.app, name="audit")
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code (used by `main` and by tests)."""
+    """Run the CLI and return its exit code (used by `main` and by tests). Every command's outcome is
+    recorded in the audit log here, the one place all of them pass (backupctl.audit.edge)."""
+    command = typer.main.get_command(app)
+    watch = CommandWatch(command)
+    code = _dispatch(command, argv, watch)
+    watch.finish(code)
+    return code
+
+
+def _dispatch(command: Any, argv: list[str] | None, watch: CommandWatch) -> int:
     try:
-        rc = app(args=argv, prog_name="backupctl", standalone_mode=False)
+        rc = command.main(args=argv, prog_name="backupctl", standalone_mode=False)
     except BackupctlError as exc:
+        watch.error = exc
         if OPTIONS.debug:
             logging.getLogger("backupctl").exception("error")
         _print_error(exc.one_line())
         return exc.exit_code
-    except (*_ABORTS, KeyboardInterrupt, Terminated):
+    except (*_ABORTS, KeyboardInterrupt, Terminated) as exc:
+        watch.error = exc
         err.print("interrupted")
         return 130
     except _CLICK_ERRORS as exc:
+        watch.error = exc
         if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
             exc.show()
             return exc.exit_code
