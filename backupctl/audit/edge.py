@@ -25,7 +25,7 @@ OUTCOME_OF_EXIT = {0: "ok", 2: "refused", 3: "partial", 130: "interrupted"}
 # arguments that name what a command acted on; every other argument stays out of the log
 ID_PARAMS = {"job": "job", "snapshot": "snapshot", "target": "target", "drill": "drill", "name": "name",
              "kind": "kind", "label": "label", "copy": "copy", "copy_from": "copy", "study": "studies",
-             "studies": "studies", "to_pacs": "to_pacs", "since": "since", "action": "filter_action"}
+             "studies": "studies", "from_target": "copy", "since": "since", "action": "filter_action"}
 PATIENT_PARAMS = ("patient", "patient_id", "patients", "accession", "accession_number")
 # commands that only read the catalog: no signed checkpoint after them (it costs a key load and an S3 PUT)
 READ_ONLY = {"snapshots", "runs", "status", "list", "show", "check", "metrics", "copies", "demo"}
@@ -66,6 +66,11 @@ class CommandWatch:
                 continue
             if key in PATIENT_PARAMS:
                 out["patient"] = list(value) if isinstance(value, list | tuple) else value
+            elif key == "to_pacs" and isinstance(value, str):
+                from urllib.parse import urlsplit
+
+                parts = urlsplit(value)   # scheme, host and port: never a user-info part
+                out["to_pacs"] = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
             elif key in ID_PARAMS and isinstance(value, str | int | list | tuple):
                 out[ID_PARAMS[key]] = list(value) if isinstance(value, list | tuple) else value
         return out

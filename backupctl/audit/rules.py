@@ -35,8 +35,10 @@ def watched(rules: AuditRules, action: str) -> bool:
 def off_hours(rules: AuditRules, when: datetime) -> bool:
     local = when.astimezone(ZoneInfo(rules.timezone))
     start_text, end_text = rules.working_hours.split("-")
-    start, end = time.fromisoformat(start_text), time.fromisoformat(end_text)
-    return local.isoweekday() not in rules.working_days or not (start <= local.time() < end)
+    start = time.fromisoformat(start_text)
+    # "24:00" is the end of the day (time() has no 24)
+    within = start <= local.time() if end_text == "24:00" else start <= local.time() < time.fromisoformat(end_text)
+    return local.isoweekday() not in rules.working_days or not within
 
 
 def evaluate(rules: AuditRules, record: Record, window: list[Record]) -> list[Match]:
