@@ -104,9 +104,9 @@ class Rsyslog:
     def start(self, timeout: float = 30) -> None:
         binary = rsyslogd()
         assert binary, "rsyslogd is not installed"
-        self.proc = subprocess.Popen([binary, "-n", "-f", str(self.conf), "-i", str(self.pidfile)],
-                                     stdout=open(self.folder / "rsyslogd.out", "ab"), stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+        with open(self.folder / "rsyslogd.out", "ab") as output:
+            self.proc = subprocess.Popen([binary, "-n", "-f", str(self.conf), "-i", str(self.pidfile)],
+                                         stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (self.folder / "rsyslogd.out").read_text()

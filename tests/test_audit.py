@@ -347,3 +347,31 @@ def test_neither_the_password_nor_a_patient_id_is_written_anywhere(tmp_path: Pat
     assert lookup.action == "find" and len(lookup.ids["patient"]) == 64
     actions = [r.action for r in audit_records(config)]
     assert {"backup run", "restore", "media init"} <= set(actions)
+
+
+# the demo's audit key ------------------------------------------------------------------------------------
+
+
+def test_the_demo_audit_step_verifies_forwards_and_catches_a_tampered_copy(tmp_path: Path,
+                                                                          moto_engine: Engine):  # noqa: F811
+    from backupctl.actions.backup import run_backup
+    from backupctl.demo import DemoContext, step_audit
+    from backupctl.progress import default_progress
+    from backupctl.s3.bucket import init_bucket
+    from backupctl.s3.client import connect
+
+    text = CONFIG_TEXT + s3_target_toml(moto_engine, unique_bucket("demo-audit"))
+    config = make_installation(tmp_path, ArchiveSpec(patients=1, studies_per_patient=1, series_per_study=1,
+                                                     instances_per_series=2, rows=8, columns=8, seed=9),
+                               config_text=text)
+    vault = config.target("vault")
+    init_bucket(connect("vault", vault, config.resolve))  # type: ignore[arg-type]
+    assert run_backup(config, "pacs", replicate=False).snapshot_id
+    ctx = DemoContext(workdir=tmp_path, progress=default_progress(quiet=True), config=config)
+    with ctx.resources:
+        result = step_audit(ctx)
+    assert result["ok"], result
+    assert result["forwarded"] == result["records"] >= 5
+    assert result["checkpoint_in_s3"] and result["chain_verified"]
+    assert "record 2 was altered" in result["tampered_copy_detected"]
+    assert {"restore", "backup run", "unlock"} <= set(result["actions"])
