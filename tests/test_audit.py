@@ -172,6 +172,20 @@ def test_restores_outside_working_hours_alert_and_a_normal_day_does_not():
     assert evaluate(rules, _record("backup run", sunday_night), []) == []
 
 
+def test_refused_deletes_exports_and_repeated_wrong_passwords_alert():
+    rules = AuditRules()
+    tuesday = datetime(2026, 12, 8, 9, 0, tzinfo=UTC)
+    refused = Record(seq=1, time=tuesday.isoformat(), action="s3 delete refused", outcome="refused", actor="bob",
+                     host="h", pid=1, prev="0" * 64, details={"refused_deletes": 2})
+    assert [m.rule for m in evaluate(rules, refused, [refused])] == ["refused-delete"]
+    assert [m.rule for m in evaluate(rules, _record("key export", tuesday), [])] == ["export"]
+    wrong = [Record(seq=i, time=(tuesday + timedelta(minutes=i)).isoformat(), action="backup run",
+                    outcome="refused", actor="mallory", host="h", pid=1, prev="0" * 64,
+                    details={"error": "WrongPassword"}) for i in range(4)]
+    fired = [[m.rule for m in evaluate(rules, r, wrong[:i + 1])] for i, r in enumerate(wrong)]
+    assert fired == [[], [], ["failed-authentication"], []]
+
+
 class _Hook(http.server.BaseHTTPRequestHandler):
     received: list[dict] = []
 

@@ -8,6 +8,7 @@ pseudonyms unless the repository was cleared for clear IDs (`[audit] include_pat
 
 from __future__ import annotations
 
+import base64
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
@@ -63,13 +64,13 @@ def event_for(record: Record) -> Event:
     error = record.details.get("error")
     if record.action == "security alert":
         return Event(SECURITY_ALERT, "E", USE_OF_RESTRICTED_FUNCTION, "alert")
-    if error in ("WrongPassword", "SecretError") or "login" in words:
+    if error == "WrongPassword" or "login" in words:
         return Event(USER_AUTHENTICATION, "E", LOGIN, "none")
     if words and words[0] == "audit":
         return Event(AUDIT_LOG_USED, "R", None, "log")
     if "find" in words or "lookup" in words:
         return Event(QUERY, "E", None, "query")
-    if words[:1] == ["restore"] and "pacs" in words or words[:2] == ["pacs", "restore"]:
+    if "restore" in words and (record.ids.get("to_pacs") or "pacs" in words):
         return Event(BEGIN_TRANSFERRING if record.outcome == "started" else INSTANCES_TRANSFERRED, "C")
     if "restore" in words or "recover" in words:
         return Event(IMPORT, "C")
@@ -79,9 +80,9 @@ def event_for(record: Record) -> Event:
         return Event(INSTANCES_TRANSFERRED, "C")
     if "forget" in words or "expire" in words:
         return Event(INSTANCES_ACCESSED, "D")
-    if "verify" in words or "drill" in words or "audit" in words:
+    if "verify" in words or "drill" in words:
         return Event(INSTANCES_ACCESSED, "R")
-    if "init" in words or "config" in words:
+    if record.action in ("init", "config change"):
         return Event(SECURITY_ALERT, "E", SOFTWARE_CONFIGURATION, "alert")
     stop = record.outcome != "started"
     return Event(APPLICATION_ACTIVITY, "E", APPLICATION_STOP if stop else APPLICATION_START, "none")
@@ -175,8 +176,6 @@ def _objects(root: ET.Element, record: Record, event: Event, log_uri: str) -> No
     if event.objects == "query":
         query = " ".join(f"{k}={v}" for k, v in sorted(record.ids.items()) if k != "patient")
         element = _object(root, "1.2.840.10008.5.1.4.1.2.2.1", "2", "3", SOP_CLASS_UID)
-        import base64
-
         ET.SubElement(element, "ParticipantObjectQuery").text = base64.b64encode(query.encode()).decode()
     if event.objects in ("data", "query"):
         for study in record.ids.get("studies", []) or []:

@@ -18,7 +18,7 @@ from backupctl.audit.log import Record
 from backupctl.config import AuditRules
 
 ALERT_ACTION = "security alert"
-AUTH_FAILURES = {"WrongPassword", "SecretError", "S3AccessDenied"}
+AUTH_FAILURES = {"WrongPassword", "S3AccessDenied"}
 
 
 @dataclass(frozen=True)
