@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -305,17 +306,16 @@ def test_records_queue_while_the_receiver_is_down_and_arrive_in_order(tmp_path: 
         receiver.start()
         code, out = run_cli(capsys, config, "audit", "forward", "--json")
         assert code == 0 and json.loads(out)["sent"] == 3
-        lines = receiver.wait_for(6)
+        # `audit forward` then records itself, and that record goes out too
+        written = audit_records(config)
+        assert [r.action for r in written][-1] == "audit forward"
+        lines = receiver.wait_for(len(written))
     finally:
         receiver.stop()
-    actions = [ET.fromstring(line.split("\ufeff", 1)[1]) for line in lines]
-    seqs = [int(line.split()[2]) for line in lines]   # the syslog PROCID is the writer's pid: not the order
-    assert len(actions) == 6 and len(seqs) == 6
-    descriptions = [a.find("EventIdentification").get("EventDateTime") for a in actions]
-    assert descriptions == sorted(descriptions)
-    expected = [r.time for r in audit_records(config)][:6]
-    assert descriptions == expected
-    outcomes = [a.find("EventIdentification").get("EventOutcomeIndicator") for a in actions[2:5]]
+    messages = [ET.fromstring(line.split("\ufeff", 1)[1]) for line in lines]
+    times = [m.find("EventIdentification").get("EventDateTime") for m in messages]
+    assert times == [r.time for r in written]          # every record, once, in order
+    outcomes = [m.find("EventIdentification").get("EventOutcomeIndicator") for m in messages[2:5]]
     assert outcomes == ["0", "4", "0"]          # runs ok, backup run refused, audit show ok
 
 
@@ -389,3 +389,40 @@ def test_the_demo_audit_step_verifies_forwards_and_catches_a_tampered_copy(tmp_p
     assert result["checkpoint_in_s3"] and result["chain_verified"]
     assert "record 2 was altered" in result["tampered_copy_detected"]
     assert {"restore", "backup run", "unlock"} <= set(result["actions"])
+
+
+def test_udp_and_tcp_destinations_and_the_syslog_export(small: Config, capsys: pytest.CaptureFixture[str]):
+    import socket
+
+    from backupctl.audit.receiver import SyslogReceiver
+
+    run_cli(capsys, small, "snapshots", "--json")
+    code, out = run_cli(capsys, small, "audit", "export", "--syslog")
+    exported = out.splitlines()
+    assert code == 0 and len(exported) == 2
+    assert all(line.startswith("<85>1 ") and " backupctl " in line and " IHE+RFC-3881 - \ufeff<AuditMessage>"
+               in line for line in exported)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        udp.settimeout(10)
+        text = small.path.read_text() + f'\n[audit]\nforward = "udp://127.0.0.1:{udp.getsockname()[1]}"\n'
+        small.path.write_text(text)
+        config = load_config(small.path)
+        audit.record(config, "restore", "ok", snapshot="cafe0001")
+        datagrams = [udp.recv(65535) for _ in range(len(lines_of(config)))]
+    assert [d.split(b" ", 1)[0] for d in datagrams[:1]] == [b"<85>1"]    # no octet count over UDP
+    assert b"cafe0001" in datagrams[-1]
+    receiver = SyslogReceiver()
+    try:
+        small.path.write_text(text.replace(text[text.index("forward"):], f'forward = "{receiver.url}"\n'))
+        config = load_config(small.path)
+        (config.state_dir / "audit" / "forward.cursor").unlink()
+        result = audit.forward(config, force=True)
+        assert result is not None and result.ok and result.sent == len(lines_of(config))
+        deadline = time.monotonic() + 30
+        while len(receiver.messages) < result.sent and time.monotonic() < deadline:
+            time.sleep(0.05)   # polling: the receiver's thread appends as messages arrive
+        assert len(receiver.messages) == result.sent
+        assert all(m.startswith(b"<") for m in receiver.messages)
+    finally:
+        receiver.close()

@@ -10,6 +10,7 @@ and the actions add records where they know more. See docs/audit.md.
 from __future__ import annotations
 
 import logging
+import os
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -79,12 +80,27 @@ def notify_alert(config: Config, alert: Record, rule: str, text: str) -> None:
                          status="alert", started=alert.time, finished=alert.time, error=text))
 
 
-def forward(config: Config) -> Any:
-    """Send the queued records to the ATNA repository, when one is configured; never raises."""
+RETRY_SECONDS = 60
+
+
+def forward(config: Config, *, force: bool = False) -> Any:
+    """Send the queued records to the ATNA repository, when one is configured; never raises.
+
+    After a failed attempt, records only queue for RETRY_SECONDS: a repository that drops packets would
+    otherwise cost every command a connect timeout. `audit forward` (force) always tries."""
     if config.settings.audit.forward is None:
         return None
+    import time
+
+    from backupctl.audit.log import audit_dir
     from backupctl.audit.syslog import forward_pending
 
+    mark = audit_dir(config.state_dir) / "forward.failed"
+    try:
+        if not force and time.time() - mark.stat().st_mtime < RETRY_SECONDS:
+            return None
+    except FileNotFoundError:
+        pass
     try:
         result = forward_pending(config)
     except OSError as exc:
@@ -93,6 +109,10 @@ def forward(config: Config) -> Any:
     if result is not None and result.error:
         log.warning("audit records queued (%d), %s unreachable: %s", result.pending, result.destination,
                     result.error)
+        mark.touch(mode=0o600)
+        os.utime(mark)
+    elif result is not None:
+        mark.unlink(missing_ok=True)
     return result
 
 

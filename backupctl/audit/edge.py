@@ -79,6 +79,10 @@ class CommandWatch:
         """The --config of this run (the root context's), not a global left over from an earlier run."""
         ctx = self.leaf if self.leaf is not None else getattr(self.error, "ctx", None)
         value = ctx.find_root().params.get("config") if ctx is not None else None
+        if value is None and self.action() == "init" and self.leaf is not None:
+            # `init DIR` made its installation there: that is where its record belongs
+            directory = self.leaf.params.get("directory")
+            return Path(directory) / "backupctl.toml" if directory else None
         return Path(value) if value else None
 
     def finish(self, code: int) -> None:

@@ -11,7 +11,7 @@ import typer
 from backupctl.cli import common
 from backupctl.cli.common import out, print_json, short_time
 from backupctl.cli.common import table as make_table
-from backupctl.errors import IntegrityError, UsageError
+from backupctl.errors import BackupctlError, IntegrityError, UsageError
 
 app = typer.Typer(help="The tamper-evident audit log: verify it, show it, export it, forward it.",
                   no_args_is_help=True)
@@ -137,14 +137,15 @@ def export(
 @app.command("forward")
 def forward(json_output: JsonOpt = False) -> None:
     """Send the records queued while the audit repository was unreachable ([audit] forward), in order."""
-    from backupctl.audit.syslog import forward_pending
+    import backupctl.audit as audit
 
     config = common.load()
     if config.settings.audit.forward is None:
         raise UsageError("no [audit] forward destination is configured",
                          hint='set forward = "tls://host:6514" in [audit]')
-    result = forward_pending(config)
-    assert result is not None
+    result = audit.forward(config, force=True)
+    if result is None:
+        raise BackupctlError("audit forwarding could not start (see the log above)")
     data = {"ok": result.ok, "destination": result.destination, "sent": result.sent, "pending": result.pending,
             "last_forwarded": result.last_seq, "error": result.error}
     if json_output:
@@ -152,7 +153,5 @@ def forward(json_output: JsonOpt = False) -> None:
     else:
         out.print(f"{result.destination}: {result.sent} sent, {result.pending} still queued")
     if not result.ok:
-        from backupctl.errors import BackupctlError
-
         raise BackupctlError(f"audit repository {result.destination} unreachable: {result.error}",
                              hint="the records stay queued and are sent, in order, when it answers")
