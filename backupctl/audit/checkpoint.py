@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backupctl.audit.log import ChainReport, audit_dir, log_path, verify_chain
+from backupctl.audit.log import ChainReport, audit_dir, last_state, log_path
 from backupctl.errors import BackupctlError, IntegrityError, SignatureInvalid
 from backupctl.fsutil import atomic_write_bytes
 
@@ -59,11 +59,11 @@ class Checkpoint:
                    host=str(body["host"]), key_id=str(signature.get("key_id")), where=where)
 
 
-def make_document(config: Config, chain: ChainReport) -> dict[str, Any]:
+def make_document(config: Config, count: int, last_hash: str) -> dict[str, Any]:
     from backupctl.signing import load_signing_key, signature_document
 
     key = load_signing_key(config.signing_key)
-    body = {"kind": "backupctl-audit-checkpoint", "count": chain.count, "last_hash": chain.last_hash,
+    body = {"kind": "backupctl-audit-checkpoint", "count": count, "last_hash": last_hash,
             "time": datetime.now(UTC).isoformat(timespec="seconds"), "host": socket.gethostname(),
             "log": str(log_path(config.state_dir))}
     return {"checkpoint": body, "signature": signature_document(key, _canonical(body))}
@@ -87,11 +87,11 @@ def _bucket(config: Config) -> Bucket:
 
 def write_checkpoint(config: Config) -> dict[str, Any]:
     """Sign the log's current state; keep it locally and, when configured, as a locked S3 version."""
-    chain = verify_chain(log_path(config.state_dir))
-    doc = make_document(config, chain)
+    count, last_hash = last_state(log_path(config.state_dir))
+    doc = make_document(config, count, last_hash)
     data = json.dumps(doc, indent=1, sort_keys=True).encode("utf-8")
     atomic_write_bytes(audit_dir(config.state_dir) / LOCAL_NAME, data, mode=0o600)
-    result: dict[str, Any] = {"count": chain.count, "last_hash": chain.last_hash, "local": True, "s3": None}
+    result: dict[str, Any] = {"count": count, "last_hash": last_hash, "local": True, "s3": None}
     if config.settings.audit.checkpoint_target is not None:
         result["s3"] = _put_s3(config, doc["checkpoint"], data)
     return result

@@ -154,6 +154,24 @@ def _count_lines(fd: int) -> int:
     return count
 
 
+def last_state(log: Path) -> tuple[int, str]:
+    """(count, hash of the last line) read from the log's end: what a checkpoint seals, without a full read."""
+    try:
+        fd = os.open(log, os.O_RDONLY)
+    except FileNotFoundError:
+        return 0, GENESIS
+    try:
+        last = _last_line(fd)
+        if not last:
+            return 0, GENESIS
+        try:
+            return Record.parse(last).seq, line_hash(last)
+        except ValueError:
+            return _count_lines(fd), line_hash(last)
+    finally:
+        os.close(fd)
+
+
 def read_lines(log: Path) -> list[bytes]:
     """Every line of the log, without newlines ([] when there is no log yet)."""
     try:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from backupctl.audit.dicom import audit_message
-from backupctl.audit.log import Record, audit_dir, log_path, read_lines
+from backupctl.audit.log import Record, audit_dir, log_path
 from backupctl.fsutil import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -135,19 +135,45 @@ def _cursor_path(config: Config) -> Path:
     return audit_dir(config.state_dir) / CURSOR_NAME
 
 
-def read_cursor(config: Config) -> int:
+def read_cursor(config: Config) -> tuple[int, int]:
+    """(last record delivered, byte offset just after it in the log)."""
     try:
-        return int(json.loads(_cursor_path(config).read_bytes())["seq"])
+        data = json.loads(_cursor_path(config).read_bytes())
+        return int(data["seq"]), int(data.get("offset", 0))
     except FileNotFoundError:
-        return 0
+        return 0, 0
     except (ValueError, KeyError, TypeError):
         log.warning("audit forward cursor unreadable: every record is sent again")
-        return 0
+        return 0, 0
 
 
-def _write_cursor(config: Config, record: Record) -> None:
-    atomic_write_bytes(_cursor_path(config), json.dumps({"seq": record.seq, "hash": record.hash}).encode(),
-                       mode=0o600)
+def _write_cursor(config: Config, record: Record, offset: int) -> None:
+    data = {"seq": record.seq, "hash": record.hash, "offset": offset}
+    atomic_write_bytes(_cursor_path(config), json.dumps(data).encode(), mode=0o600)
+
+
+def _queued(path: Path, done: int, offset: int) -> list[tuple[Record, int]]:
+    """The records after `done`, each with the offset just after its line; read from `offset` when that
+    still points at the record after `done` (a long log is not read again from its start)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return []
+    found: list[tuple[Record, int]] = []
+    position = offset
+    for line in data.split(b"\n")[:-1]:     # a line still being written has no newline yet
+        position += len(line) + 1
+        try:
+            record = Record.parse(line)
+        except ValueError:
+            continue
+        if record.seq > done:
+            found.append((record, position))
+    if offset and data and (not found or found[0][0].seq != done + 1):
+        return _queued(path, done, 0)     # the log changed under the cursor: find the place by number
+    return found
 
 
 def forward_pending(config: Config) -> ForwardResult | None:
@@ -168,15 +194,8 @@ def forward_pending(config: Config) -> ForwardResult | None:
 
 def _forward_locked(config: Config, url: str) -> ForwardResult:
     result = ForwardResult(url)
-    done = read_cursor(config)
-    queue: list[Record] = []
-    for line in read_lines(log_path(config.state_dir)):
-        try:
-            record = Record.parse(line)
-        except ValueError:
-            continue
-        if record.seq > done:
-            queue.append(record)
+    done, offset = read_cursor(config)
+    queue = _queued(log_path(config.state_dir), done, offset)
     result.pending, result.last_seq = len(queue), done
     if not queue:
         return result
@@ -185,18 +204,18 @@ def _forward_locked(config: Config, url: str) -> ForwardResult:
     except (OSError, ssl.SSLError, ValueError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
         return result
-    last: Record | None = None
+    last: tuple[Record, int] | None = None
     try:
-        for record in queue:
+        for record, end in queue:
             connection.send(message_of(config, record))
-            last = record
+            last = (record, end)
             result.sent += 1
     except (OSError, ssl.SSLError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
         connection.close()
         if last is not None:
-            _write_cursor(config, last)
-            result.last_seq = last.seq
+            _write_cursor(config, *last)
+            result.last_seq = last[0].seq
     result.pending -= result.sent
     return result
