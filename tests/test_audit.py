@@ -426,3 +426,15 @@ def test_udp_and_tcp_destinations_and_the_syslog_export(small: Config, capsys: p
         assert all(m.startswith(b"<") for m in receiver.messages)
     finally:
         receiver.close()
+
+
+def test_the_checkpoint_target_must_be_an_s3_target(tmp_path: Path):
+    from backupctl.errors import ConfigError
+
+    config = make_installation(tmp_path)
+    config.path.write_text(config.path.read_text() + '\n[audit]\ncheckpoint_target = "offline"\n')
+    with pytest.raises(ConfigError, match="audit.checkpoint_target: expected the name of an s3 target"):
+        load_config(config.path)
+    config.path.write_text(config.path.read_text().replace('"offline"\n', '"offline"\nforward = "http://x:1"\n'))
+    with pytest.raises(ConfigError, match="audit.forward"):
+        load_config(config.path)
