@@ -26,7 +26,7 @@ OUTCOME_OF_EXIT = {0: "ok", 2: "refused", 3: "partial", 130: "interrupted"}
 ID_PARAMS = {"job": "job", "snapshot": "snapshot", "target": "target", "drill": "drill", "name": "name",
              "kind": "kind", "label": "label", "copy": "copy", "copy_from": "copy", "study": "studies",
              "studies": "studies", "from_target": "copy", "since": "since", "action": "filter_action"}
-PATIENT_PARAMS = ("patient", "patient_id", "patients", "accession", "accession_number")
+PATIENT_PARAMS = ("patient", "patient_id", "patients", "patient_name", "accession", "accession_number")
 # commands that only read the catalog: no signed checkpoint after them (it costs a key load and an S3 PUT)
 READ_ONLY = {"snapshots", "runs", "status", "list", "show", "check", "metrics", "copies", "demo"}
 
