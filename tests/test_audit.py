@@ -4,6 +4,7 @@ a real rsyslog survives its outage, and neither the repository password nor a pa
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import threading
@@ -68,6 +69,14 @@ def test_every_command_outcome_is_recorded_at_the_cli_edge(small: Config, capsys
     assert (refused.outcome, refused.ids.get("job"), refused.details["error"]) == ("refused", "no-such-job",
                                                                                     "ConfigError")
     assert by_action["restore"].outcome == "refused"
+    # a broken configuration still leaves its record in the state folder the file names
+    text = small.path.read_text()
+    small.path.write_text(text + "\n[no_such_section]\nx = 1\n")
+    assert run_cli(capsys, small, "snapshots")[0] == 2
+    broken = Record.parse(lines_of(small)[-1])
+    assert (broken.action, broken.outcome, broken.details["config"]) == ("snapshots", "refused", "invalid")
+    small.path.write_text(text)
+    records = [Record.parse(line) for line in lines_of(small)]
     assert [r.seq for r in records] == list(range(1, len(records) + 1))
     assert verify_chain(log_path(small.state_dir)).ok
     assert oct(log_path(small.state_dir).stat().st_mode & 0o777) == "0o600"
@@ -265,6 +274,10 @@ def test_the_dicom_audit_message_parses_and_carries_the_required_fields(action: 
         assert patients[0].find("ParticipantObjectIDTypeCode").get("csd-code") == "2"
     if action == "find":
         assert root.find("ParticipantObjectIdentification/ParticipantObjectQuery") is not None
+    if action == "security alert":
+        detail = root.find("ParticipantObjectIdentification/ParticipantObjectDetail")
+        assert detail is not None and detail.get("type") == "Alert Description"
+        assert base64.b64decode(detail.get("value")).decode() == "too many"
     if action in ("security alert", "audit verify"):
         assert root.find("EventIdentification/EventTypeCode") is not None or action == "audit verify"
         assert root.find("ParticipantObjectIdentification").get("ParticipantObjectTypeCodeRole") == "13"

@@ -112,7 +112,9 @@ def _object(parent: ET.Element, object_id: str, type_code: str, role: str, id_ty
     if name:
         ET.SubElement(element, "ParticipantObjectName").text = name
     for key, value in (details or {}).items():
-        ET.SubElement(element, "ParticipantObjectDetail", {"type": key, "value": value})
+        # the schema types a detail's value as base64Binary
+        ET.SubElement(element, "ParticipantObjectDetail",
+                      {"type": key, "value": base64.b64encode(value.encode("utf-8")).decode("ascii")})
     return element
 
 
