@@ -274,6 +274,9 @@ def test_the_dicom_audit_message_parses_and_carries_the_required_fields(action: 
         assert patients[0].find("ParticipantObjectIDTypeCode").get("csd-code") == "2"
     if action == "find":
         assert root.find("ParticipantObjectIdentification/ParticipantObjectQuery") is not None
+    if action in ("replicate", "restore"):            # Export and Import name the media
+        media = [p for p in root.findall("ActiveParticipant") if p.find("MediaIdentifier") is not None]
+        assert [m.get("UserID") for m in media] == ["vault"]
     if action == "security alert":
         detail = root.find("ParticipantObjectIdentification/ParticipantObjectDetail")
         assert detail is not None and detail.get("type") == "Alert Description"

@@ -93,6 +93,9 @@ def _code(parent: ET.Element, tag: str, code: Code) -> ET.Element:
                                        "originalText": code.meaning})
 
 
+MEDIA_URI = Code("110037", "URI")
+
+
 def _participant(parent: ET.Element, user: str, *, requestor: bool, role: Code, host: str | None = None,
                  alternative: str | None = None) -> None:
     attrs = {"UserID": user, "UserIsRequestor": "true" if requestor else "false"}
@@ -100,7 +103,11 @@ def _participant(parent: ET.Element, user: str, *, requestor: bool, role: Code, 
         attrs["AlternativeUserID"] = alternative
     if host:
         attrs.update(NetworkAccessPointID=host, NetworkAccessPointTypeCode="1")
-    _code(ET.SubElement(parent, "ActiveParticipant", attrs), "RoleIDCode", role)
+    element = ET.SubElement(parent, "ActiveParticipant", attrs)
+    _code(element, "RoleIDCode", role)
+    if role in (ROLE_SOURCE_MEDIA, ROLE_DESTINATION_MEDIA):
+        # Export and Import name the media; a backup target is reached by its URI (a mount or a bucket)
+        _code(ET.SubElement(element, "MediaIdentifier"), "MediaType", MEDIA_URI)
 
 
 def _object(parent: ET.Element, object_id: str, type_code: str, role: str, id_type: Code,
@@ -177,8 +184,12 @@ def _objects(root: ET.Element, record: Record, event: Event, log_uri: str) -> No
         return
     if event.objects == "query":
         query = " ".join(f"{k}={v}" for k, v in sorted(record.ids.items()) if k != "patient")
-        element = _object(root, "1.2.840.10008.5.1.4.1.2.2.1", "2", "3", SOP_CLASS_UID)
-        ET.SubElement(element, "ParticipantObjectQuery").text = base64.b64encode(query.encode()).decode()
+        element = _object(root, "1.2.840.10008.5.1.4.1.2.2.1", "2", "3", SOP_CLASS_UID,
+                          details={"TransferSyntax": "1.2.840.10008.1.2"})
+        # the schema orders the query before the details
+        query_element = ET.Element("ParticipantObjectQuery")
+        query_element.text = base64.b64encode(query.encode()).decode()
+        element.insert(1, query_element)
     if event.objects in ("data", "query"):
         for study in record.ids.get("studies", []) or []:
             _object(root, str(study), "2", "3", STUDY_UID)
@@ -199,9 +210,10 @@ REQUIRED = {
     AUDIT_LOG_USED.code: ["ParticipantObjectIdentification/ParticipantObjectName"],
     SECURITY_ALERT.code: ["EventIdentification/EventTypeCode", "ParticipantObjectIdentification"],
     USER_AUTHENTICATION.code: ["EventIdentification/EventTypeCode"],
-    QUERY.code: ["ParticipantObjectIdentification/ParticipantObjectQuery"],
-    EXPORT.code: ["ParticipantObjectIdentification"],
-    IMPORT.code: ["ParticipantObjectIdentification"],
+    QUERY.code: ["ParticipantObjectIdentification/ParticipantObjectQuery",
+                 "ParticipantObjectIdentification/ParticipantObjectDetail"],
+    EXPORT.code: ["ParticipantObjectIdentification", "ActiveParticipant/MediaIdentifier/MediaType"],
+    IMPORT.code: ["ParticipantObjectIdentification", "ActiveParticipant/MediaIdentifier/MediaType"],
     INSTANCES_TRANSFERRED.code: ["ParticipantObjectIdentification"],
     BEGIN_TRANSFERRING.code: ["ParticipantObjectIdentification"],
     INSTANCES_ACCESSED.code: ["ParticipantObjectIdentification"],
