@@ -375,8 +375,10 @@ def test_neither_the_password_nor_a_patient_id_is_written_anywhere(tmp_path: Pat
         assert patient not in everything
     lookup = audit_records(config)[-1]
     assert lookup.action == "find" and len(lookup.ids["patient"]) == 64
-    actions = [r.action for r in audit_records(config)]
-    assert {"backup run", "restore", "media init"} <= set(actions)
+    by_action = {r.action: r for r in audit_records(config)}
+    assert {"backup run", "restore", "media init"} <= set(by_action)
+    made = by_action["backup run"].ids["snapshot"]          # the snapshot the backup made, noted by the action
+    assert len(made) == 64 and by_action["restore"].ids["snapshot"] == made    # `latest`, resolved
 
 
 # the demo's audit key ------------------------------------------------------------------------------------

@@ -26,6 +26,21 @@ PATIENT_KEYS = ("patient", "patient_id", "patients", "accession", "accession_num
 _SECRET_WORDS = ("password", "secret", "token", "credential", "passphrase")
 
 
+_notes: dict[str, Any] = {}
+
+
+def note(**ids: Any) -> None:
+    """What an action learned that its arguments did not say (the snapshot a backup made, the id `latest`
+    resolved to): the CLI edge adds it to the command's record."""
+    _notes.update({k: v for k, v in ids.items() if v is not None})
+
+
+def take_notes() -> dict[str, Any]:
+    taken = dict(_notes)
+    _notes.clear()
+    return taken
+
+
 def record(config: Config, action: str, outcome: str, *, actor: str | None = None,
            details: dict[str, Any] | None = None, **ids: Any) -> Record | None:
     """Write one audit record (and what follows from it); None when the log cannot be written (logged).

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from backupctl.audit import take_notes
 from backupctl.errors import BackupctlError
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class CommandWatch:
     def __init__(self, command: Any) -> None:
         self.leaf: Any = None            # the click Context of the command that ran
         self.error: BaseException | None = None
+        take_notes()                     # notes of an earlier command in this process are not this one's
         self._wrap(command)
 
     def _wrap(self, command: Any) -> None:
@@ -73,7 +75,7 @@ class CommandWatch:
                 out["to_pacs"] = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
             elif key in ID_PARAMS and isinstance(value, str | int | list | tuple):
                 out[ID_PARAMS[key]] = list(value) if isinstance(value, list | tuple) else value
-        return out
+        return {**out, **take_notes()}
 
     def config_path(self) -> Path | None:
         """The --config of this run (the root context's), not a global left over from an earlier run."""
