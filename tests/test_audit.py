@@ -456,3 +456,46 @@ def test_the_checkpoint_target_must_be_an_s3_target(tmp_path: Path):
     config.path.write_text(config.path.read_text().replace('"offline"\n', '"offline"\nforward = "http://x:1"\n'))
     with pytest.raises(ConfigError, match="audit.forward"):
         load_config(config.path)
+
+
+# concurrency and interruption ----------------------------------------------------------------------------
+
+
+def test_appends_from_several_processes_keep_one_unbroken_chain(tmp_path: Path):
+    import subprocess
+    import sys
+
+    log = tmp_path / "state" / "audit" / "audit.log"
+    script = ("import sys\nfrom pathlib import Path\nfrom backupctl.audit.log import append\n"
+              "for i in range(25):\n"
+              "    append(Path(sys.argv[1]), f'writer {sys.argv[2]}', 'ok', actor='t', ids={'i': i})\n")
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(log), str(n)], stdin=subprocess.DEVNULL)
+               for n in range(4)]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0, 0, 0]
+    chain = verify_chain(log)
+    assert chain.ok, chain.broken
+    assert chain.count == 100
+    per_writer = {}
+    for line in read_lines(log):
+        record = Record.parse(line)
+        per_writer.setdefault(record.action, []).append(record.ids["i"])
+    assert all(order == list(range(25)) for order in per_writer.values()) and len(per_writer) == 4
+
+
+@pytest.mark.slow
+def test_an_interrupted_backup_is_recorded_as_interrupted(installation: Config, tmp_path: Path):
+    import signal
+
+    from tests.helpers import wait_for
+    from tests.test_interrupts import _big_source, _packs_written, _restic_child, _start_backup
+
+    _big_source(installation, tmp_path)
+    proc = _start_backup(installation)
+    wait_for(lambda: _restic_child(proc.pid), what="restic to start")
+    wait_for(lambda: _packs_written(installation), what="restic to write a pack")
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    last = Record.parse(lines_of(installation)[-1])
+    assert (last.action, last.outcome, last.ids["job"]) == ("backup run", "interrupted", "pacs")
+    assert last.details["error"] in ("Interrupted", "Terminated", "KeyboardInterrupt")
