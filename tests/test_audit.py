@@ -499,3 +499,21 @@ def test_an_interrupted_backup_is_recorded_as_interrupted(installation: Config, 
     last = Record.parse(lines_of(installation)[-1])
     assert (last.action, last.outcome, last.ids["job"]) == ("backup run", "interrupted", "pacs")
     assert last.details["error"] in ("Interrupted", "Terminated", "KeyboardInterrupt")
+
+
+def test_audit_show_filters_by_time_action_and_actor(small: Config, capsys: pytest.CaptureFixture[str]):
+    run_cli(capsys, small, "snapshots", "--json")
+    run_cli(capsys, small, "backup", "run", "no-such-job")
+    audit.record(small, "restore", "ok", actor="console:alice", snapshot="beef0001")
+
+    def shown(*args: str) -> list[dict]:
+        code, out = run_cli(capsys, small, "audit", "show", "--json", *args)
+        assert code == 0
+        return json.loads(out)["records"]
+
+    assert [r["action"] for r in shown("--action", "backup")] == ["backup run"]
+    assert [r["ids"]["snapshot"] for r in shown("--actor", "console:alice")] == ["beef0001"]
+    assert len(shown("--since", "1h")) >= 4
+    assert shown("--since", "2999-01-01") == []
+    assert all(len(r["hash"]) == 64 for r in shown())
+    assert run_cli(capsys, small, "audit", "show", "--since", "yesterday-ish")[0] == 2
