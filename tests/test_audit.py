@@ -69,6 +69,11 @@ def test_every_command_outcome_is_recorded_at_the_cli_edge(small: Config, capsys
     assert (refused.outcome, refused.ids.get("job"), refused.details["error"]) == ("refused", "no-such-job",
                                                                                     "ConfigError")
     assert by_action["restore"].outcome == "refused"
+    # help and a bare group did nothing, so they leave nothing
+    count = len(lines_of(small))
+    run_cli(capsys, small, "audit")
+    run_cli(capsys, small, "restore", "--help")
+    assert len(lines_of(small)) == count
     # a broken configuration still leaves its record in the state folder the file names
     text = small.path.read_text()
     small.path.write_text(text + "\n[no_such_section]\nx = 1\n")

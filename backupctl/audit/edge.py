@@ -54,6 +54,8 @@ class CommandWatch:
         command.invoke = invoke
 
     def action(self) -> str | None:
+        if type(self.error).__name__ == "NoArgsIsHelpError":
+            return None                  # a bare group showed its help: nothing was done
         ctx = self.leaf if self.leaf is not None else getattr(self.error, "ctx", None)
         if ctx is None:
             return None
