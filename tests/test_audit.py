@@ -169,6 +169,40 @@ def test_a_cut_tail_is_caught_against_the_s3_checkpoint(tmp_path: Path, moto_eng
     assert f"records {sealed - 2} to {sealed} missing" in report["broken"]
 
 
+def _rechain(lines: list[bytes]) -> list[bytes]:
+    """What an attacker holding the host does after editing a record: recompute every `prev` after it."""
+    import hashlib
+
+    out: list[bytes] = []
+    for line in lines:
+        data = json.loads(line)
+        data["prev"] = hashlib.sha256(out[-1]).hexdigest() if out else "0" * 64
+        out.append(json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
+    return out
+
+
+def test_a_rewritten_and_resealed_history_is_caught_against_every_checkpoint(
+        tmp_path: Path, moto_engine: Engine, capsys: pytest.CaptureFixture[str]):  # noqa: F811
+    text = CONFIG_TEXT + s3_target_toml(moto_engine, unique_bucket("audit")) + \
+        '\n[audit]\ncheckpoint_target = "vault"\n'
+    config = make_installation(tmp_path, ArchiveSpec(patients=1, studies_per_patient=1, series_per_study=1,
+                                                     instances_per_series=1, rows=8, columns=8, seed=5),
+                               config_text=text)
+    assert run_cli(capsys, config, "target", "init", "vault")[0] == 0
+    for _ in range(3):
+        run_cli(capsys, config, "unlock")
+    lines = lines_of(config)
+    lines[2] = lines[2].replace(b'"actor":"', b'"actor":"nobody-', 1)
+    write_lines(config, _rechain(lines))
+    (config.state_dir / "audit" / "checkpoint.json").unlink()
+    assert verify_chain(log_path(config.state_dir)).ok
+    run_cli(capsys, config, "unlock")           # seals the rewritten log, signed with the host's key
+    code, report = _verify_json(capsys, config, "--all-checkpoints")
+    assert code == 1 and report["s3_checkpoint"]["checked"] >= 4
+    assert "was rewritten: its hash differs from the checkpoint" in report["broken"]
+    assert report["broken_record"] == 3 and report["broken"].startswith("record 3 (or one before it)")
+
+
 # anomaly rules -------------------------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,34 +123,38 @@ def local_checkpoint(config: Config) -> dict[str, Any] | None:
 
 @dataclass
 class S3Finding:
-    checkpoint: Checkpoint | None
+    checkpoint: Checkpoint | None                        # the one with the highest count
     hidden: int              # versions hidden behind delete markers (someone tried to remove them)
     versions: int
+    checked: list[Checkpoint] = field(default_factory=list)   # every one read (all of them with every_one)
 
 
-def latest_s3_checkpoint(config: Config) -> S3Finding:
-    """The checkpoint with the highest count among every stored version (delete markers do not hide one)."""
+def latest_s3_checkpoint(config: Config, *, every_one: bool = False) -> S3Finding:
+    """The checkpoint with the highest count among every stored version (delete markers do not hide one);
+    with `every_one`, every stored checkpoint is read and its signature checked too."""
     from backupctl.signing import load_verify_key
 
     bucket = _bucket(config)
-    prefix = s3_prefix()
-    best: tuple[int, str, str] | None = None
-    versions = hidden = 0
+    found: list[tuple[int, str, str]] = []
+    hidden = 0
     with bucket.call("ListObjectVersions (audit checkpoints)"):
         paginator = bucket.client.get_paginator("list_object_versions")
-        for page in paginator.paginate(Bucket=bucket.name, Prefix=prefix):
+        for page in paginator.paginate(Bucket=bucket.name, Prefix=s3_prefix()):
             hidden += sum(1 for m in page.get("DeleteMarkers", []) if m.get("IsLatest"))
             for version in page.get("Versions", []):
                 match = _KEY_RE.search(version["Key"])
-                if not match:
-                    continue
-                versions += 1
-                candidate = (int(match.group(1)), version["Key"], version["VersionId"])
-                if best is None or candidate[:2] > best[:2]:
-                    best = candidate
-    if best is None:
-        return S3Finding(None, hidden, versions)
-    _, key, version_id = best
+                if match:
+                    found.append((int(match.group(1)), version["Key"], version["VersionId"]))
+    if not found:
+        return S3Finding(None, hidden, 0)
+    found.sort()
+    trusted = load_verify_key(config.signing_key)
+    chosen = found if every_one else found[-1:]
+    checked = [_read_checkpoint(bucket, key, version_id, trusted) for _, key, version_id in chosen]
+    return S3Finding(checked[-1], hidden, len(found), checked)
+
+
+def _read_checkpoint(bucket: Bucket, key: str, version_id: str, trusted: Any) -> Checkpoint:
     with bucket.call(f"GetObject {key}"):
         body = bucket.client.get_object(Bucket=bucket.name, Key=key, VersionId=version_id)["Body"].read()
     where = f"s3://{bucket.name}/{key}?versionId={version_id}"
@@ -158,7 +162,7 @@ def latest_s3_checkpoint(config: Config) -> S3Finding:
         doc = json.loads(body)
     except ValueError:
         raise IntegrityError(f"audit checkpoint {where} is not JSON") from None
-    return S3Finding(Checkpoint.from_document(doc, load_verify_key(config.signing_key), where), hidden, versions)
+    return Checkpoint.from_document(doc, trusted, where)
 
 
 def compare(chain: ChainReport, cp: Checkpoint) -> str | None:

@@ -42,7 +42,10 @@ def _checkpoint_dict(cp: Checkpoint) -> dict[str, Any]:
             "where": cp.where, "signature_ok": True}
 
 
-def verify_audit(config: Config, *, use_s3: bool = True) -> AuditVerifyReport:
+def verify_audit(config: Config, *, use_s3: bool = True, every_checkpoint: bool = False) -> AuditVerifyReport:
+    """The chain, then the checkpoints. The latest S3 checkpoint covers every record before it (through the
+    chain); `every_checkpoint` also holds the log against each older one, which catches a log rewritten
+    and re-chained by someone who could also sign (the key lives on the host)."""
     path = log_path(config.state_dir)
     chain = verify_chain(path)
     report = AuditVerifyReport(log=str(path), records=chain.count, last_hash=chain.last_hash, chain_ok=chain.ok)
@@ -72,7 +75,7 @@ def verify_audit(config: Config, *, use_s3: bool = True) -> AuditVerifyReport:
                                "checkpoint, which whoever cut the log could remove too")
     elif use_s3:
         try:
-            found = latest_s3_checkpoint(config)
+            found = latest_s3_checkpoint(config, every_one=every_checkpoint)
         except BackupctlError as exc:
             report.problems.append(f"S3 checkpoints: {exc.one_line()}")
             return report
@@ -80,8 +83,9 @@ def verify_audit(config: Config, *, use_s3: bool = True) -> AuditVerifyReport:
             report.problems.append("no audit checkpoint in the S3 bucket (none written yet, or the wrong bucket)")
         else:
             report.s3_checkpoint = {**_checkpoint_dict(found.checkpoint), "versions": found.versions,
-                                    "hidden_by_delete_markers": found.hidden}
-            _hold_against(report, chain, found.checkpoint)
+                                    "checked": len(found.checked), "hidden_by_delete_markers": found.hidden}
+            for cp in found.checked:
+                _hold_against(report, chain, cp)
         if found.hidden:
             report.problems.append(f"{found.hidden} audit checkpoint(s) in S3 hidden behind delete markers: "
                                    "someone tried to remove them")

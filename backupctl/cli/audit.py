@@ -38,6 +38,9 @@ def parse_since(text: str | None) -> datetime | None:
 @app.command("verify")
 def verify(
     offline: Annotated[bool, typer.Option("--offline", help="Skip the S3 checkpoints (no network).")] = False,
+    every_checkpoint: Annotated[bool, typer.Option(
+        "--all-checkpoints", help="Hold the log against every checkpoint in S3, not only the latest: catches a "
+                                  "history rewritten and re-signed on this host.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Check the hash chain, the signed checkpoints and the latest checkpoint in the Object Lock bucket; name
@@ -45,7 +48,7 @@ def verify(
     from backupctl.audit.verify import verify_audit
 
     config = common.load()
-    report = verify_audit(config, use_s3=not offline)
+    report = verify_audit(config, use_s3=not offline, every_checkpoint=every_checkpoint)
     if json_output:
         print_json(report.as_dict())
     else:
