@@ -444,8 +444,8 @@ def test_the_demo_audit_step_verifies_forwards_and_catches_a_tampered_copy(tmp_p
     assert result["ok"], result
     assert result["forwarded"] == result["records"] >= 5
     assert result["checkpoint_in_s3"] and result["chain_verified"]
-    assert "record 2 was altered" in result["tampered_copy_detected"]
-    assert {"restore", "backup run", "unlock"} <= set(result["actions"])
+    assert result["tampered_copy_caught"] and "record 2 was altered" in result["details"]["tampered_copy"]
+    assert {"restore", "backup run", "unlock"} <= set(result["details"]["actions"])
 
 
 def test_udp_and_tcp_destinations_and_the_syslog_export(small: Config, capsys: pytest.CaptureFixture[str]):

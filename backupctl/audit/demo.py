@@ -54,18 +54,15 @@ def step_audit(ctx: Any) -> dict[str, Any]:
     broken = verify_chain(copy)
     actions = [json.loads(line)["action"] for line in lines]
     s3 = report.s3_checkpoint
-    result = {
+    # scalars first: `backupctl demo` prints a step's top-level numbers and flags as its line
+    result: dict[str, Any] = {
         "records": len(lines),
-        "actions": actions,
-        "exit_codes": codes,
         "chain_verified": report.chain_ok,
-        "verified": report.ok,
         "checkpoint_in_s3": bool(s3 and s3.get("signature_ok") and s3.get("count", 0) > 0),
-        "s3_checkpoint": s3,
         "forwarded": len(receiver.messages),
-        "receiver": receiver.url,
-        "tampered_copy_detected": broken.broken,
-        "problems": report.problems,
+        "tampered_copy_caught": not broken.ok,
+        "details": {"actions": actions, "exit_codes": codes, "verified": report.ok, "s3_checkpoint": s3,
+                    "receiver": receiver.url, "tampered_copy": broken.broken, "problems": report.problems},
     }
     result["ok"] = (report.ok and codes == [0, 0, 2, 0] and result["forwarded"] == len(lines)
                     and not broken.ok and (s3 is not None or "[targets.vault]" not in text))
