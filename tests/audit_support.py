@@ -24,6 +24,7 @@ class TestCA:
     ca_cert: Path
     server_cert: Path
     server_key: Path
+    client_pem: Path       # a client certificate and its key in one PEM (ATNA node authentication)
 
 
 def make_ca(folder: Path, host: str = "127.0.0.1") -> TestCA:
@@ -50,7 +51,17 @@ def make_ca(folder: Path, host: str = "127.0.0.1") -> TestCA:
                            critical=False)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    paths = TestCA(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = (x509.CertificateBuilder()
+              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "backupctl-test-node")]))
+              .issuer_name(ca_name).public_key(client_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+              .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    paths = TestCA(folder / "ca.pem", folder / "server.pem", folder / "server.key", folder / "client.pem")
+    paths.client_pem.write_bytes(client.public_bytes(serialization.Encoding.PEM) + client_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    paths.client_pem.chmod(0o600)
     paths.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     paths.server_key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -74,7 +85,7 @@ global(workDirectory="{work}" maxMessageSize="64k"
        DefaultNetstreamDriver="gtls"
        DefaultNetstreamDriverCAFile="{ca}" DefaultNetstreamDriverCertFile="{cert}"
        DefaultNetstreamDriverKeyFile="{key}")
-module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
+module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="{auth}")
 input(type="imtcp" address="127.0.0.1" port="{port}")
 template(name="audit" type="string" string="%app-name% %msgid% %procid% %msg%\\n")
 action(type="omfile" file="{out}" template="audit")
@@ -85,7 +96,7 @@ class Rsyslog:
     """rsyslogd in the foreground with its own config, work folder and pid file; the port stays the same
     across stop and start, as a real repository's does."""
 
-    def __init__(self, folder: Path, ca: TestCA) -> None:
+    def __init__(self, folder: Path, ca: TestCA, auth: str = "anon") -> None:
         self.folder, self.ca = folder, ca
         self.port = free_port()
         self.out = folder / "received.log"
@@ -93,7 +104,7 @@ class Rsyslog:
         self.work.mkdir(parents=True, exist_ok=True)
         self.conf = folder / "rsyslog.conf"
         self.conf.write_text(CONFIG.format(work=self.work, ca=ca.ca_cert, cert=ca.server_cert, key=ca.server_key,
-                                           port=self.port, out=self.out))
+                                           port=self.port, out=self.out, auth=auth))
         self.pidfile = folder / "rsyslogd.pid"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -374,6 +374,31 @@ def test_records_queue_while_the_receiver_is_down_and_arrive_in_order(tmp_path: 
     assert outcomes == ["0", "4", "0"]          # runs ok, backup run refused, audit show ok
 
 
+@needs_rsyslog
+def test_a_repository_that_requires_node_authentication_gets_the_client_certificate(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    ca = make_ca(tmp_path / "ca")
+    receiver = Rsyslog(tmp_path / "rsyslog", ca, auth="x509/certvalid")
+    base = f'forward = "{receiver.url}"\nca_bundle = "{ca.ca_cert}"'
+    config = make_installation(tmp_path / "site", config_text=audit_text(CONFIG_TEXT, base))
+    receiver.start()
+    try:
+        assert run_cli(capsys, config, "snapshots", "--json")[0] == 0
+        code, out = run_cli(capsys, config, "audit", "forward", "--json")
+        refused = json.loads(out)
+        assert code == 1 and refused["sent"] == 0 and refused["pending"] == 2   # no client certificate
+        assert receiver.lines() == []
+        config.path.write_text(audit_text(CONFIG_TEXT, f'{base}\nclient_cert = "{ca.client_pem}"'))
+        code, out = run_cli(capsys, config, "audit", "forward", "--json")
+        result = json.loads(out)
+        assert code == 0 and result["sent"] >= 2 and result["pending"] == 0
+        written = audit_records(load_config(config.path))
+        received = receiver.wait_for(len(written))
+    finally:
+        receiver.stop()
+    assert [line.split()[0] for line in received] == ["backupctl"] * len(written)
+
+
 # no secrets, no patient identifiers ----------------------------------------------------------------------
 
 

@@ -94,14 +94,26 @@ class Connection:
         else:
             self.sock.sendall(octet_counted(message))
 
-    def close(self) -> None:
+    def confirm(self) -> None:
+        """Raise OSError unless the receiver took what was sent: TLS 1.3 finishes the handshake before the
+        server has checked our certificate, so a refused connection still accepts our writes. Closing the
+        stream and waiting for the receiver to close its side proves it read up to our end (for TLS, our
+        close_notify; a refusal arrives as an alert or a broken pipe instead)."""
+        if self.dest.scheme == "udp":
+            return
         try:
             if isinstance(self.sock, ssl.SSLSocket):
                 self.sock.unwrap()
-        except (OSError, ValueError):
-            pass
-        finally:
-            self.sock.close()
+            else:
+                self.sock.shutdown(socket.SHUT_WR)
+                self.sock.recv(1)
+        except ssl.SSLEOFError:
+            pass          # the receiver closed after reading our close_notify, without one of its own
+        except TimeoutError:
+            pass          # a receiver that keeps the connection open: nothing more can be known
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def connect(config: Config) -> Connection:
@@ -205,17 +217,23 @@ def _forward_locked(config: Config, url: str) -> ForwardResult:
         result.error = f"{type(exc).__name__}: {exc}"
         return result
     last: tuple[Record, int] | None = None
+    sent = 0
     try:
         for record, end in queue:
             connection.send(message_of(config, record))
             last = (record, end)
-            result.sent += 1
+            sent += 1
+        connection.confirm()
     except (OSError, ssl.SSLError) as exc:
+        # nothing of this connection is known to have arrived: all of it stays queued (sent again later,
+        # perhaps twice, never out of order)
         result.error = f"{type(exc).__name__}: {exc}"
+        last, sent = None, 0
     finally:
         connection.close()
-        if last is not None:
-            _write_cursor(config, *last)
-            result.last_seq = last[0].seq
-    result.pending -= result.sent
+    if last is not None:
+        _write_cursor(config, *last)
+        result.last_seq = last[0].seq
+    result.sent = sent
+    result.pending -= sent
     return result
