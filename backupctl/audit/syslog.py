@@ -31,6 +31,7 @@ BOM = b"\xef\xbb\xbf"
 MSGID = "IHE+RFC-3881"        # IHE ITI-20: the MSGID of a syslog message carrying a DICOM audit message
 FACILITY_AUTHPRIV = 10
 CURSOR_NAME = "forward.cursor"
+CONFIRM_SECONDS = 2.0      # how long a receiver may take to close after our end of the stream
 
 
 def syslog_message(record: Record, xml: str, app: str = "backupctl") -> bytes:
@@ -101,6 +102,7 @@ class Connection:
         close_notify; a refusal arrives as an alert or a broken pipe instead)."""
         if self.dest.scheme == "udp":
             return
+        self.sock.settimeout(CONFIRM_SECONDS)
         try:
             if isinstance(self.sock, ssl.SSLSocket):
                 self.sock.unwrap()
