@@ -389,6 +389,9 @@ def test_a_repository_that_requires_node_authentication_gets_the_client_certific
         assert code == 1 and refused["sent"] == 0 and refused["pending"] == 2   # no client certificate
         assert receiver.lines() == []
         config.path.write_text(audit_text(CONFIG_TEXT, f'{base}\nclient_cert = "{ca.client_pem}"'))
+        ca.client_pem.chmod(0o644)                  # its private key readable by others: refused
+        assert run_cli(capsys, config, "audit", "forward", "--json")[0] == 2
+        ca.client_pem.chmod(0o600)
         code, out = run_cli(capsys, config, "audit", "forward", "--json")
         result = json.loads(out)
         assert code == 0 and result["sent"] >= 2 and result["pending"] == 0

@@ -116,10 +116,14 @@ def forward(config: Config, *, force: bool = False) -> Any:
             return None
     except FileNotFoundError:
         pass
+    from backupctl.errors import BackupctlError
+
     try:
         result = forward_pending(config)
-    except OSError as exc:
-        log.warning("audit forwarding failed: %s", exc)
+    except (OSError, BackupctlError) as exc:
+        if force:
+            raise
+        log.warning("audit forwarding failed: %s", exc.one_line() if isinstance(exc, BackupctlError) else exc)
         return None
     if result is not None and result.error:
         log.warning("audit records queued (%d), %s unreachable: %s", result.pending, result.destination,

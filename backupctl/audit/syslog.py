@@ -119,11 +119,15 @@ class Connection:
 
 
 def connect(config: Config) -> Connection:
+    from backupctl.secrets import check_private_file
+
     cfg = config.settings.audit
     assert cfg.forward is not None
+    client_cert = config.resolve(cfg.client_cert) if cfg.client_cert else None
+    if client_cert is not None:
+        check_private_file(client_cert, "audit client certificate (with its key)")
     return Connection(Destination.parse(cfg.forward),
-                      ca_file=config.resolve(cfg.ca_bundle) if cfg.ca_bundle else None,
-                      client_cert=config.resolve(cfg.client_cert) if cfg.client_cert else None)
+                      ca_file=config.resolve(cfg.ca_bundle) if cfg.ca_bundle else None, client_cert=client_cert)
 
 
 def message_of(config: Config, record: Record) -> bytes:
