@@ -92,6 +92,19 @@ def test_every_command_outcome_is_recorded_at_the_cli_edge(small: Config, capsys
     assert change.action == "config change" and change.details["changed"] == ["jobs/pacs.toml"]
 
 
+def test_a_command_that_crashes_is_still_recorded(small: Config, monkeypatch: pytest.MonkeyPatch):
+    from backupctl.cli import common, run
+
+    def bug() -> Config:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(common, "load", bug)   # fault injection: a programming error inside a command
+    with pytest.raises(RuntimeError):
+        run(["--config", str(small.path), "--quiet", "snapshots", "--json"])
+    last = Record.parse(lines_of(small)[-1])
+    assert (last.action, last.outcome, last.details["error"]) == ("snapshots", "failed", "RuntimeError")
+
+
 # tampering -----------------------------------------------------------------------------------------------
 
 

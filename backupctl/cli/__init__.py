@@ -90,8 +90,14 @@ def run(argv: list[str] | None = None) -> int:
     recorded in the audit log here, the one place all of them pass (backupctl.audit.edge)."""
     command = typer.main.get_command(app)
     watch = CommandWatch(command)
-    code = _dispatch(command, argv, watch)
-    watch.finish(code)
+    code = 1
+    try:
+        code = _dispatch(command, argv, watch)
+    except BaseException as exc:   # a bug's traceback follows, after its record
+        watch.error = watch.error or exc
+        raise
+    finally:
+        watch.finish(code)
     return code
 
 
