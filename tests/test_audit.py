@@ -597,3 +597,16 @@ def test_audit_show_filters_by_time_action_and_actor(small: Config, capsys: pyte
     assert shown("--since", "2999-01-01") == []
     assert all(len(r["hash"]) == 64 for r in shown())
     assert run_cli(capsys, small, "audit", "show", "--since", "yesterday-ish")[0] == 2
+
+
+def test_clear_patient_ids_only_where_the_repository_is_cleared_for_them(tmp_path: Path):
+    from backupctl.signing import load_signing_key, patient_hash
+
+    default = make_installation(tmp_path / "a")
+    audit.record(default, "find", "ok", patient="SYN-PATIENT-1", password_file="x")
+    stored = audit_records(default)[-1].ids
+    key = load_signing_key(default.signing_key).patient_hash_key()
+    assert stored == {"patient": patient_hash(key, "SYN-PATIENT-1")}      # the catalog's pseudonym; no secret
+    cleared = make_installation(tmp_path / "b", config_text=audit_text(CONFIG_TEXT, "include_patient_ids = true"))
+    audit.record(cleared, "find", "ok", patient="SYN-PATIENT-1")
+    assert audit_records(cleared)[-1].ids == {"patient": "SYN-PATIENT-1"}
