@@ -267,6 +267,31 @@ class SmtpConfig(Strict):
     timeout_seconds: float = Field(default=30, gt=0)
 
 
+class AuditRules(Strict):
+    """Anomaly rules evaluated as audit records are written; each match is a Security Alert (docs/audit.md)."""
+
+    watched: list[str] = ["restore", "find", "lookup"]    # words of actions that read patient data
+    working_hours: str = Field(default="07:00-19:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
+    working_days: list[int] = [1, 2, 3, 4, 5]             # ISO weekdays, 1 = Monday
+    timezone: str = "UTC"
+    max_per_hour: int = Field(default=20, ge=1)           # watched actions by one actor in an hour
+    max_failed_auth_per_hour: int = Field(default=3, ge=1)
+    alert_actions: list[str] = ["key export", "kit export"]
+    enabled: bool = True
+
+
+class AuditConfig(Strict):
+    """The tamper-evident audit log: checkpoints in S3, forwarding to an ATNA repository (docs/audit.md)."""
+
+    checkpoint_target: str | None = None      # an s3 target whose Object Lock bucket keeps signed checkpoints
+    forward: str | None = Field(default=None, pattern=r"^(tls|tcp|udp)://[^/\s:]+:\d{1,5}$")
+    ca_bundle: Path | None = None             # CA of the receiver (tls://); default: the system's
+    client_cert: Path | None = None           # PEM with certificate and key, where the repository wants mTLS
+    include_patient_ids: bool = False         # only for a repository cleared for them; else HMAC pseudonyms
+    site: str = "backupctl"                   # AuditEnterpriseSiteID of the DICOM audit messages
+    rules: AuditRules = AuditRules()
+
+
 class Settings(Strict):
     catalog: CatalogConfig = CatalogConfig()
     staging: StagingConfig = StagingConfig()
@@ -277,6 +302,7 @@ class Settings(Strict):
     scheduler: SchedulerConfig = SchedulerConfig()
     notify: NotifyConfig = NotifyConfig()     # defaults for every job and drill; their [notify] overrides
     smtp: SmtpConfig | None = None
+    audit: AuditConfig = AuditConfig()
 
     @field_validator("targets")
     @classmethod
@@ -565,6 +591,9 @@ def collect_config(path: Path | None = None, secrets: bool = False) -> tuple[Con
             errors += [f"{where}: scratch: {problem}" for problem in
                        scratch_overlaps(base / drill.scratch.expanduser(), base, settings, jobs)]
     errors += _email_without_smtp(path, settings, jobs, drills)
+    checkpoint = settings.audit.checkpoint_target
+    if checkpoint is not None and not isinstance(settings.targets.get(checkpoint), S3TargetConfig):
+        errors.append(f"{display}: audit.checkpoint_target: expected the name of an s3 target (got '{checkpoint}')")
     config = Config(path, settings, jobs, drills)
     # the rule every secret reader applies (0600/0400, the user's own), checked now rather than at 2 a.m.
     if secrets:
