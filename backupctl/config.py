@@ -264,6 +264,27 @@ class SmtpConfig(Strict):
     timeout_seconds: float = Field(default=30, gt=0)
 
 
+class ReportConfig(Strict):
+    """The drill report's header and its scheduled delivery (`[report]`)."""
+
+    site: str | None = None                  # shown in the report's header, e.g. "St. Mary's Hospital, PACS"
+    owner: str | None = None                 # who answers for the backups, e.g. "IT operations, J. Smith"
+    period_days: float = Field(default=30, gt=0)   # a scheduled report covers the drills of this many days
+    schedule: str | None = None              # cron: when the report is made and mailed
+    timezone: str = "UTC"
+    email_to: list[str] = []                 # managers who receive it (through [smtp])
+    pdf: bool = True                         # print a PDF beside the HTML with Debian's chromium
+
+    @model_validator(mode="after")
+    def _cron(self) -> ReportConfig:
+        if self.schedule is not None:
+            try:
+                validate_cron(self.schedule, self.timezone)
+            except ValueError as exc:
+                raise ValueError(f"schedule: expected {exc}") from None
+        return self
+
+
 class Settings(Strict):
     catalog: CatalogConfig = CatalogConfig()
     staging: StagingConfig = StagingConfig()
@@ -274,6 +295,7 @@ class Settings(Strict):
     scheduler: SchedulerConfig = SchedulerConfig()
     notify: NotifyConfig = NotifyConfig()     # defaults for every job and drill; their [notify] overrides
     smtp: SmtpConfig | None = None
+    report: ReportConfig = ReportConfig()
 
     @field_validator("targets")
     @classmethod
@@ -362,6 +384,7 @@ class Job(Strict):
     retention: Retention = Retention()
     tags: list[str] = []
     expected_interval_hours: float | None = Field(default=None, gt=0)
+    rpo_hours: float | None = Field(default=None, gt=0)   # the newest snapshot may be this old at most
     notify: NotifyConfig | None = None
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
@@ -390,6 +413,7 @@ class Drill(Strict):
     studies: list[str] = []
     depth: Literal["hash", "dicom", "pacs"] = "dicom"
     rto_minutes: float = Field(default=60, gt=0)
+    rpo_hours: float | None = Field(default=None, gt=0)   # restored data this old at most; default: the job's
     schedule: str | None = None
     timezone: str = "UTC"
     scratch: Path | None = None              # default: <state>/scratch; never inside a job's source

@@ -191,17 +191,22 @@ def report(
     fmt: Annotated[str, typer.Option("--format", "-f", help="html, json or md.")] = "html",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: html under "
                                                 "<state>/reports, json/md to stdout).")] = None,
-    verify: Annotated[Path | None, typer.Option("--verify", help="Check a report's SHA-256 and signature.")] = None,
-    public_key: Annotated[Path | None, typer.Option("--public-key", help="Trusted .pub for --verify "
-                                                    "(default: the .pub beside the signing key).")] = None,
+    verify: Annotated[Path | None, typer.Option("--verify", help="Check a report file: its .sig beside it and the "
+                                                "signature inside it. Needs no configuration with --public-key.")]
+    = None,
+    public_key: Annotated[Path | None, typer.Option("--public-key", help="Trusted public key (PEM) for --verify "
+                                                    "(default: the .pub beside the configured signing key).")]
+    = None,
+    json_output: JsonOpt = False,
 ) -> None:
-    """A signed report of the drills: HTML (charts, no network needed), JSON or Markdown."""
+    """A signed report of the drills: HTML (charts, no network needed), JSON or Markdown. A report written to
+    a file gets a detached signature (FILE.sig) and the public key (PEM) beside it, checkable with openssl."""
     from backupctl.catalog import open_catalog
+    from backupctl.drills.publish import publish
     from backupctl.drills.report import FORMATS, report_data, signed_report
-    from backupctl.fsutil import atomic_write_bytes
 
     if verify is not None:
-        _verify(verify, public_key)
+        _verify(verify, public_key, json_output)
         return
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
@@ -211,7 +216,7 @@ def report(
 
     key = signing_key(config)
     with open_catalog(config.catalog_path) as catalog:
-        data = report_data(catalog, since=bound, key_id=key.key_id)
+        data = report_data(catalog, since=bound, key=key.verify_key)
     content = signed_report(data, fmt, key)
     if output is None and fmt == "html":
         stamp = data["generated"][:19].replace("-", "").replace(":", "")
@@ -220,24 +225,30 @@ def report(
         sys.stdout.buffer.write(content)
         sys.stdout.flush()
         return
-    atomic_write_bytes(output, content)
-    out.print(f"wrote {output} ({len(data['drills'])} drill(s), signed with key {key.key_id})")
+    published = publish(output, content, key)
+    if json_output:
+        print_json({"ok": True, "drills": len(data["drills"]), **published.as_dict()})
+        return
+    out.print(f"wrote {output} ({len(data['drills'])} drill(s)), its signature {published.signature.name} and the "
+              f"public key {published.public_key}")
+    out.print(f"key {published.key_id}, SHA-256 fingerprint {published.fingerprint}")
+    out.print(f"check with: {published.openssl_command()}")
 
 
-def _verify(path: Path, public_key: Path | None) -> None:
-    from backupctl.drills.report import verify_report
+def _verify(path: Path, public_key: Path | None, json_output: bool) -> None:
+    from backupctl.drills.publish import verify_file
     from backupctl.signing import load_verify_key
 
-    try:
-        content = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     if public_key is not None:
         trusted = load_verify_key(public_key)
     else:
         from backupctl.verify.snapshot_manifest import trusted_key
 
         trusted = trusted_key(common.load())
-    checked = verify_report(content, trusted)
-    out.print(f"{path}: signature OK ({checked.format}, SHA-256 {checked.sha256}, key {checked.key_id}"
-              + (f", generated {checked.generated}" if checked.generated else "") + ")")
+    checked = verify_file(path, trusted)
+    if json_output:
+        print_json({"ok": True, **checked.as_dict()})
+        return
+    how = " and ".join(w for w, ok in (("detached .sig", checked.detached), ("embedded", checked.embedded)) if ok)
+    out.print(f"{path}: signature OK ({checked.format}, {how}; key {checked.key_id}, SHA-256 fingerprint "
+              f"{checked.fingerprint}" + (f", generated {checked.generated}" if checked.generated else "") + ")")

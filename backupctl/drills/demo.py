@@ -3,13 +3,14 @@ offline disk), then the signed HTML report, checked back with the public key."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 from backupctl.actions.drill import run_drill
 from backupctl.catalog import open_catalog
 from backupctl.config import load_config
-from backupctl.drills.report import report_data, signed_report, verify_report
-from backupctl.fsutil import atomic_write_bytes
+from backupctl.drills.publish import publish, verify_file
+from backupctl.drills.report import report_data, signed_report
 from backupctl.verify.snapshot_manifest import signing_key
 
 if TYPE_CHECKING:
@@ -47,12 +48,11 @@ def step_drill(ctx: DemoContext) -> dict[str, Any]:
     result = run_drill(config, DEMO_DRILL, ctx.progress, seed=7)
     key = signing_key(config)
     with open_catalog(config.catalog_path) as catalog:
-        content = signed_report(report_data(catalog, key_id=key.key_id), "html", key)
-    path = config.state_dir / "reports" / "drills.html"
-    atomic_write_bytes(path, content)
-    checked = verify_report(path.read_bytes(), key.verify_key)
+        content = signed_report(report_data(catalog, key=key.verify_key), "html", key)
+    published = publish(config.state_dir / "reports" / "drills.html", content, key)
+    checked = verify_file(published.report, key.verify_key)
     return {
-        "ok": result.passed, "from": copy, "run_id": result.run_id,
+        "ok": result.passed and checked.detached and checked.embedded, "from": copy, "run_id": result.run_id,
         "snapshot": (result.snapshot_id or "")[:8], "files": result.files, "bytes": result.bytes,
         "phases": {p.name: round(p.seconds, 3) for p in result.phases if p.status != "skipped"},
         "seconds": round(result.recovery_seconds or 0.0, 3),
@@ -60,5 +60,8 @@ def step_drill(ctx: DemoContext) -> dict[str, Any]:
         "rto_minutes": result.rto_seconds / 60, "rto_met": result.rto_met,
         "checks": {c.name: c.status for c in result.checks},
         "failures": result.first_failures(), "scratch_removed": result.scratch_removed,
-        "report": str(path), "report_sha256": checked.sha256, "report_signed_by": checked.key_id,
+        "report": str(published.report), "signature": str(published.signature),
+        "public_key": str(published.public_key), "key_fingerprint_sha256": published.fingerprint,
+        "report_sha256": hashlib.sha256(content).hexdigest(), "report_signed_by": checked.key_id,
+        "report_verified": checked.detached and checked.embedded,
     }

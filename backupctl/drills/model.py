@@ -135,6 +135,10 @@ class DrillResult:
     rto_seconds: float
     snapshot_id: str | None = None
     snapshot_time: str | None = None
+    rpo_seconds: float | None = None
+    job_newest_snapshot_id: str | None = None      # the job's newest snapshot in the catalog at the drill
+    job_newest_snapshot_time: str | None = None
+    copy_newest_snapshot_time: str | None = None   # the job's newest snapshot in the drilled copy
     phases: list[Phase] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
