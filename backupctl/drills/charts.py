@@ -62,6 +62,12 @@ def percent_text(share: float) -> str:
     return f"{pct:.{digits}f} %"
 
 
+def _decade_text(decade: int) -> str:
+    """A grid line's label: 0.01 %, 0.1 %, 1 %, 10 %, 100 %, 1000 %."""
+    places = max(0, -(decade + 2))
+    return f"{10.0 ** (decade + 2):.{places}f} %"
+
+
 def compared_seconds(d: dict[str, Any]) -> float | None:
     """The recovery time the RTO is held to: a sampled drill's estimate for the whole snapshot, else measured."""
     if d.get("rto_basis") == "estimate" and d.get("estimated_full_seconds") is not None:
@@ -146,7 +152,7 @@ def _panel(name: str, series: list[dict[str, Any]], total: int, share: dict[int,
         y = py(10.0 ** decade)
         out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#e3e3e3"/>'
                    f'<text class="tick" x="{left - 6}" y="{y + 3.5:.1f}" text-anchor="end" {SMALL} fill="#444">'
-                   f'{percent_text(10.0 ** decade)}</text>')
+                   f'{_decade_text(decade)}</text>')
     target = py(1.0)
     out.append(f'<line class="rto-target" x1="{left}" y1="{target:.1f}" x2="{left + plot_w}" y2="{target:.1f}" '
                f'stroke="{MISSED}" stroke-dasharray="5 3"/>')
