@@ -273,7 +273,7 @@ class ReportConfig(Strict):
     schedule: str | None = None              # cron: when the report is made and mailed
     timezone: str = "UTC"
     email_to: list[str] = []                 # managers who receive it (through [smtp])
-    pdf: bool = True                         # print a PDF beside the HTML with Debian's chromium
+    pdf: bool | None = None                  # a PDF beside the HTML (chromium): true = required, unset = if installed
 
     @model_validator(mode="after")
     def _cron(self) -> ReportConfig:

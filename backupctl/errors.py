@@ -195,6 +195,10 @@ class DrillFailed(BackupctlError):
         self.drill_id = drill_id
 
 
+class ReportPrintError(BackupctlError):
+    """A drill report could not be printed to PDF (no chromium, or chromium failed)."""
+
+
 class CatalogError(BackupctlError):
     """The catalog cannot be opened, migrated or read."""
 

@@ -157,7 +157,7 @@ def test_rto_chart_every_mark_inside_its_plot_and_distinguishable(tmp_path: Path
             above = y < target
             assert above == (seconds > rto), (name, seconds)        # a missed RTO is above the line
         # the panel's title carries the latest figure in words: nothing is only on hover
-        title = next(t.text for t in panel.iter(f"{SVG}text") if t.attrib.get("font-weight") == "600")
+        title = "".join(next(t for t in panel.iter(f"{SVG}text") if t.attrib.get("class") == "panel-title").itertext())
         assert title.startswith(f"{name}: RTO ") and "% of the RTO" in title
     assert all(a[1] < b[0] for a, b in zip(boxes, boxes[1:], strict=False))               # panels apart
     # the same 5 s reads differently against a 6 s and an 8 h target: far apart on the shared scale
@@ -234,3 +234,53 @@ def test_a_drill_from_a_copy_that_lags_the_job_is_a_warning_in_the_report(tmp_pa
     assert drill["warnings"] and "copy 'offline' lagged the job's newest snapshot" in drill["warnings"][0]
     assert drill["rpo_met"] is True and math.isclose(drill["rpo_seconds"], 24 * 3600)
     assert "1 warning(s)" in data["verdict"]
+
+
+# PDF and the printed page -------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_pdf_beside_the_html_has_the_verdict_on_page_one_and_verifies(reporting: Config, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cli(reporting, "drill", "report", "--pdf", "-o", str(out / "drills.html"), check=True)
+    pdf = out / "drills.pdf"
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    first = subprocess.run(["pdftotext", "-f", "1", "-l", "1", str(pdf), "-"], capture_output=True, text=True,
+                           check=True).stdout
+    assert "1 of 3 drill(s) did not pass or meet their targets" in " ".join(first.split())
+    assert "St. Example PACS" in first and "IT operations" in first
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    width, height = map(float, re.search(r"Page size:\s+([\d.]+) x ([\d.]+) pts", info).groups())
+    assert width <= 612 and height <= 842            # Letter or A4, portrait
+    key = next(out.glob("report-key-*.pem"))
+    assert _openssl(out, key.name, "drills.pdf").returncode == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    checked = _backupctl_in(empty, "drill", "report", "--verify", str(pdf), "--public-key", str(key))
+    assert checked.returncode == 0 and "pdf, detached .sig" in checked.stdout
+
+
+@pytest.mark.slow
+def test_printed_page_holds_every_table_and_chart(reporting: Config, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with open_catalog(reporting.catalog_path) as catalog:
+        for name, rto, times in TARGETS:
+            for seconds in times:
+                record_drill(catalog, f"{name}-with-a-long-drill-name-as-sites-write-them", passed=seconds <= rto,
+                             seconds=seconds, rto=rto)
+    page_file = tmp_path / "drills.html"
+    cli(reporting, "drill", "report", "--no-pdf", "-o", str(page_file), check=True)
+    printable = 700        # A4 (210 mm) and Letter (216 mm) less 12 mm margins, in CSS px
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": printable, "height": 1000})
+            page.emulate_media(media="print")
+            page.goto(page_file.as_uri())
+            widest = page.evaluate("Math.max(...[...document.querySelectorAll('table, svg.chart')]"
+                                   ".map(e => e.getBoundingClientRect().right))")
+            scroll = page.evaluate("document.documentElement.scrollWidth")
+        finally:
+            browser.close()
+    assert widest <= printable and scroll <= printable

@@ -197,11 +197,14 @@ def report(
     public_key: Annotated[Path | None, typer.Option("--public-key", help="Trusted public key (PEM) for --verify "
                                                     "(default: the .pub beside the configured signing key).")]
     = None,
+    pdf: Annotated[bool | None, typer.Option("--pdf/--no-pdf", help="Also print an HTML report to PDF beside it "
+                                             "(chromium, headless) [default: [report] pdf]")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """A signed report of the drills: HTML (charts, no network needed), JSON or Markdown. A report written to
     a file gets a detached signature (FILE.sig) and the public key (PEM) beside it, checkable with openssl."""
     from backupctl.catalog import open_catalog
+    from backupctl.drills.pdf import wants_pdf
     from backupctl.drills.publish import publish
     from backupctl.drills.report import FORMATS, report_data, signed_report
 
@@ -215,8 +218,9 @@ def report(
     from backupctl.verify.snapshot_manifest import signing_key
 
     key = signing_key(config)
+    settings = config.settings.report
     with open_catalog(config.catalog_path) as catalog:
-        data = report_data(catalog, since=bound, key=key.verify_key)
+        data = report_data(catalog, since=bound, key=key.verify_key, site=settings.site, owner=settings.owner)
     content = signed_report(data, fmt, key)
     if output is None and fmt == "html":
         stamp = data["generated"][:19].replace("-", "").replace(":", "")
@@ -225,12 +229,16 @@ def report(
         sys.stdout.buffer.write(content)
         sys.stdout.flush()
         return
-    published = publish(output, content, key)
+    if pdf and fmt != "html":
+        raise UsageError("--pdf prints the HTML report", hint="drop --pdf or use --format html")
+    published = publish(output, content, key, pdf=fmt == "html" and wants_pdf(settings.pdf if pdf is None else pdf))
     if json_output:
         print_json({"ok": True, "drills": len(data["drills"]), **published.as_dict()})
         return
     out.print(f"wrote {output} ({len(data['drills'])} drill(s)), its signature {published.signature.name} and the "
               f"public key {published.public_key}")
+    if published.pdf:
+        out.print(f"printed {published.pdf} and signed it ({published.pdf.name}.sig)")
     out.print(f"key {published.key_id}, SHA-256 fingerprint {published.fingerprint}")
     out.print(f"check with: {published.openssl_command()}")
 

@@ -93,7 +93,7 @@ def rto_panels(drills: Sequence[dict[str, Any]], width: int = WIDTH) -> str:
     names = list(dict.fromkeys(d["name"] for d in sorted(points, key=lambda d: d["name"])))
     share = {d["id"]: compared_seconds(d) / d["rto_seconds"] for d in points}  # type: ignore[operator]
     low, high = share_scale(list(share.values()))
-    left, right, legend_h, title_h, plot_h, axis_h = 64, 16, 26, 20, 96, 18
+    left, right, legend_h, title_h, plot_h, axis_h = 64, 16, 26, 34, 96, 18
     plot_w = width - left - right
     panel_h = title_h + plot_h + axis_h + 8
     height = legend_h + panel_h * len(names)
@@ -110,16 +110,18 @@ def rto_panels(drills: Sequence[dict[str, Any]], width: int = WIDTH) -> str:
     return "".join(out)
 
 
-def _rto_legend(x: int) -> str:
-    y = 14
-    return (f'<circle cx="{x + 5}" cy="{y - 4}" r="{POINT_R}" fill="{MET}"/>'
-            f'<text x="{x + 14}" y="{y}" {FONT} fill="#333">measured (whole snapshot)</text>'
-            f'<circle cx="{x + 185}" cy="{y - 4}" r="{POINT_R}" fill="#fff" stroke="{ESTIMATE}" stroke-width="2"/>'
-            f'<text x="{x + 194}" y="{y}" {FONT} fill="#333">estimated from a sample</text>'
-            f'<circle cx="{x + 355}" cy="{y - 4}" r="{POINT_R}" fill="{MISSED}"/>'
-            f'<text x="{x + 364}" y="{y}" {FONT} fill="#333">RTO missed</text>'
-            f'<line x1="{x + 450}" y1="{y - 4}" x2="{x + 476}" y2="{y - 4}" stroke="{MISSED}" stroke-dasharray="5 3"/>'
-            f'<text x="{x + 482}" y="{y}" {FONT} fill="#333">RTO (100 %)</text>')
+def _rto_legend(x0: int) -> str:
+    y, x, parts = 14, float(x0), []
+    for mark, text in ((f'<circle cx="{{x}}" cy="{y - 4}" r="{POINT_R}" fill="{MET}"/>', "measured (whole snapshot)"),
+                       (f'<circle cx="{{x}}" cy="{y - 4}" r="{POINT_R}" fill="#fff" stroke="{ESTIMATE}" '
+                        f'stroke-width="2"/>', "estimated from a sample"),
+                       (f'<circle cx="{{x}}" cy="{y - 4}" r="{POINT_R}" fill="{MISSED}"/>', "RTO missed"),
+                       (f'<path d="M{{left}},{y - 4}h20" stroke="{MISSED}" stroke-dasharray="5 3"/>', "RTO (100 %)")):
+        wide = 20 if mark.startswith("<path") else 10
+        parts.append(mark.format(x=f"{x + 5:.1f}", left=f"{x:.1f}"))
+        parts.append(f'<text x="{x + wide + 4:.1f}" y="{y}" {FONT} fill="#333">{escape(text)}</text>')
+        x += wide + 4 + 6.8 * len(text) + 18
+    return "".join(parts)
 
 
 def _panel(name: str, series: list[dict[str, Any]], total: int, share: dict[int, float], top: int, left: int,
@@ -128,11 +130,12 @@ def _panel(name: str, series: list[dict[str, Any]], total: int, share: dict[int,
     rto = float(last["rto_seconds"])
     latest = share[last["id"]]
     state = "missed" if last.get("rto_met") is False else "met" if last.get("rto_met") else "not measured"
-    title = (f"{name}: RTO {duration_text(rto)}; latest #{last['id']} {duration_text(compared_seconds(last))}"
-             f"{' (estimate)' if last.get('rto_basis') == 'estimate' else ''} = {percent_text(latest)} of the "
-             f"RTO, {state}")
+    heading = f"{name}: RTO {duration_text(rto)}"
+    figures = (f"latest #{last['id']}: {duration_text(compared_seconds(last))}"
+               f"{' (estimate)' if last.get('rto_basis') == 'estimate' else ''} = {percent_text(latest)} of the "
+               f"RTO, {state}")
     if total > len(series):
-        title += f" (last {len(series)} of {total} drills)"
+        figures += f" (last {len(series)} of {total} drills shown)"
     plot_top = top + title_h
 
     def py(value: float) -> float:
@@ -145,7 +148,8 @@ def _panel(name: str, series: list[dict[str, Any]], total: int, share: dict[int,
         return left + step * (i + 0.5)
 
     out = [f'<g class="rto-panel" data-drill="{escape(name)}">',
-           f'<text x="{left}" y="{top + 13}" {FONT} font-weight="600" fill="#222">{escape(title)}</text>',
+           f'<text class="panel-title" x="{left}" y="{top + 13}" {FONT} fill="#222"><tspan font-weight="600">'
+           f'{escape(heading)}</tspan><tspan x="{left}" dy="15" {SMALL} fill="#444">{escape(figures)}</tspan></text>',
            f'<rect class="plot" x="{left}" y="{plot_top}" width="{plot_w}" height="{plot_h}" fill="#fafafa" '
            f'stroke="#ccc"/>']
     for decade in range(math.ceil(low), math.floor(high) + 1):

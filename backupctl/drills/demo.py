@@ -1,5 +1,6 @@
 """The demo's `drill` step: a whole-snapshot drill from the immutable S3 copy (or, without one, from the
-offline disk), then the signed HTML report, checked back with the public key."""
+offline disk), then the signed HTML report and its PDF (when chromium is installed), each with a detached
+signature and the public key beside them, checked back with the public key."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from backupctl.actions.drill import run_drill
 from backupctl.catalog import open_catalog
 from backupctl.config import load_config
+from backupctl.drills.pdf import wants_pdf
 from backupctl.drills.publish import publish, verify_file
 from backupctl.drills.report import report_data, signed_report
 from backupctl.verify.snapshot_manifest import signing_key
@@ -49,8 +51,9 @@ def step_drill(ctx: DemoContext) -> dict[str, Any]:
     key = signing_key(config)
     with open_catalog(config.catalog_path) as catalog:
         content = signed_report(report_data(catalog, key=key.verify_key), "html", key)
-    published = publish(config.state_dir / "reports" / "drills.html", content, key)
+    published = publish(config.state_dir / "reports" / "drills.html", content, key, pdf=wants_pdf(None))
     checked = verify_file(published.report, key.verify_key)
+    pdf_checked = verify_file(published.pdf, key.verify_key) if published.pdf else None
     return {
         "ok": result.passed and checked.detached and checked.embedded, "from": copy, "run_id": result.run_id,
         "snapshot": (result.snapshot_id or "")[:8], "files": result.files, "bytes": result.bytes,
@@ -61,7 +64,10 @@ def step_drill(ctx: DemoContext) -> dict[str, Any]:
         "checks": {c.name: c.status for c in result.checks},
         "failures": result.first_failures(), "scratch_removed": result.scratch_removed,
         "report": str(published.report), "signature": str(published.signature),
+        "pdf": str(published.pdf) if published.pdf else None,
+        "pdf_signature": str(published.pdf_signature) if published.pdf_signature else None,
         "public_key": str(published.public_key), "key_fingerprint_sha256": published.fingerprint,
         "report_sha256": hashlib.sha256(content).hexdigest(), "report_signed_by": checked.key_id,
         "report_verified": checked.detached and checked.embedded,
+        "pdf_verified": pdf_checked.detached if pdf_checked else None,
     }

@@ -69,12 +69,20 @@ def export_public_key(folder: Path, key: VerifyKey) -> Path:
     return path
 
 
-def publish(path: Path, content: bytes, key: SigningKey) -> Published:
-    """Write the report, its detached signature and the public key beside it."""
+def publish(path: Path, content: bytes, key: SigningKey, *, pdf: bool = False) -> Published:
+    """Write the report, its detached signature and the public key beside it; with `pdf` (an HTML report),
+    also the PDF printed from it (same name, `.pdf`) and its signature."""
     atomic_write_bytes(path, content)
     sig = sign_file(path, content, key)
     pem = export_public_key(path.parent, key.verify_key)
-    return Published(path, sig, pem, fingerprint(key.verify_key), key.key_id)
+    published = Published(path, sig, pem, fingerprint(key.verify_key), key.key_id)
+    if pdf:
+        from backupctl.drills.pdf import print_pdf
+
+        printed = print_pdf(path, path.with_suffix(".pdf"))
+        published.pdf = printed
+        published.pdf_signature = sign_file(printed, printed.read_bytes(), key)
+    return published
 
 
 @dataclass

@@ -110,7 +110,7 @@ def recovery_point(d: dict[str, Any]) -> dict[str, Any]:
     lag = None
     if copy_newest and job_newest and _when(copy_newest) < _when(job_newest):
         lag = (_when(job_newest) - _when(copy_newest)).total_seconds()
-        warnings.append(f"copy '{d['copy']}' lagged the job's newest snapshot by {duration_text(lag)}: its newest "
+        warnings.append(f"copy '{d['copy']}' lagged the job's newest snapshot by {hours_text(lag)}: its newest "
                         f"was of {_short_time(copy_newest)}, the job's {(d.get('job_newest_snapshot_id') or '')[:8]} "
                         f"of {_short_time(job_newest)}")
     return {"restored_age_seconds": restored_age, "job_newest_age_seconds": newest_age,
@@ -481,7 +481,7 @@ def _drill_table(drills: list[dict[str, Any]]) -> str:
             f"<code>{escape((d.get('snapshot_id') or '-')[:8])}</code>, {escape(d['scope'])}, "
             f"{escape(d['depth'])}</span></td>",
             f'<td class="{"ok" if ok else "bad"}">{verdict(d)}'
-            + (' <span class="warn">(warning)</span>' if d["warnings"] else "") + "</td>",
+            + ('<br><span class="warn">warning</span>' if d["warnings"] else "") + "</td>",
             f'<td>{escape(recovery_text(d))}<br><span class="{rto_css}">{escape(rto_text(d))}</span></td>',
             f'<td><span class="{rpo_css}">{escape(rpo_text(d))}</span></td>',
             f'<td class="num">{minutes(d.get("first_study_seconds"))}</td>',
