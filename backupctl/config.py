@@ -610,8 +610,11 @@ def _email_without_smtp(path: Path, settings: Settings, jobs: dict[str, Job], dr
     wanting = [(_display(path), settings.notify)]
     wanting += [(_display(path.parent / settings.paths.jobs / f"{n}.toml"), j.notify) for n, j in jobs.items()]
     wanting += [(_display(path.parent / settings.paths.drills / f"{n}.toml"), d.notify) for n, d in drills.items()]
-    return [f"{where}: notify.email_to: needs an [smtp] section in {path.name}"
-            for where, notify in wanting if notify is not None and notify.email_to]
+    problems = [f"{where}: notify.email_to: needs an [smtp] section in {path.name}"
+                for where, notify in wanting if notify is not None and notify.email_to]
+    if settings.report.email_to:
+        problems.append(f"{_display(path)}: report.email_to: needs an [smtp] section in {path.name}")
+    return problems
 
 
 def _load_dir(folder: Path, model: type[Job] | type[Drill], errors: list[str]) -> dict[str, Any]:
