@@ -195,8 +195,8 @@ class DrillFailed(BackupctlError):
         self.drill_id = drill_id
 
 
-class ReportPrintError(BackupctlError):
-    """A drill report could not be printed to PDF (no chromium, or chromium failed)."""
+class ReportError(BackupctlError):
+    """A drill report could not be printed to PDF (no chromium, chromium failed) or mailed."""
 
 
 class CatalogError(BackupctlError):

@@ -126,7 +126,7 @@ def test_report_html_opens_in_chromium_with_its_charts_and_verifies(site: Site, 
             bar_rows = page.locator("svg.phase-chart rect.bar").count()
             points = page.locator("svg.rto-chart circle.rto-point").count()
             missed_points = page.locator("svg.rto-chart circle.rto-point.missed").count()
-            targets = page.locator("svg.rto-chart polyline.rto-target").count()
+            targets = page.locator("svg.rto-chart line.rto-target").count()   # one RTO line per drill panel
             table_rows = page.locator("table.drills tbody tr").count()
             chart_box = page.locator("svg.rto-chart").bounding_box()
             failure_text = page.locator(".failure", has_text="report-tight").first.inner_text()

@@ -53,7 +53,8 @@ def test_openssl_alone_verifies_a_report_and_refuses_an_edited_one(reporting: Co
                                                                     fmt: str) -> None:
     out = tmp_path / "out"
     report = out / f"drills.{fmt}"
-    done = cli(reporting, "drill", "report", "--format", fmt, "-o", str(report), check=True)
+    no_pdf = ["--no-pdf"] if fmt == "html" else []
+    done = cli(reporting, "drill", "report", "--format", fmt, "-o", str(report), *no_pdf, check=True)
     keys = list(out.glob("report-key-*.pem"))
     assert len(keys) == 1 and (out / f"drills.{fmt}.sig").stat().st_size == 64    # a raw Ed25519 signature
     # the fingerprint shown is the one openssl computes from the exported key
@@ -79,7 +80,7 @@ def _backupctl_in(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_verify_with_a_public_key_needs_no_configuration(reporting: Config, tmp_path: Path) -> None:
     out = tmp_path / "auditor"
-    cli(reporting, "drill", "report", "-o", str(out / "drills.html"), check=True)
+    cli(reporting, "drill", "report", "--no-pdf", "-o", str(out / "drills.html"), check=True)
     key = next(out.glob("report-key-*.pem"))
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -101,7 +102,7 @@ def test_verify_with_a_public_key_needs_no_configuration(reporting: Config, tmp_
     # another installation's key is refused
     other = generate_key(tmp_path / "other" / "signing.key")
     (tmp_path / "other.pem").write_bytes(Path(str(other.path) + ".pub").read_bytes())
-    cli(reporting, "drill", "report", "-o", str(out / "again.html"), check=True)
+    cli(reporting, "drill", "report", "--no-pdf", "-o", str(out / "again.html"), check=True)
     assert_one_line_error(_backupctl_in(empty, "drill", "report", "--verify", str(out / "again.html"),
                                         "--public-key", str(tmp_path / "other.pem")), 1, "does not verify")
     # without a key and without a configuration: one line saying what is missing
@@ -284,3 +285,52 @@ def test_printed_page_holds_every_table_and_chart(reporting: Config, tmp_path: P
         finally:
             browser.close()
     assert widest <= printable and scroll <= printable
+
+
+# mailed -------------------------------------------------------------------------------------------------------
+
+
+def test_mailed_report_arrives_with_files_openssl_verifies(reporting: Config, tmp_path: Path) -> None:
+    import email
+    from email import policy
+
+    from backupctl.config import load_config
+    from backupctl.progress import NullProgress
+    from backupctl.scheduler.daemon import wanted_schedules
+    from backupctl.scheduler.kinds import run_chain
+    from tests.scheduler.test_sched_notify import SmtpSink
+
+    sink = SmtpSink()
+    try:
+        with reporting.path.open("a") as fh:
+            fh.write(f'\n[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\n'
+                     'sender = "backupctl@hospital.example"\n')
+        text = reporting.path.read_text().replace('owner = "IT operations"\n', 'owner = "IT operations"\n'
+                                                  'schedule = "0 7 * * 1"\nemail_to = ["cio@hospital.example"]\n'
+                                                  "pdf = false\n")
+        reporting.path.write_text(text)
+        config = load_config(reporting.path)
+        assert wanted_schedules(config)["report:drills"] == ("report", "drills", "0 7 * * 1", "UTC")
+        chain = run_chain(config, "report", "drills", NullProgress())        # what the schedule runs
+        assert chain.status == "success", chain.as_dict()
+        assert chain.steps[0].figures["mailed_to"] == 1
+        by_hand = cli(config, "drill", "report", "--mail", "--to", "auditor@example.org", "--no-pdf", check=True)
+        assert "mailed through smtp://127.0.0.1" in by_hand.stdout
+    finally:
+        sink.close()
+    scheduled, manual = sink.messages
+    assert "cio@hospital.example" in scheduled["rcpt"][0] and "auditor@example.org" in manual["rcpt"][0]
+    msg = email.message_from_string(scheduled["data"], policy=policy.default)
+    assert msg["Subject"].startswith("Restore drill report, St. Example PACS: 1 of 3 drill(s) did not pass")
+    body = msg.get_body(preferencelist=("plain",)).get_content()
+    assert "Verdict: 1 of 3 drill(s)" in body and "openssl pkeyutl -verify -pubin -inkey report-key-" in body
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    names = []
+    for part in msg.iter_attachments():
+        (inbox / part.get_filename()).write_bytes(part.get_payload(decode=True))   # saved as a mail client does
+        names.append(part.get_filename())
+    report = next(n for n in names if n.endswith(".html"))
+    key = next(n for n in names if n.endswith(".pem"))
+    assert f"{report}.sig" in names
+    assert _openssl(inbox, key, report).returncode == 0          # as received, checked with openssl alone

@@ -12,9 +12,10 @@ import typer
 
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json, short_time
-from backupctl.errors import DrillFailed, UsageError
+from backupctl.errors import DrillFailed, ReportError, UsageError
 
 if TYPE_CHECKING:
+    from backupctl.config import Config
     from backupctl.drills.model import DrillResult
 
 # Each command imports its actions in its body: a command loads only what it runs (see cli/common.py).
@@ -187,7 +188,8 @@ def parse_since(text: str | None) -> str | None:
 
 @app.command("report")
 def report(
-    since: Annotated[str | None, typer.Option("--since", help="Drills since DATE (2024-05-01) or age (30d).")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Drills since DATE (2024-05-01) or age (30d) "
+                                              "[default: all; with --mail, [report] period_days].")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="html, json or md.")] = "html",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: html under "
                                                 "<state>/reports, json/md to stdout).")] = None,
@@ -199,46 +201,72 @@ def report(
     = None,
     pdf: Annotated[bool | None, typer.Option("--pdf/--no-pdf", help="Also print an HTML report to PDF beside it "
                                              "(chromium, headless) [default: [report] pdf]")] = None,
+    mail: Annotated[bool, typer.Option("--mail", help="Mail the HTML report, its PDF, signatures and public key "
+                                       "to [report] email_to (or --to) through [smtp].")] = False,
+    to: Annotated[list[str] | None, typer.Option("--to", help="Recipient for --mail (repeatable).")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """A signed report of the drills: HTML (charts, no network needed), JSON or Markdown. A report written to
     a file gets a detached signature (FILE.sig) and the public key (PEM) beside it, checkable with openssl."""
-    from backupctl.catalog import open_catalog
-    from backupctl.drills.pdf import wants_pdf
-    from backupctl.drills.publish import publish
-    from backupctl.drills.report import FORMATS, report_data, signed_report
+    from backupctl.drills.report import FORMATS
 
     if verify is not None:
         _verify(verify, public_key, json_output)
         return
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt != "html" and (pdf or mail):
+        raise UsageError("--pdf and --mail take the HTML report", hint="use --format html")
     bound = parse_since(since)
     config = common.load()
+    if fmt != "html":
+        _report_text(config, bound, fmt, output, json_output)
+        return
+    from backupctl.drills.delivery import mail_report, make_report
+
+    made = make_report(config, since=bound, output=output, pdf=pdf, period=mail)
+    published = made.published
+    delivery = mail_report(config, made, to or None) if mail else None
+    if json_output:
+        print_json({"ok": delivery is None or delivery.ok, "drills": len(made.data["drills"]),
+                    "verdict": made.data["verdict"], **published.as_dict(),
+                    "mailed": None if delivery is None else delivery.ok})
+    else:
+        out.print(f"wrote {published.report} ({len(made.data['drills'])} drill(s)), its signature "
+                  f"{published.signature.name} and the public key {published.public_key}")
+        if published.pdf:
+            out.print(f"printed {published.pdf} and signed it ({published.pdf.name}.sig)")
+        out.print(f"key {published.key_id}, SHA-256 fingerprint {published.fingerprint}")
+        out.print(f"check with: {published.openssl_command()}")
+        out.print(f"verdict: {made.data['verdict']}")
+        if delivery is not None and delivery.ok:
+            out.print(f"mailed through {delivery.destination}")
+    if delivery is not None and not delivery.ok:
+        raise ReportError(f"the report was written but not mailed ({delivery.destination}: {delivery.error})")
+
+
+def _report_text(config: "Config", since: str | None, fmt: str, output: Path | None, json_output: bool) -> None:
+    """A JSON or Markdown report: to stdout, or to a file with its signature and the public key beside it."""
+    from backupctl.catalog import open_catalog
+    from backupctl.drills.publish import publish
+    from backupctl.drills.report import report_data, signed_report
     from backupctl.verify.snapshot_manifest import signing_key
 
     key = signing_key(config)
     settings = config.settings.report
     with open_catalog(config.catalog_path) as catalog:
-        data = report_data(catalog, since=bound, key=key.verify_key, site=settings.site, owner=settings.owner)
+        data = report_data(catalog, since=since, key=key.verify_key, site=settings.site, owner=settings.owner)
     content = signed_report(data, fmt, key)
-    if output is None and fmt == "html":
-        stamp = data["generated"][:19].replace("-", "").replace(":", "")
-        output = config.state_dir / "reports" / f"drills-{stamp}Z.html"
     if output is None:
         sys.stdout.buffer.write(content)
         sys.stdout.flush()
         return
-    if pdf and fmt != "html":
-        raise UsageError("--pdf prints the HTML report", hint="drop --pdf or use --format html")
-    published = publish(output, content, key, pdf=fmt == "html" and wants_pdf(settings.pdf if pdf is None else pdf))
+    published = publish(output, content, key)
     if json_output:
         print_json({"ok": True, "drills": len(data["drills"]), **published.as_dict()})
         return
     out.print(f"wrote {output} ({len(data['drills'])} drill(s)), its signature {published.signature.name} and the "
               f"public key {published.public_key}")
-    if published.pdf:
-        out.print(f"printed {published.pdf} and signed it ({published.pdf.name}.sig)")
     out.print(f"key {published.key_id}, SHA-256 fingerprint {published.fingerprint}")
     out.print(f"check with: {published.openssl_command()}")
 

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from backupctl.errors import ReportPrintError
+from backupctl.errors import ReportError
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 PRINT_TIMEOUT = 120.0
@@ -38,7 +38,7 @@ def print_pdf(html: Path, pdf: Path, *, chromium: str | None = None, timeout: fl
     """Print `html` to `pdf` (written to a temporary name, renamed when complete)."""
     browser = chromium or find_chromium()
     if browser is None:
-        raise ReportPrintError("cannot print the report to PDF: chromium is not installed",
+        raise ReportError("cannot print the report to PDF: chromium is not installed",
                                hint="apt-get install chromium, or set [report] pdf = false")
     pdf.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{pdf.name}.", suffix=".tmp", dir=pdf.parent)
@@ -50,7 +50,7 @@ def print_pdf(html: Path, pdf: Path, *, chromium: str | None = None, timeout: fl
                     f"--print-to-pdf={tmp}", html.absolute().as_uri()]
             code, tail = _run(argv, timeout)
         if code != 0 or not Path(tmp).read_bytes()[:5] == b"%PDF-":
-            raise ReportPrintError(f"chromium could not print {html.name} to PDF (exit {code})"
+            raise ReportError(f"chromium could not print {html.name} to PDF (exit {code})"
                                    + (f": {tail}" if tail else ""))
         os.replace(tmp, pdf)
     finally:
@@ -68,7 +68,7 @@ def _run(argv: list[str], timeout: float) -> tuple[int, str]:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        raise ReportPrintError(f"chromium did not print the report within {timeout:.0f} s") from None
+        raise ReportError(f"chromium did not print the report within {timeout:.0f} s") from None
     with contextlib.suppress(ProcessLookupError):   # a helper chromium left behind dies with the print
         os.killpg(proc.pid, signal.SIGKILL)
     lines = [ln for ln in err.decode(errors="replace").splitlines() if ln.strip() and "dbus" not in ln.lower()]
