@@ -160,25 +160,27 @@ def _panel(name: str, series: list[dict[str, Any]], total: int, share: dict[int,
     target = py(1.0)
     out.append(f'<line class="rto-target" x1="{left}" y1="{target:.1f}" x2="{left + plot_w}" y2="{target:.1f}" '
                f'stroke="{MISSED}" stroke-dasharray="5 3"/>')
-    line = " ".join(f"{px(i):.1f},{py(share[d['id']]):.1f}" for i, d in enumerate(series))
-    if len(series) > 1:
-        out.append(f'<polyline points="{line}" fill="none" stroke="#9bbad6" stroke-width="1.5"/>')
+    floor, ceiling = plot_top + plot_h - POINT_R - 1, plot_top + POINT_R + 1
+    placed = []
     for i, d in enumerate(series):
         value = share[d["id"]]
-        x, y = px(i), py(value)
+        below = value > 0 and math.log10(value) < low    # off the scale: a triangle pointing down, on the floor
+        placed.append((d, value, px(i), floor if below else min(max(py(value), ceiling), floor), below))
+    if len(series) > 1:
+        line = " ".join(f"{x:.1f},{y:.1f}" for _, _, x, y, _ in placed)
+        out.append(f'<polyline points="{line}" fill="none" stroke="#9bbad6" stroke-width="1.5"/>')
+    for d, value, x, y, below in placed:
         missed = d.get("rto_met") is False
         estimate = d.get("rto_basis") == "estimate"
         colour = MISSED if missed else MET
         tip = (f"#{d['id']} {d['started'][:16].replace('T', ' ')}: {duration_text(compared_seconds(d))}"
                f"{' (estimate)' if estimate else ''} = {percent_text(value)} of RTO {duration_text(d['rto_seconds'])}")
         css = f'rto-point{" missed" if missed else ""}{" estimate" if estimate else ""}'
-        if value > 0 and math.log10(value) < low:   # off the floor: a triangle pointing down, on the floor
-            y = plot_top + plot_h - POINT_R - 1
+        if below:
             out.append(f'<path class="{css} below" data-x="{x:.1f}" data-y="{y:.1f}" '
                        f'd="M{x - POINT_R:.1f},{y - POINT_R:.1f}H{x + POINT_R:.1f}L{x:.1f},{y + POINT_R:.1f}Z" '
                        f'fill="{colour}"><title>{escape(tip)}</title></path>')
             continue
-        y = min(max(y, plot_top + POINT_R + 1), plot_top + plot_h - POINT_R - 1)
         out.append(f'<circle class="{css}" cx="{x:.1f}" cy="{y:.1f}" r="{POINT_R}" '
                    f'fill="{"#fff" if estimate else colour}" stroke="{colour}" stroke-width="2">'
                    f'<title>{escape(tip)}</title></circle>')

@@ -52,6 +52,7 @@ def print_pdf(html: Path, pdf: Path, *, chromium: str | None = None, timeout: fl
         if code != 0 or not Path(tmp).read_bytes()[:5] == b"%PDF-":
             raise ReportError(f"chromium could not print {html.name} to PDF (exit {code})"
                                    + (f": {tail}" if tail else ""))
+        os.chmod(tmp, 0o644)   # as readable as the HTML beside it (mkstemp made it 0600)
         os.replace(tmp, pdf)
     finally:
         Path(tmp).unlink(missing_ok=True)
