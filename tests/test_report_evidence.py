@@ -22,6 +22,7 @@ from backupctl.config import Config
 from backupctl.drills.charts import POINT_R
 from backupctl.drills.report import render_html, report_data
 from backupctl.signing import generate_key
+from backupctl.verify.status import study_coverage_now
 from tests.drill_support import build_site
 from tests.helpers import CONFIG_TEXT, assert_one_line_error, cli
 from tests.report_support import record_drill
@@ -334,3 +335,41 @@ def test_mailed_report_arrives_with_files_openssl_verifies(reporting: Config, tm
     key = next(n for n in names if n.endswith(".pem"))
     assert f"{report}.sig" in names
     assert _openssl(inbox, key, report).returncode == 0          # as received, checked with openssl alone
+
+
+# coverage -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_study_coverage_turns_status_metrics_and_report_red_past_the_bound(tmp_path: Path) -> None:
+    from backupctl.cli.scheduler import status_report
+    from backupctl.config import load_config
+    from backupctl.metrics import render
+
+    site = build_site(tmp_path)
+    config = site.define("one-study", 'job = "pacs"\nscope = "sample:1"\nrto_minutes = 30\n')
+    result = run_drill(config, "one-study", seed=5)
+    assert result.passed
+    verified = result.studies[0].study_uid
+    with open_catalog(config.catalog_path) as catalog:
+        fresh = report_data(catalog, coverage=study_coverage_now(config, catalog))
+    assert fresh["coverage"]["ok"] and fresh["coverage"]["total"] == 6
+    assert fresh["coverage"]["never_verified"] == 5                     # the drill verified one of six
+    assert 'backupctl_coverage_ok{what="studies"} 1.0' in render(config).decode()
+    assert not any("coverage" in p for p in status_report(config)["problems"])
+
+    with open_catalog(config.catalog_path) as catalog, catalog.transaction() as tx:   # verified 40 days ago
+        tx.execute("UPDATE study_reads SET last_read=? WHERE study_uid=?", ("2026-01-01T00:00:00+00:00", verified))
+    with open_catalog(config.catalog_path) as catalog:
+        stale = report_data(catalog, coverage=study_coverage_now(config, catalog))
+    assert not stale["coverage"]["ok"] and stale["coverage"]["oldest"] == verified
+    assert "Coverage is red" in stale["verdict"] and "(bound 31 days)" in stale["verdict"]
+    assert 'class="verdict bad"' in render_html(stale) and "Verification coverage" in render_html(stale)
+    assert 'backupctl_coverage_ok{what="studies"} 0.0' in render(config).decode()
+    problems = status_report(config)["problems"]
+    assert any(p.startswith("study coverage: 6 studies") for p in problems)
+
+    with config.path.open("a") as fh:                                   # a wider bound: green again
+        fh.write("\n[verify]\nmax_unverified_days = 3650\n")
+    wider = load_config(config.path)
+    assert not any("coverage" in p for p in status_report(wider)["problems"])

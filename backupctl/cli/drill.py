@@ -251,11 +251,13 @@ def _report_text(config: "Config", since: str | None, fmt: str, output: Path | N
     from backupctl.drills.publish import publish
     from backupctl.drills.report import report_data, signed_report
     from backupctl.verify.snapshot_manifest import signing_key
+    from backupctl.verify.status import study_coverage_now
 
     key = signing_key(config)
     settings = config.settings.report
     with open_catalog(config.catalog_path) as catalog:
-        data = report_data(catalog, since=since, key=key.verify_key, site=settings.site, owner=settings.owner)
+        data = report_data(catalog, since=since, key=key.verify_key, site=settings.site, owner=settings.owner,
+                           coverage=study_coverage_now(config, catalog))
     content = signed_report(data, fmt, key)
     if output is None:
         sys.stdout.buffer.write(content)

@@ -46,9 +46,12 @@ def make_report(config: Config, *, since: str | None = None, output: Path | None
     settings = config.settings.report
     if since is None and period:
         since = (datetime.now(UTC) - timedelta(days=settings.period_days)).isoformat(timespec="microseconds")
+    from backupctl.verify.status import study_coverage_now
+
     key = signing_key(config)
     with open_catalog(config.catalog_path) as catalog:
-        data = report_data(catalog, since=since, key=key.verify_key, site=settings.site, owner=settings.owner)
+        data = report_data(catalog, since=since, key=key.verify_key, site=settings.site, owner=settings.owner,
+                           coverage=study_coverage_now(config, catalog))
     content = signed_report(data, "html", key)
     if output is None:
         stamp = data["generated"][:19].replace("-", "").replace(":", "")

@@ -30,6 +30,7 @@ from backupctl.drills.select import snapshot_datetime
 from backupctl.errors import SignatureInvalid, UsageError
 from backupctl.signing import SigningKey, VerifyKey, fingerprint, signature_document, verify_document
 from backupctl.units import human_bytes
+from backupctl.verify.status import coverage_text
 
 FORMAT = "backupctl-drill-report/1"
 FORMATS = ("html", "json", "md")
@@ -42,9 +43,11 @@ BAR_CHART_DRILLS = 30
 
 
 def report_data(catalog: Catalog, *, since: str | None = None, key_id: str = "",
-                key: VerifyKey | None = None, site: str | None = None, owner: str | None = None) -> dict[str, Any]:
+                key: VerifyKey | None = None, site: str | None = None, owner: str | None = None,
+                coverage: dict[str, Any] | None = None) -> dict[str, Any]:
     """The facts every form of the report shows: a header, each drill with phases, checks, problems and its
-    recovery point, oldest first, a summary and a one-line verdict."""
+    recovery point, oldest first, a summary and a one-line verdict; with `coverage` (the studies' coverage,
+    `verify.status.study_coverage_now`) also how long the least recently verified study went unverified."""
     if key is not None:
         key_id = key.key_id
     drills = [drill_rows.with_details(catalog, d) for d in reversed(drill_rows.list_drills(catalog, since=since))]
@@ -73,7 +76,8 @@ def report_data(catalog: Catalog, *, since: str | None = None, key_id: str = "",
     return {"format": FORMAT, "generated": generated, "host": socket.gethostname(), "backupctl": __version__,
             "site": site, "owner": owner, "period": period,
             "since": since, "key_id": key_id, "key_fingerprint": fingerprint(key) if key else None,
-            "summary": summary, "verdict": verdict_line(finished), "drills": finished}
+            "summary": summary, "verdict": verdict_line(finished, coverage), "coverage": coverage,
+            "drills": finished}
 
 
 def _when(text: str) -> datetime:
@@ -138,8 +142,15 @@ def shortfalls(d: dict[str, Any]) -> list[str]:
     return out
 
 
-def verdict_line(drills: list[dict[str, Any]]) -> str:
-    """One sentence: every drill held its RTO and RPO, or how many did not and which."""
+def verdict_line(drills: list[dict[str, Any]], coverage: dict[str, Any] | None = None) -> str:
+    """One sentence: every drill held its RTO and RPO, or how many did not and which; then stale coverage."""
+    stale = ""
+    if coverage is not None and not coverage["ok"]:
+        stale = f" Coverage is red: {coverage_text(coverage)}."
+    return _drills_verdict(drills) + stale
+
+
+def _drills_verdict(drills: list[dict[str, Any]]) -> str:
     if not drills:
         return "No drill ran in this period: nothing proves that the archive can be restored."
     bad = [(d, shortfalls(d)) for d in drills]
@@ -343,7 +354,8 @@ def render_html(data: dict[str, Any]) -> str:
     rto_known = s["rto_met"] + s["rto_missed"]
     rpo_known = s["rpo_met"] + s["rpo_missed"]
     title = "Restore drills" + (f" — {data['site']}" if data.get("site") else f" — {data['host']}")
-    good = bool(drills) and not any(shortfalls(d) for d in drills)
+    good = (bool(drills) and not any(shortfalls(d) for d in drills)
+            and (data.get("coverage") or {}).get("ok", True))
     parts = [
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
         f'<meta name="generated" content="{escape(data["generated"])}">',
@@ -384,6 +396,7 @@ def render_html(data: dict[str, Any]) -> str:
         rto_panels(drills),
         "<h2>Recovery point</h2>",
         _rpo_table(drills),
+        _coverage_html(data.get("coverage")),
         "<h2>Where the time goes</h2>",
         f'<p class="meta">Seconds per phase, last {min(len(drills), BAR_CHART_DRILLS)} drill(s).</p>',
         phase_bars(drills[-BAR_CHART_DRILLS:]),
@@ -459,6 +472,19 @@ def _rpo_table(drills: list[dict[str, Any]]) -> str:
     return "".join(rows)
 
 
+def _coverage_html(coverage: dict[str, Any] | None) -> str:
+    if coverage is None:
+        return ""
+    css = "ok" if coverage["ok"] else "bad"
+    oldest = f" The oldest: <code>{escape(coverage['oldest'])}</code>." if coverage.get("oldest") else ""
+    return ("<h2>Verification coverage</h2>"
+            f'<p><span class="{css}">{"within the bound" if coverage["ok"] else "RED"}</span>: '
+            f"{escape(coverage_text(coverage))}.{oldest}</p>"
+            '<p class="meta">A study counts as verified when a drill or <code>verify restore</code> restored it and '
+            "every file matched its manifest and parsed as DICOM; the bound is <code>[verify] "
+            "max_unverified_days</code>.</p>")
+
+
 def _age_cell(age: float | None, met: bool | None) -> str:
     css = "ok" if met else "bad" if met is False else ""
     return f'<span class="{css}">{hours_text(age)}</span>' if css else hours_text(age)
@@ -531,6 +557,9 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"RTO met {s['rto_met']} of {s['rto_met'] + s['rto_missed']}; "
         f"RPO met {s['rpo_met']} of {s['rpo_met'] + s['rpo_missed']}; {s['warnings']} warning(s).", "",
     ]
+    if data.get("coverage"):
+        lines += [f"Verification coverage ({'ok' if data['coverage']['ok'] else 'RED'}): "
+                  f"{coverage_text(data['coverage'])}.", ""]
     warned = [d for d in reversed(data["drills"]) if d["warnings"]]
     if warned:
         lines += ["## Warnings", ""]
