@@ -107,8 +107,8 @@ def test_verify_with_a_public_key_needs_no_configuration(reporting: Config, tmp_
     assert_one_line_error(_backupctl_in(empty, "drill", "report", "--verify", str(out / "again.html"),
                                         "--public-key", str(tmp_path / "other.pem")), 1, "does not verify")
     # without a key and without a configuration: one line saying what is missing
-    missing = _backupctl_in(empty, "drill", "report", "--verify", str(out / "again.html"))
-    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    assert_one_line_error(_backupctl_in(empty, "drill", "report", "--verify", str(out / "again.html")), 2,
+                          "no --public-key, and no configuration", "pass --public-key KEY.pem")
 
 
 # charts ------------------------------------------------------------------------------------------------------

@@ -280,9 +280,16 @@ def _verify(path: Path, public_key: Path | None, json_output: bool) -> None:
     if public_key is not None:
         trusted = load_verify_key(public_key)
     else:
+        from backupctl.errors import ConfigError
         from backupctl.verify.snapshot_manifest import trusted_key
 
-        trusted = trusted_key(common.load())
+        try:
+            config = common.load()
+        except ConfigError as exc:
+            raise UsageError(f"no trusted key to check {path.name} with: no --public-key, and no configuration "
+                             f"({exc.message})", hint="pass --public-key KEY.pem, the key whose fingerprint "
+                             "you were given") from None
+        trusted = trusted_key(config)
     checked = verify_file(path, trusted)
     if json_output:
         print_json({"ok": True, **checked.as_dict()})
