@@ -211,6 +211,28 @@ def test_rpo_ages_against_the_target_and_a_lagging_copy_warns(tmp_path: Path) ->
     assert html.index('class="verdict bad"') < html.index("<h2>")
 
 
+def test_job_recovery_point_now_in_staging_and_each_copy(tmp_path: Path) -> None:
+    from backupctl.catalog import snapshots as snapshot_rows
+
+    with open_catalog(tmp_path / "catalog.sqlite") as catalog:
+        for sid, when in (("aa" * 32, "2026-11-17T02:00:00.5Z"), ("bb" * 32, "2026-11-20T03:00:00.5+01:00")):
+            snapshot_rows.record_snapshot(catalog, snapshot_id=sid, short_id=sid[:8], job="pacs", time=when,
+                                          run_id=None, size=1, files=1, tags=[], paths=["/archive"])
+        snapshot_rows.record_replicas(catalog, ["aa" * 32], "s3", "bucket/prefix")
+        record_drill(catalog, "weekly", passed=True, seconds=10.0)
+        data = report_data(catalog, jobs={"pacs": (24 * 3600.0, ["s3", "offline"])})
+    [job] = data["jobs"]
+    assert job["snapshot_id"] == "bb" * 32 and job["rpo_met"] is False          # days old by now
+    s3, offline = job["copies"]
+    assert s3["snapshot_id"] == "aa" * 32 and s3["behind_seconds"] == 72 * 3600 and s3["rpo_met"] is False
+    assert offline["snapshot_id"] is None
+    assert any("copy 's3' of job pacs" in w for w in job["warnings"])
+    assert "copy 'offline' of job pacs holds no snapshot of it yet" in job["warnings"]
+    assert "RPO missed now: job pacs's newest snapshot is" in data["verdict"] and "2 warning(s)" in data["verdict"]
+    html = render_html(data)
+    assert 'class="verdict bad"' in html and "3.0 d behind" in html
+
+
 def test_verdict_when_every_drill_held() -> None:
     from backupctl.drills.report import verdict_line
 

@@ -248,6 +248,7 @@ def report(
 def _report_text(config: "Config", since: str | None, fmt: str, output: Path | None, json_output: bool) -> None:
     """A JSON or Markdown report: to stdout, or to a file with its signature and the public key beside it."""
     from backupctl.catalog import open_catalog
+    from backupctl.drills.delivery import job_targets
     from backupctl.drills.publish import publish
     from backupctl.drills.report import report_data, signed_report
     from backupctl.verify.snapshot_manifest import signing_key
@@ -257,7 +258,7 @@ def _report_text(config: "Config", since: str | None, fmt: str, output: Path | N
     settings = config.settings.report
     with open_catalog(config.catalog_path) as catalog:
         data = report_data(catalog, since=since, key=key.verify_key, site=settings.site, owner=settings.owner,
-                           coverage=study_coverage_now(config, catalog))
+                           coverage=study_coverage_now(config, catalog), jobs=job_targets(config))
     content = signed_report(data, fmt, key)
     if output is None:
         sys.stdout.buffer.write(content)

@@ -37,6 +37,12 @@ class MadeReport:
     published: Published
 
 
+def job_targets(config: Config) -> dict[str, tuple[float | None, list[str]]]:
+    """Each job's RPO (seconds, or None) and copies, for the report's recovery point per job."""
+    return {name: (None if job.rpo_hours is None else job.rpo_hours * 3600, list(job.targets))
+            for name, job in config.jobs.items()}
+
+
 def make_report(config: Config, *, since: str | None = None, output: Path | None = None,
                 pdf: bool | None = None, period: bool = True) -> MadeReport:
     """The signed HTML report (and PDF) of the drills since `since`; without it, of the last
@@ -51,7 +57,7 @@ def make_report(config: Config, *, since: str | None = None, output: Path | None
     key = signing_key(config)
     with open_catalog(config.catalog_path) as catalog:
         data = report_data(catalog, since=since, key=key.verify_key, site=settings.site, owner=settings.owner,
-                           coverage=study_coverage_now(config, catalog))
+                           coverage=study_coverage_now(config, catalog), jobs=job_targets(config))
     content = signed_report(data, "html", key)
     if output is None:
         stamp = data["generated"][:19].replace("-", "").replace(":", "")

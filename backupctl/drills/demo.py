@@ -8,11 +8,9 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from backupctl.actions.drill import run_drill
-from backupctl.catalog import open_catalog
 from backupctl.config import load_config
-from backupctl.drills.pdf import wants_pdf
-from backupctl.drills.publish import publish, verify_file
-from backupctl.drills.report import report_data, signed_report
+from backupctl.drills.delivery import make_report
+from backupctl.drills.publish import verify_file
 from backupctl.verify.snapshot_manifest import signing_key
 
 if TYPE_CHECKING:
@@ -27,6 +25,7 @@ snapshot = "latest"
 scope = "all"
 depth = "dicom"
 rto_minutes = 15
+rpo_hours = 24
 schedule = "30 4 * * 0"
 decode_files = 4
 """
@@ -49,9 +48,8 @@ def step_drill(ctx: DemoContext) -> dict[str, Any]:
     ctx.config = config = load_config(ctx.config.path)
     result = run_drill(config, DEMO_DRILL, ctx.progress, seed=7)
     key = signing_key(config)
-    with open_catalog(config.catalog_path) as catalog:
-        content = signed_report(report_data(catalog, key=key.verify_key), "html", key)
-    published = publish(config.state_dir / "reports" / "drills.html", content, key, pdf=wants_pdf(None))
+    made = make_report(config, period=False, output=config.state_dir / "reports" / "drills.html")
+    published, content = made.published, made.published.report.read_bytes()
     checked = verify_file(published.report, key.verify_key)
     pdf_checked = verify_file(published.pdf, key.verify_key) if published.pdf else None
     return {
@@ -68,6 +66,6 @@ def step_drill(ctx: DemoContext) -> dict[str, Any]:
         "pdf_signature": str(published.pdf_signature) if published.pdf_signature else None,
         "public_key": str(published.public_key), "key_fingerprint_sha256": published.fingerprint,
         "report_sha256": hashlib.sha256(content).hexdigest(), "report_signed_by": checked.key_id,
-        "report_verified": checked.detached and checked.embedded,
+        "report_verified": checked.detached and checked.embedded, "verdict": made.data["verdict"],
         "pdf_verified": pdf_checked.detached if pdf_checked else None,
     }

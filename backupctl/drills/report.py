@@ -23,6 +23,7 @@ from typing import Any
 from backupctl import __version__
 from backupctl.catalog import Catalog
 from backupctl.catalog import drills as drill_rows
+from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.catalog.db import utcnow
 from backupctl.drills.charts import PHASE_COLOURS, phase_bars, rto_panels
 from backupctl.drills.model import ERROR, duration_text
@@ -44,10 +45,13 @@ BAR_CHART_DRILLS = 30
 
 def report_data(catalog: Catalog, *, since: str | None = None, key_id: str = "",
                 key: VerifyKey | None = None, site: str | None = None, owner: str | None = None,
-                coverage: dict[str, Any] | None = None) -> dict[str, Any]:
+                coverage: dict[str, Any] | None = None,
+                jobs: dict[str, tuple[float | None, list[str]]] | None = None) -> dict[str, Any]:
     """The facts every form of the report shows: a header, each drill with phases, checks, problems and its
     recovery point, oldest first, a summary and a one-line verdict; with `coverage` (the studies' coverage,
-    `verify.status.study_coverage_now`) also how long the least recently verified study went unverified."""
+    `verify.status.study_coverage_now`) also how long the least recently verified study went unverified; with
+    `jobs` (name -> (RPO seconds or None, target names)) each job's recovery point now, in staging and in each
+    copy."""
     if key is not None:
         key_id = key.key_id
     drills = [drill_rows.with_details(catalog, d) for d in reversed(drill_rows.list_drills(catalog, since=since))]
@@ -73,11 +77,14 @@ def report_data(catalog: Catalog, *, since: str | None = None, key_id: str = "",
     }
     generated = utcnow()
     period = {"from": since or (finished[0]["started"] if finished else None), "to": generated}
+    points = [job_point(catalog, name, rpo, targets, generated)
+              for name, (rpo, targets) in sorted((jobs or {}).items())]
+    summary["warnings"] += sum(len(j["warnings"]) for j in points)
     return {"format": FORMAT, "generated": generated, "host": socket.gethostname(), "backupctl": __version__,
             "site": site, "owner": owner, "period": period,
             "since": since, "key_id": key_id, "key_fingerprint": fingerprint(key) if key else None,
-            "summary": summary, "verdict": verdict_line(finished, coverage), "coverage": coverage,
-            "drills": finished}
+            "summary": summary, "verdict": verdict_line(finished, coverage, points), "coverage": coverage,
+            "jobs": points, "drills": finished}
 
 
 def _when(text: str) -> datetime:
@@ -122,6 +129,33 @@ def recovery_point(d: dict[str, Any]) -> dict[str, Any]:
             "rpo_met": all(held) if held else None, "copy_lag_seconds": lag, "warnings": warnings}
 
 
+def job_point(catalog: Catalog, job: str, rpo: float | None, targets: list[str], now: str) -> dict[str, Any]:
+    """A job's recovery point when the report is made: its newest snapshot's age, and per copy the age of the
+    newest snapshot it holds (what a restore from that copy alone would get back), each against the RPO."""
+    newest = max(snapshot_rows.list_snapshots(catalog, job=job, replicas=False), key=lambda r: _when(r["time"]),
+                 default=None)
+    age = _age(now, newest["time"]) if newest else None
+    held: dict[str, dict[str, Any]] = {}
+    for row in snapshot_rows.newest_in_copies(catalog, job):
+        if row["target"] not in held or _when(row["time"]) > _when(held[row["target"]]["time"]):
+            held[row["target"]] = row
+    copies, warnings = [], []
+    for target in targets:
+        row = held.get(target)
+        copy_age = _age(now, row["time"]) if row else None
+        behind = (_when(newest["time"]) - _when(row["time"])).total_seconds() if row and newest else None
+        met = None if rpo is None or copy_age is None else copy_age <= rpo
+        copies.append({"target": target, "snapshot_id": row["id"] if row else None, "age_seconds": copy_age,
+                       "behind_seconds": behind, "rpo_met": met})
+        if row is None and newest is not None:
+            warnings.append(f"copy '{target}' of job {job} holds no snapshot of it yet")
+        elif met is False:
+            warnings.append(f"copy '{target}' of job {job}: its newest snapshot is {hours_text(copy_age)} old "
+                            f"(RPO {hours_text(rpo)}); restoring from it alone would lose that much")
+    return {"job": job, "snapshot_id": newest["id"] if newest else None, "age_seconds": age, "rpo_seconds": rpo,
+            "rpo_met": None if rpo is None or age is None else age <= rpo, "copies": copies, "warnings": warnings}
+
+
 def _short_time(text: str) -> str:
     return _when(text).strftime("%Y-%m-%d %H:%M")
 
@@ -142,12 +176,20 @@ def shortfalls(d: dict[str, Any]) -> list[str]:
     return out
 
 
-def verdict_line(drills: list[dict[str, Any]], coverage: dict[str, Any] | None = None) -> str:
-    """One sentence: every drill held its RTO and RPO, or how many did not and which; then stale coverage."""
-    stale = ""
+def verdict_line(drills: list[dict[str, Any]], coverage: dict[str, Any] | None = None,
+                 jobs: list[dict[str, Any]] | None = None) -> str:
+    """One sentence: every drill held its RTO and RPO, or how many did not and which; then a job whose newest
+    snapshot is older than its RPO now, stale coverage, and the number of warnings."""
+    text = _drills_verdict(drills)
+    late = [j for j in jobs or [] if j["rpo_met"] is False]
+    if late:
+        text += " RPO missed now: " + "; ".join(
+            f"job {j['job']}'s newest snapshot is {hours_text(j['age_seconds'])} old "
+            f"(RPO {hours_text(j['rpo_seconds'])})" for j in late) + "."
     if coverage is not None and not coverage["ok"]:
-        stale = f" Coverage is red: {coverage_text(coverage)}."
-    return _drills_verdict(drills) + stale
+        text += f" Coverage is red: {coverage_text(coverage)}."
+    warned = sum(len(d["warnings"]) for d in drills) + sum(len(j["warnings"]) for j in jobs or [])
+    return text + (f" {warned} warning(s): see below." if warned else "")
 
 
 def _drills_verdict(drills: list[dict[str, Any]]) -> str:
@@ -155,14 +197,12 @@ def _drills_verdict(drills: list[dict[str, Any]]) -> str:
         return "No drill ran in this period: nothing proves that the archive can be restored."
     bad = [(d, shortfalls(d)) for d in drills]
     bad = [(d, why) for d, why in bad if why]
-    warned = sum(len(d["warnings"]) for d in drills)
-    tail = f" {warned} warning(s): see below." if warned else ""
     if not bad:
         return (f"All {len(drills)} drill(s) passed and met their RTO"
-                f"{' and RPO' if any(d.get('rpo_met') is not None for d in drills) else ''}.{tail}")
+                f"{' and RPO' if any(d.get('rpo_met') is not None for d in drills) else ''}.")
     which = "; ".join(f"{d['name']} #{d['id']} ({', '.join(why)})" for d, why in reversed(bad[-5:]))
     more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-    return f"{len(bad)} of {len(drills)} drill(s) did not pass or meet their targets: {which}{more}.{tail}"
+    return f"{len(bad)} of {len(drills)} drill(s) did not pass or meet their targets: {which}{more}."
 
 
 # signing ---------------------------------------------------------------------------------------------------
@@ -355,7 +395,8 @@ def render_html(data: dict[str, Any]) -> str:
     rpo_known = s["rpo_met"] + s["rpo_missed"]
     title = "Restore drills" + (f" — {data['site']}" if data.get("site") else f" — {data['host']}")
     good = (bool(drills) and not any(shortfalls(d) for d in drills)
-            and (data.get("coverage") or {}).get("ok", True))
+            and (data.get("coverage") or {}).get("ok", True)
+            and not any(j["rpo_met"] is False for j in data.get("jobs") or []))
     parts = [
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
         f'<meta name="generated" content="{escape(data["generated"])}">',
@@ -382,8 +423,10 @@ def render_html(data: dict[str, Any]) -> str:
             f'{"passed" if v["passed"] else "failed"}</span> (#{v["id"]}, {escape(v["started"][:10])})'
             for name, v in s["latest"].items()) + ".</p>")
     warned = [d for d in reversed(drills) if d["warnings"]]
-    if warned:
+    job_warnings = [w for j in data.get("jobs") or [] for w in j["warnings"]]
+    if warned or job_warnings:
         parts.append("<h2>Warnings</h2>")
+        parts += [f'<p class="warning">Now: {escape(w)}</p>' for w in job_warnings]
         parts += [f'<p class="warning">#{d["id"]} {escape(d["name"])} '
                   f'({escape(d["started"][:16].replace("T", " "))}): {escape(w)}</p>'
                   for d in warned for w in d["warnings"]]
@@ -395,6 +438,7 @@ def render_html(data: dict[str, Any]) -> str:
         "the table below.</p>",
         rto_panels(drills),
         "<h2>Recovery point</h2>",
+        _jobs_table(data.get("jobs") or []),
         _rpo_table(drills),
         _coverage_html(data.get("coverage")),
         "<h2>Where the time goes</h2>",
@@ -439,6 +483,35 @@ def _footer_html(data: dict[str, Any]) -> str:
         f"report-key-{key_id}.pem -rawin -in REPORT -sigfile REPORT.sig</code>; or with "
         "<code>backupctl drill report --verify REPORT --public-key KEY.pem</code> (the SHA-256 of this page and "
         "a signature are also in the comment at its end). Times are UTC; durations come from a monotonic clock.")
+
+
+def _jobs_table(jobs: list[dict[str, Any]]) -> str:
+    """Each job's recovery point as the report is made: in staging and in each of its copies."""
+    if not jobs:
+        return ""
+    head = ("job", "newest snapshot, age", "RPO", "copies: newest snapshot held, age (behind the newest)")
+    rows = ['<p class="meta">Now: how old each job\'s newest snapshot is, and the newest one each copy holds (what '
+            "a restore from that copy alone gets back).</p>",
+            '<table class="jobs-rpo"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"]
+    for j in jobs:
+        css = "ok" if j["rpo_met"] else "bad" if j["rpo_met"] is False else "muted"
+        state = "no target" if j["rpo_seconds"] is None else "met" if j["rpo_met"] else "missed" \
+            if j["rpo_met"] is False else "no snapshot"
+        copies = "<br>".join(
+            f"{escape(c['target'])}: " + (f"<code>{escape(c['snapshot_id'][:8])}</code>, "
+                                          + _age_cell(c["age_seconds"], c["rpo_met"])
+                                          + (f" ({hours_text(c['behind_seconds'])} behind)" if c["behind_seconds"]
+                                             else "") if c["snapshot_id"] else '<span class="bad">none</span>')
+            for c in j["copies"]) or '<span class="muted">no copies</span>'
+        cells = [escape(j["job"]),
+                 (f"<code>{escape(j['snapshot_id'][:8])}</code>, " + _age_cell(j["age_seconds"], j["rpo_met"]))
+                 if j["snapshot_id"] else '<span class="bad">none</span>',
+                 f'<span class="{css}">{state}</span>' + (f" ({hours_text(j['rpo_seconds'])})" if j["rpo_seconds"]
+                                                          else ""),
+                 copies]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    rows.append("</tbody></table>")
+    return "".join(rows)
 
 
 def _rpo_table(drills: list[dict[str, Any]]) -> str:
@@ -560,9 +633,18 @@ def render_markdown(data: dict[str, Any]) -> str:
     if data.get("coverage"):
         lines += [f"Verification coverage ({'ok' if data['coverage']['ok'] else 'RED'}): "
                   f"{coverage_text(data['coverage'])}.", ""]
+    for j in data.get("jobs") or []:
+        copies = ", ".join(f"{c['target']} {hours_text(c['age_seconds'])}" for c in j["copies"]) or "none"
+        rpo = f"RPO {hours_text(j['rpo_seconds'])}" if j["rpo_seconds"] else "no RPO"
+        lines.append(f"- Job {_md(j['job'])} now: newest snapshot {hours_text(j['age_seconds'])} old ({rpo}); "
+                     f"newest in each copy: {_md(copies)}")
+    if data.get("jobs"):
+        lines.append("")
     warned = [d for d in reversed(data["drills"]) if d["warnings"]]
-    if warned:
+    job_warnings = [w for j in data.get("jobs") or [] for w in j["warnings"]]
+    if warned or job_warnings:
         lines += ["## Warnings", ""]
+        lines += [f"- Now: {_md(w)}" for w in job_warnings]
         lines += [f"- #{d['id']} {_md(d['name'])}: {_md(w)}" for d in warned for w in d["warnings"]]
         lines.append("")
     lines += [
