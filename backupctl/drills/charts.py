@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from backupctl.drills.model import duration_text
+from backupctl.drills.model import duration_text, hours_text
 
 PHASE_COLOURS = {
     "fetch": "#8c6bb1", "select": "#9ecae1", "restore": "#3182bd", "verify": "#31a354",
@@ -130,7 +130,7 @@ def _panel(name: str, series: list[dict[str, Any]], total: int, share: dict[int,
     rto = float(last["rto_seconds"])
     latest = share[last["id"]]
     state = "missed" if last.get("rto_met") is False else "met" if last.get("rto_met") else "not measured"
-    heading = f"{name}: RTO {duration_text(rto)}"
+    heading = f"{name}: RTO {hours_text(rto)}"
     figures = (f"latest #{last['id']}: {duration_text(compared_seconds(last))}"
                f"{' (estimate)' if last.get('rto_basis') == 'estimate' else ''} = {percent_text(latest)} of the "
                f"RTO, {state}")
@@ -174,7 +174,7 @@ def _panel(name: str, series: list[dict[str, Any]], total: int, share: dict[int,
         estimate = d.get("rto_basis") == "estimate"
         colour = MISSED if missed else MET
         tip = (f"#{d['id']} {d['started'][:16].replace('T', ' ')}: {duration_text(compared_seconds(d))}"
-               f"{' (estimate)' if estimate else ''} = {percent_text(value)} of RTO {duration_text(d['rto_seconds'])}")
+               f"{' (estimate)' if estimate else ''} = {percent_text(value)} of RTO {hours_text(d['rto_seconds'])}")
         css = f'rto-point{" missed" if missed else ""}{" estimate" if estimate else ""}'
         if below:
             out.append(f'<path class="{css} below" data-x="{x:.1f}" data-y="{y:.1f}" '

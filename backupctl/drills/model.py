@@ -201,5 +201,17 @@ def duration_text(seconds: float | None) -> str:
     return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
 
 
+def hours_text(seconds: float | None) -> str:
+    """An age or a long target: seconds under a minute, minutes under two hours, hours under two days, then
+    days."""
+    if seconds is None:
+        return "-"
+    if seconds < 7200:
+        return duration_text(seconds)
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)

@@ -26,7 +26,7 @@ from backupctl.catalog import drills as drill_rows
 from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.catalog.db import utcnow
 from backupctl.drills.charts import PHASE_COLOURS, phase_bars, rto_panels
-from backupctl.drills.model import ERROR, duration_text
+from backupctl.drills.model import ERROR, duration_text, hours_text
 from backupctl.drills.select import snapshot_datetime
 from backupctl.errors import SignatureInvalid, UsageError
 from backupctl.signing import SigningKey, VerifyKey, fingerprint, signature_document, verify_document
@@ -308,7 +308,7 @@ def recovery_text(d: dict[str, Any]) -> str:
 def rto_text(d: dict[str, Any]) -> str:
     met = d.get("rto_met")
     word = "met" if met else "missed" if met is False else "not measured"
-    return f"{word} (target {minutes(d['rto_seconds'])})"
+    return f"{word} (target {hours_text(d['rto_seconds'])})"
 
 
 def rpo_text(d: dict[str, Any]) -> str:
@@ -323,17 +323,6 @@ def rpo_text(d: dict[str, Any]) -> str:
     met = d.get("rpo_met")
     word = "met" if met else "missed" if met is False else "not held"
     return f"{text}, {word} (target {hours_text(rpo)})"
-
-
-def hours_text(seconds: float | None) -> str:
-    """An age: minutes under two hours, hours under two days, then days."""
-    if seconds is None:
-        return "-"
-    if seconds < 7200:
-        return duration_text(seconds)
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
 
 
 def restore_rate(d: dict[str, Any]) -> str:
