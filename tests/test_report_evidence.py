@@ -258,6 +258,8 @@ def test_a_drill_from_a_copy_that_lags_the_job_is_a_warning_in_the_report(tmp_pa
     assert drill["warnings"] and "copy 'offline' lagged the job's newest snapshot" in drill["warnings"][0]
     assert drill["rpo_met"] is True and math.isclose(drill["rpo_seconds"], 24 * 3600)
     assert "1 warning(s)" in data["verdict"]
+    shown = cli(config, "drill", "show", str(result.run_id), check=True).stdout
+    assert "recovery point: restored data" in shown and "warning: copy 'offline' lagged" in shown
 
 
 # PDF and the printed page -------------------------------------------------------------------------------------

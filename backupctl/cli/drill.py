@@ -132,13 +132,15 @@ def show(
     """One drill: phases with durations and throughput, every check, what failed, which studies."""
     from backupctl.catalog import drills as drill_rows
     from backupctl.catalog import open_catalog
-    from backupctl.drills.report import recovery_text, rto_text
+    from backupctl.drills.model import hours_text
+    from backupctl.drills.report import recovery_point, recovery_text, rpo_text, rto_text
 
     config = common.load()
     with open_catalog(config.catalog_path) as catalog:
         d = drill_rows.get_drill(catalog, drill_id)
     if d is None:
         raise UsageError(f"no drill #{drill_id}", hint="list them with `backupctl drill list`")
+    d.update(recovery_point(d))
     if json_output:
         print_json(d)
         return
@@ -151,6 +153,11 @@ def show(
     out.print(f"  recovery {recovery_text(d)}; RTO {rto_text(d)}; first study after "
               f"{d['first_study_seconds']:.1f} s" if d.get("first_study_seconds") is not None else
               f"  recovery {recovery_text(d)}; RTO {rto_text(d)}")
+    out.print(f"  recovery point: restored data {rpo_text(d)}"
+              + (f"; the job's newest snapshot was {hours_text(d['job_newest_age_seconds'])} old"
+                 if d.get("job_newest_age_seconds") is not None else ""))
+    for w in d["warnings"]:
+        out.print(f"  [yellow]warning:[/] {w}")
     table = common.table("phase", "status", "seconds", "files", "bytes", "MB/s")
     for p in d["phases"]:
         table.add_row(p["name"], p["status"], f"{p['seconds']:.3f}", str(p["files"]), human_bytes(p["bytes"]),
