@@ -397,3 +397,17 @@ def test_study_coverage_turns_status_metrics_and_report_red_past_the_bound(tmp_p
         fh.write("\n[verify]\nmax_unverified_days = 3650\n")
     wider = load_config(config.path)
     assert not any("coverage" in p for p in status_report(wider)["problems"])
+
+
+def test_drill_key_exports_the_pem_whose_fingerprint_openssl_computes(reporting: Config, tmp_path: Path) -> None:
+    shown = cli(reporting, "drill", "key", check=True)
+    assert shown.stdout.startswith("-----BEGIN PUBLIC KEY-----") and shown.stdout.rstrip().endswith("-----")
+    pem = tmp_path / "auditor.pem"
+    cli(reporting, "drill", "key", "-o", str(pem), check=True)
+    assert pem.read_text() == shown.stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-in", str(pem), "-outform", "DER"], capture_output=True,
+                         check=True).stdout
+    assert f"SHA-256 fingerprint {hashlib.sha256(der).hexdigest()}" in shown.stderr
+    # the exported key checks a report made afterwards, with openssl
+    cli(reporting, "drill", "report", "--no-pdf", "-o", str(tmp_path / "r.html"), check=True)
+    assert _openssl(tmp_path, "auditor.pem", "r.html").returncode == 0

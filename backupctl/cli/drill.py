@@ -252,6 +252,35 @@ def report(
         raise ReportError(f"the report was written but not mailed ({delivery.destination}: {delivery.error})")
 
 
+@app.command("key")
+def key(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the PEM here (default: stdout).")]
+    = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """The public key reports are checked with: its PEM and SHA-256 fingerprint, to hand to auditors (the
+    fingerprint by another way than the reports themselves)."""
+    from backupctl.fsutil import atomic_write_bytes
+    from backupctl.signing import fingerprint, public_key_pem
+    from backupctl.verify.snapshot_manifest import trusted_key
+
+    trusted = trusted_key(common.load())
+    pem = public_key_pem(trusted)
+    if output is not None:
+        atomic_write_bytes(output, pem)
+    if json_output:
+        print_json({"ok": True, "key_id": trusted.key_id, "fingerprint_sha256": fingerprint(trusted),
+                    "pem": pem.decode("ascii"), "output": str(output) if output else None})
+        return
+    line = f"key {trusted.key_id}, SHA-256 fingerprint {fingerprint(trusted)}"
+    if output is None:   # the PEM alone on stdout, so it can be redirected; the fingerprint beside it
+        sys.stdout.write(pem.decode("ascii"))
+        sys.stdout.flush()
+        common.err.print(line)
+    else:
+        out.print(f"{line}, written to {output}")
+
+
 def _report_text(config: "Config", since: str | None, fmt: str, output: Path | None, json_output: bool) -> None:
     """A JSON or Markdown report: to stdout, or to a file with its signature and the public key beside it."""
     from backupctl.catalog import open_catalog
