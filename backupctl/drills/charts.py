@@ -21,6 +21,7 @@ PHASE_COLOURS = {
 }
 # drills recorded before the checks ran alongside the restore timed them as two phases of their own
 LEGACY_PHASE_COLOURS = {"hash": "#31a354", "dicom": "#74c476"}
+LIGHT_PHASES = {"select", "query", "cleanup"}   # dark figures on these pale segments
 FONT = 'font-family="system-ui, -apple-system, Segoe UI, sans-serif" font-size="12"'
 SMALL = 'font-family="system-ui, -apple-system, Segoe UI, sans-serif" font-size="10.5"'
 WIDTH = 700
@@ -231,7 +232,8 @@ def phase_bars(drills: Sequence[dict[str, Any]], width: int = WIDTH) -> str:
                         f'height="{bar_h}" fill="{_phase_colour(name)}"><title>{escape(tip)}</title></rect>')
             text = f"{phase['seconds']:.1f}"
             if w >= 7 * len(text) + 6:
-                bars.append(f'<text x="{x + w / 2:.1f}" y="{y + 11}" text-anchor="middle" {SMALL} fill="#fff">'
+                ink = "#222" if name in LIGHT_PHASES else "#fff"
+                bars.append(f'<text x="{x + w / 2:.1f}" y="{y + 11}" text-anchor="middle" {SMALL} fill="{ink}">'
                             f"{text}</text>")
             else:
                 narrow.append(f"{name} {phase['seconds']:.2f} s")
