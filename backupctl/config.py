@@ -292,6 +292,27 @@ class AuditConfig(Strict):
     rules: AuditRules = AuditRules()
 
 
+class ReportConfig(Strict):
+    """The drill report's header and its scheduled delivery (`[report]`)."""
+
+    site: str | None = None                  # shown in the report's header, e.g. "St. Mary's Hospital, PACS"
+    owner: str | None = None                 # who answers for the backups, e.g. "IT operations, J. Smith"
+    period_days: float = Field(default=30, gt=0)   # a scheduled report covers the drills of this many days
+    schedule: str | None = None              # cron: when the report is made and mailed
+    timezone: str = "UTC"
+    email_to: list[str] = []                 # managers who receive it (through [smtp])
+    pdf: bool | None = None                  # a PDF beside the HTML (chromium): true = required, unset = if installed
+
+    @model_validator(mode="after")
+    def _cron(self) -> ReportConfig:
+        if self.schedule is not None:
+            try:
+                validate_cron(self.schedule, self.timezone)
+            except ValueError as exc:
+                raise ValueError(f"schedule: expected {exc}") from None
+        return self
+
+
 class Settings(Strict):
     catalog: CatalogConfig = CatalogConfig()
     staging: StagingConfig = StagingConfig()
@@ -303,6 +324,7 @@ class Settings(Strict):
     notify: NotifyConfig = NotifyConfig()     # defaults for every job and drill; their [notify] overrides
     smtp: SmtpConfig | None = None
     audit: AuditConfig = AuditConfig()
+    report: ReportConfig = ReportConfig()
 
     @field_validator("targets")
     @classmethod
@@ -391,6 +413,7 @@ class Job(Strict):
     retention: Retention = Retention()
     tags: list[str] = []
     expected_interval_hours: float | None = Field(default=None, gt=0)
+    rpo_hours: float | None = Field(default=None, gt=0)   # the newest snapshot may be this old at most
     notify: NotifyConfig | None = None
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
@@ -419,6 +442,7 @@ class Drill(Strict):
     studies: list[str] = []
     depth: Literal["hash", "dicom", "pacs"] = "dicom"
     rto_minutes: float = Field(default=60, gt=0)
+    rpo_hours: float | None = Field(default=None, gt=0)   # restored data this old at most; default: the job's
     schedule: str | None = None
     timezone: str = "UTC"
     scratch: Path | None = None              # default: <state>/scratch; never inside a job's source
@@ -625,8 +649,11 @@ def _email_without_smtp(path: Path, settings: Settings, jobs: dict[str, Job], dr
     wanting = [(_display(path), settings.notify)]
     wanting += [(_display(path.parent / settings.paths.jobs / f"{n}.toml"), j.notify) for n, j in jobs.items()]
     wanting += [(_display(path.parent / settings.paths.drills / f"{n}.toml"), d.notify) for n, d in drills.items()]
-    return [f"{where}: notify.email_to: needs an [smtp] section in {path.name}"
-            for where, notify in wanting if notify is not None and notify.email_to]
+    problems = [f"{where}: notify.email_to: needs an [smtp] section in {path.name}"
+                for where, notify in wanting if notify is not None and notify.email_to]
+    if settings.report.email_to:
+        problems.append(f"{_display(path)}: report.email_to: needs an [smtp] section in {path.name}")
+    return problems
 
 
 def _load_dir(folder: Path, model: type[Job] | type[Drill], errors: list[str]) -> dict[str, Any]:

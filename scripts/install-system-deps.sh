@@ -19,7 +19,8 @@ declare -A want=(
   [curl]=curl
   [openssl]=openssl
   [/usr/bin/time]=time       # GNU time: peak RSS of restic in the benchmarks
-  [chromium]=chromium        # opens drill reports in tests
+  [chromium]=chromium        # prints drill reports to PDF; opens them in tests
+  [pdftotext]=poppler-utils  # tests read the drill report's PDF
   [rsyslogd]="rsyslog rsyslog-gnutls"   # the syslog-over-TLS receiver of the audit forwarding tests
 )
 missing=()
