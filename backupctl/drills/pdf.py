@@ -7,14 +7,12 @@ PDF is what the HTML shows. Chromium gets a profile folder of its own for each p
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
 from pathlib import Path
 
+from backupctl import process
 from backupctl.errors import ReportError
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
@@ -60,17 +58,10 @@ def print_pdf(html: Path, pdf: Path, *, chromium: str | None = None, timeout: fl
 
 
 def _run(argv: list[str], timeout: float) -> tuple[int, str]:
-    """Run chromium in a process group of its own; on timeout the whole group (its renderers too) is killed.
-    The one place this module starts a process: it moves to backupctl.process once that exists."""
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise ReportError(f"chromium did not print the report within {timeout:.0f} s") from None
-    with contextlib.suppress(ProcessLookupError):   # a helper chromium left behind dies with the print
-        os.killpg(proc.pid, signal.SIGKILL)
+    """Run chromium in a process group of its own; on timeout the whole group (its renderers too) is killed."""
+    done = process.run(argv, timeout=timeout, kill_grace=0, text=False, kill_leftovers=True)
+    if done.timed_out:
+        raise ReportError(f"chromium did not print the report within {timeout:.0f} s")
+    err = done.stderr or b""
     lines = [ln for ln in err.decode(errors="replace").splitlines() if ln.strip() and "dbus" not in ln.lower()]
-    return proc.returncode, lines[-1][:200] if lines else ""
+    return done.returncode or 0, lines[-1][:200] if lines else ""
