@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import time
 from typing import Any
 
+from backupctl import process
 from backupctl.audit.log import log_path, read_lines, verify_chain
 from backupctl.audit.receiver import SyslogReceiver
 from backupctl.audit.verify import verify_audit
@@ -17,9 +17,9 @@ from backupctl.audit.verify import verify_audit
 DEADLINE_SECONDS = 30
 
 
-def _cli(config_path: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "backupctl", "--config", config_path, "--quiet", *args],
-                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+def _cli(config_path: str, *args: str) -> process.Completed:
+    return process.run([sys.executable, "-m", "backupctl", "--config", config_path, "--quiet", *args],
+                       timeout=300)
 
 
 def step_audit(ctx: Any) -> dict[str, Any]:
