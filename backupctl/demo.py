@@ -82,6 +82,7 @@ class DemoContext:
     extra_targets: dict[str, str] = field(default_factory=dict)   # name -> TOML table body, added by steps
     # services a step starts for the steps after it (the embedded S3 server): closed when the demo ends
     resources: ExitStack = field(default_factory=ExitStack)
+    job: str = DEMO_JOB
 
 
 def step_backup(ctx: DemoContext) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from backupctl.drills.model import (
 )
 from backupctl.drills.scratch import make_scratch, remove_scratch, remove_stale_scratch, scratch_root
 from backupctl.drills.select import Scope, SelectionError, choose_scope, choose_snapshot, snapshot_datetime
-from backupctl.errors import BackupctlError, IntegrityError, Interrupted, ResticError, Terminated, UsageError
+from backupctl.errors import BackupctlError, IntegrityError, Interrupted, ResticError, StopDrill, Terminated, UsageError
 from backupctl.manifest import DICOM, Entry, Manifest
 from backupctl.progress import NullProgress, Progress
 from backupctl.repository import password_source
@@ -65,10 +65,6 @@ SPACE_MARGIN_BYTES = 64 << 20        # room kept free beyond what the restore ne
 
 # what reading the copy may raise that is a finding of the drill, not a fault of the drill itself
 _ReadFailure = (IntegrityError, ResticError)
-
-
-class StopDrill(Exception):
-    """A check failed that later phases depend on; the drill records it and stops early."""
 
 
 @dataclass

@@ -50,6 +50,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from backupctl.errors import NotDicom
+
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 PREAMBLE = 128
@@ -75,10 +77,6 @@ UID_FACTS = ("sop_class", "sop_instance", "study", "series", "transfer_syntax")
 # and reads as DICOM (CVE-2019-11687); PS3.10 asks for zeros or a TIFF header there
 _EXECUTABLE_HEADERS = {b"MZ": "a Windows PE (MZ) header", b"\x7fELF": "an ELF header",
                        b"\xcf\xfa\xed\xfe": "a Mach-O header", b"#!": "a script interpreter line"}
-
-
-class NotDicom(Exception):
-    """The bytes are neither a DICOM Part 10 file nor a dataset stored without file meta."""
 
 
 def looks_like_dicom(head: bytes) -> bool:
