@@ -51,6 +51,8 @@ FACT_KEYWORDS = {
     "modality": "Modality",
 }
 UID_FACTS = ("sop_class", "sop_instance", "study", "series", "transfer_syntax")
+# read in clear for the caller to hash or seal at once (see backupctl.identifiers); never kept as they are
+IDENTIFIERS = ("patient_id", "accession", "patient_name")
 
 
 class NotDicom(Exception):
@@ -114,12 +116,16 @@ def _ascii_text(ds: Dataset, name: str) -> str | None:
 
 
 def facts_of(ds: Dataset) -> dict[str, str | None]:
-    """The manifest facts of a parsed dataset, plus 'patient_id' in clear for the caller to hash at once.
+    """The manifest facts of a parsed dataset, plus the IDENTIFIERS in clear for the caller to hash at once.
     The Patient ID (LO, in the dataset's character set) is converted by pydicom, never decoded by hand."""
     facts = {name: _ascii_text(ds, name) for name in FACT_KEYWORDS}
     meta = getattr(ds, "file_meta", None)
     facts["transfer_syntax"] = _text(meta, "TransferSyntaxUID") if meta is not None else None
     facts["patient_id"] = _text(ds, "PatientID")
+    facts["accession"] = _text(ds, "AccessionNumber")
+    facts["patient_name"] = _text(ds, "PatientName")
+    date = _text(ds, "StudyDate")
+    facts["date"] = date if date and len(date) == 8 and date.isdigit() else None
     return facts
 
 
@@ -297,7 +303,8 @@ def _check_stream(fh: BinaryIO, expected: dict[str, str | None] | None, decode: 
         result.fail("corrupt", f"an element does not parse ({type(exc).__name__})")
         return result
     result.facts = facts_of(ds)
-    result.facts.pop("patient_id", None)   # never kept in clear
+    for name in IDENTIFIERS:   # never kept in clear
+        result.facts.pop(name, None)
     _check_meta(ds, result)
     _check_pixels(ds, result)
     if expected:
