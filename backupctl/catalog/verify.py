@@ -103,7 +103,7 @@ def snapshots_with_series(catalog: Catalog, series_uid: str) -> list[dict[str, A
 
 def studies_of(catalog: Catalog, snapshot_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in catalog.query(
-        "SELECT study_uid, series, instances, bytes, modalities FROM snapshot_studies WHERE snapshot_id=? "
+        "SELECT study_uid, series, instances, bytes, modalities, study_date FROM snapshot_studies WHERE snapshot_id=? "
         "ORDER BY study_uid", (snapshot_id,))]
 
 

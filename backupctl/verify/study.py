@@ -65,11 +65,31 @@ class StudyRestore:
     seconds: float
     verified: bool
     findings: list[Finding] = field(default_factory=list)
+    dicom_parsed: int = 0
+    decoded: int = 0
+    key_id: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {"snapshot_id": self.snapshot_id, "source": self.source, "to": str(self.to), "studies": self.studies,
                 "files": self.files, "bytes": self.bytes, "seconds": round(self.seconds, 3),
-                "verified": self.verified, "findings": [f.as_dict() for f in self.findings]}
+                "verified": self.verified, "dicom_parsed": self.dicom_parsed, "decoded": self.decoded,
+                "key_id": self.key_id, "checks": self.checks(), "findings": [f.as_dict() for f in self.findings]}
+
+    def checks(self) -> dict[str, list[str]]:
+        """What the restore verified, and what it did not (said, not implied)."""
+        done = [f"SHA-256 of {self.files} files against the signed manifest (key {self.key_id})",
+                f"full DICOM parse of {self.dicom_parsed} files (elements, pixel data length, UIDs)"]
+        if self.decoded:
+            done.append(f"pixel data decoded in {self.decoded} files")
+        not_done = [f"pixel data of {self.dicom_parsed - self.decoded} files not decoded"] \
+            if self.dicom_parsed > self.decoded else []
+        not_done.append("not sent to or queried from a PACS")
+        return {"verified": done, "not_verified": not_done}
+
+    def closing_line(self) -> str:
+        c = self.checks()
+        head = "verified" if self.verified else "verification FAILED; checked"
+        return f"{head}: {'; '.join(c['verified'])}. Not verified: {'; '.join(c['not_verified'])}."
 
 
 def restore_studies(config: Config, catalog: Catalog, studies: list[str], to: Path, *, snapshot: str | None = None,
@@ -96,4 +116,4 @@ def restore_studies(config: Config, catalog: Catalog, studies: list[str], to: Pa
     tree = verify_restored_tree(to, manifest, entries=entries, decode=config.settings.verify.decode_sample,
                                 workers=config.settings.verify.workers, progress=progress)
     return StudyRestore(snap.id, copy, to, sorted(wanted), tree.files, tree.bytes, time.monotonic() - started,
-                        tree.ok, tree.findings)
+                        tree.ok, tree.findings, tree.dicom, tree.decoded, trusted.key_id)
