@@ -94,22 +94,22 @@ def print_matches(result: Any) -> None:  # noqa: ANN401 - actions.find.FindResul
 
     asked = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.query.asked().items())
     by_name = result.query.patient_name is not None
-    columns = ["study date", "modality", "instances", "size", "snapshot", "job", "taken", "in", "study UID"]
-    table = make_table(*(columns + (["patient name"] if by_name else [])))
+    # lines, not a table: a Study UID is up to 64 characters, and a table would cut it on a narrow terminal
     for m in result.matches:
-        d = m.study_date
-        row = [f"{d[:4]}-{d[4:6]}-{d[6:]}" if d else "-", m.modalities or "-", str(m.instances),
-               human_bytes(m.bytes), m.short_id, m.job, short_time(m.snapshot_time), f"{m.snapshots} snap.",
-               m.study_uid]
-        table.add_row(*(row + ([escape(m.patient_name or "")] if by_name else [])))
-    if result.matches:
-        out.print(table)
+        name = f"  patient name {escape(m.patient_name or '')}" if by_name else ""
+        out.print(f"{_day(m.study_date)}  {m.modalities or '-':<5} {m.instances:>5} inst.  "
+                  f"{human_bytes(m.bytes):>10}  snapshot {m.short_id} ({m.job}, {short_time(m.snapshot_time)}), in {m.snapshots} snapshot(s){name}")
+        out.print(f"    study {m.study_uid}")
     total = sum(m.bytes for m in result.matches)
     read = f"; {result.manifests_read} signed manifest(s) read for the name" if by_name else ""
     out.print(f"{len(result.matches)} study(ies), {human_bytes(total)}, match {escape(asked)}{read}")
     if result.names_unreadable:
         out.print(f"[yellow]warning[/] {result.names_unreadable} studies' names are sealed under another "
                   "identifiers key and could not be matched")
+
+
+def _day(d: str | None) -> str:
+    return f"{d[:4]}-{d[4:6]}-{d[6:]}" if d else "-         "
 
 
 def _find_uid(study: str | None, series: str | None, json_output: bool) -> None:
@@ -158,12 +158,11 @@ def show(
               + (", ".join(f"{x['target']}:{x['location']}" for x in row["replicas"]) or "none"))
     if held is None:
         return
-    table = make_table("study date", "modality", "series", "instances", "size", "study UID")
     for s in held:
-        d = s["study_date"]
-        table.add_row(f"{d[:4]}-{d[4:6]}-{d[6:]}" if d else "-", s["modalities"] or "-", str(s["series"]),
-                      str(s["instances"]), human_bytes(s["bytes"]), s["study_uid"])
-    out.print(table if held else "no DICOM study in this snapshot")
+        out.print(f"{_day(s['study_date'])}  {s['modalities'] or '-':<5} {s['series']:>3} series "
+                  f"{s['instances']:>5} inst.  {human_bytes(s['bytes']):>10}  {s['study_uid']}")
+    if not held:
+        out.print("no DICOM study in this snapshot")
     if held:
         out.print(f"{len(held)} studies, {sum(s['instances'] for s in held)} instances, "
                   f"{human_bytes(sum(s['bytes'] for s in held))}")
