@@ -98,7 +98,8 @@ def print_matches(result: Any) -> None:  # noqa: ANN401 - actions.find.FindResul
     for m in result.matches:
         name = f"  patient name {escape(m.patient_name or '')}" if by_name else ""
         out.print(f"{_day(m.study_date)}  {m.modalities or '-':<5} {m.instances:>5} inst.  "
-                  f"{human_bytes(m.bytes):>10}  snapshot {m.short_id} ({m.job}, {short_time(m.snapshot_time)}), in {m.snapshots} snapshot(s){name}")
+                  f"{human_bytes(m.bytes):>10}  snapshot {m.short_id} ({m.job}, {short_time(m.snapshot_time)}), "
+                  f"in {m.snapshots} snapshot(s){name}")
         out.print(f"    study {m.study_uid}")
     total = sum(m.bytes for m in result.matches)
     read = f"; {result.manifests_read} signed manifest(s) read for the name" if by_name else ""
