@@ -8,6 +8,8 @@ import json
 import shutil
 import sqlite3
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pydicom
@@ -280,3 +282,38 @@ def test_identifiers_key_is_created_at_first_use_and_refused_when_open(tmp_path:
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and len(key_file.read_bytes()) == 32
     key_file.chmod(0o644)
     assert_one_line_error(cli(config, "find", "--patient-id", "SYN04500000"), 2, "identifiers key")
+
+
+class _Recorder:
+    """A Progress that keeps every task's total and every completed figure it was told."""
+
+    def __init__(self) -> None:
+        self.tasks: list[dict] = []
+
+    @contextmanager
+    def task(self, description: str, total: float | None = None, unit: str = "") -> Iterator[object]:
+        record = {"description": description, "total": total, "unit": unit, "completed": []}
+        self.tasks.append(record)
+
+        class _Task:
+            def advance(self, amount: float = 1) -> None:
+                record["completed"].append((record["completed"] or [0])[-1] + amount)
+
+            def update(self, *, completed: float | None = None, total: float | None = None) -> None:
+                if completed is not None:
+                    record["completed"].append(completed)
+
+        yield _Task()
+
+
+def test_study_restore_reports_bytes_against_the_catalog_size(inst: Config, tmp_path: Path) -> None:
+    from backupctl.catalog import open_catalog
+    from backupctl.verify.study import restore_studies
+
+    one = _studies(_archive(inst))[0]
+    recorder = _Recorder()
+    with open_catalog(inst.catalog_path) as catalog:
+        done = restore_studies(inst, catalog, [one["study"]], tmp_path / "out", progress=recorder)
+    bars = [t for t in recorder.tasks if t["description"].startswith("restore 1 study")]
+    assert len(bars) == 1 and bars[0]["unit"] == "B" and bars[0]["total"] == done.bytes > 0
+    assert bars[0]["completed"][-1] == done.bytes and all(c <= done.bytes for c in bars[0]["completed"])

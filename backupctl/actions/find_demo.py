@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from backupctl.actions.find import StudyQuery, find_studies, plan_restore, snapshot_holding_all
 from backupctl.catalog import open_catalog
+from backupctl.catalog.db import catalog_image
 from backupctl.verify.study import restore_studies
 
 if TYPE_CHECKING:
@@ -49,9 +50,7 @@ def step_find(ctx: DemoContext) -> dict[str, Any]:
         outcome = restore_studies(config, catalog, found, ctx.workdir / "found-study",
                                   snapshot=snapshot_holding_all(by_acc), progress=ctx.progress)
     id_studies = {m.study_uid for m in by_id.matches}
-    in_clear = handed["patient_id"].encode() in config.catalog_path.read_bytes()
-    wal = config.catalog_path.with_name(config.catalog_path.name + "-wal")
-    in_clear = in_clear or (wal.exists() and handed["patient_id"].encode() in wal.read_bytes())
+    in_clear = handed["patient_id"].encode() in catalog_image(config.catalog_path)
     ok = (outcome.verified and handed["study"] in id_studies and {m.study_uid for m in by_name.matches} == id_studies
           and outcome.files == by_acc.matches[0].instances and not in_clear)
     return {"ok": ok, "by_patient_id": {"studies": len(id_studies)},

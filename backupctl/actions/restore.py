@@ -11,7 +11,7 @@ from pathlib import Path
 
 from backupctl.config import Config
 from backupctl.errors import UsageError
-from backupctl.progress import NullProgress, Progress
+from backupctl.progress import NullProgress, Progress, watched
 from backupctl.repository import replica_restic, staging_restic
 from backupctl.restic import Restic
 from backupctl.targets import make_target
@@ -42,8 +42,9 @@ def check_restore_target(to: Path, force: bool) -> None:
 
 
 def restore_snapshot(config: Config, snapshot: str, to: Path, *, includes: list[str] | None = None,
-                     copy: str = "staging", force: bool = False,
-                     progress: Progress | None = None) -> RestoreOutcome:
+                     copy: str = "staging", force: bool = False, progress: Progress | None = None,
+                     expected_bytes: int | None = None) -> RestoreOutcome:
+    """`expected_bytes` (the catalog's size of the snapshot): a byte bar with percent and ETA."""
     check_restore_target(to, force)
     progress = progress or NullProgress()
     started = time.monotonic()
@@ -51,7 +52,11 @@ def restore_snapshot(config: Config, snapshot: str, to: Path, *, includes: list[
         restic = restic_for_copy(config, copy, Path(scratch))
         snap = restic.snapshot(snapshot)
         to.mkdir(parents=True, exist_ok=True)
-        restic.restore(snap.id, to, includes=includes or [], progress=progress)
+        if expected_bytes and not includes:
+            with watched(progress, f"restore {snap.short_id} from {copy}", to, expected_bytes):
+                restic.restore(snap.id, to, progress=NullProgress())
+        else:
+            restic.restore(snap.id, to, includes=includes or [], progress=progress)
     files, size = tree_size(to)
     return RestoreOutcome(snap.id, copy, to, files, size, time.monotonic() - started)
 

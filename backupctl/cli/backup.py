@@ -218,12 +218,25 @@ def restore(
         return
     assert to is not None
     outcome = restore_snapshot(config, snapshot, to, includes=include, copy=from_target, force=force,
-                               progress=progress)
+                               progress=progress, expected_bytes=_catalog_size(config, snapshot))
     if json_output:
         print_json({**asdict(outcome), "ok": True})
     else:
         out.print(f"restored {outcome.files} files ({human_bytes(outcome.bytes)}) of snapshot "
                   f"{outcome.snapshot_id[:8]} from {outcome.source} into {outcome.to} in {outcome.seconds:.1f} s")
+        out.print(f"not verified: a whole-snapshot restore is copied, not checked; `backupctl verify --level "
+                  f"restore --snapshot {outcome.snapshot_id[:8]} --from {outcome.source}` checks one against its "
+                  "signed manifest")
+
+
+def _catalog_size(config, snapshot: str) -> int | None:  # noqa: ANN001 - Config
+    """The snapshot's size as the catalog knows it (for the progress bar), or None."""
+    from backupctl.catalog import find as find_rows
+    from backupctl.catalog import open_catalog
+
+    with open_catalog(config.catalog_path) as catalog:
+        rows = find_rows.snapshots_by_prefix(catalog, snapshot)
+    return int(rows[0]["size"]) if len(rows) == 1 and rows[0]["size"] else None
 
 
 def _restore_to_pacs(config, snapshot: str, url: str, keep: Path | None, include: list[str] | None,  # noqa: ANN001

@@ -19,7 +19,7 @@ from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.catalog import verify as verify_rows
 from backupctl.config import Config
 from backupctl.errors import UsageError
-from backupctl.progress import NullProgress, Progress
+from backupctl.progress import NullProgress, Progress, watched
 from backupctl.verify.findings import Finding
 from backupctl.verify.restore import restore_entries, scratch_root
 from backupctl.verify.restored import verify_restored_tree
@@ -112,7 +112,8 @@ def restore_studies(config: Config, catalog: Catalog, studies: list[str], to: Pa
             raise UsageError(f"study {sorted(absent)[0]} is not in snapshot {snap.short_id}",
                              hint="find which snapshots hold it with `backupctl find --study UID`")
         to.mkdir(parents=True, exist_ok=True)
-        restore_entries(restic, snap, manifest, entries, to, progress)
+        with watched(progress, f"restore {len(wanted)} study(ies) from {copy}", to, sum(e.size for e in entries)):
+            restore_entries(restic, snap, manifest, entries, to, NullProgress())
     tree = verify_restored_tree(to, manifest, entries=entries, decode=config.settings.verify.decode_sample,
                                 workers=config.settings.verify.workers, progress=progress)
     return StudyRestore(snap.id, copy, to, sorted(wanted), tree.files, tree.bytes, time.monotonic() - started,
