@@ -191,6 +191,14 @@ def test_latest_is_per_job(inst: Config, tmp_path: Path) -> None:
     assert (tmp_path / "r" / str(_archive(inst, "research")).lstrip("/")).is_dir()
     assert_one_line_error(cli(inst, "restore", "latest", "--job", "nosuch", "--to", str(tmp_path / "x")), 2,
                           "no job named 'nosuch'")
+    verified = json.loads(cli(inst, "verify", "--level", "restore", "--job", "research", "--json",
+                              check=True).stdout)
+    assert research["id"].startswith(verified["levels"][0]["snapshot"])
+    (Path(inst.base) / "restore_drills" / "quick.toml").write_text(
+        'job = "pacs"\ncopy_from = "staging"\nsnapshot = "latest"\nscope = "all"\ndepth = "hash"\n'
+        'rto_minutes = 30\nschedule = "0 5 * * *"\n')
+    drilled = json.loads(cli(inst, "drill", "run", "quick", "--job", "research", "--json", check=True).stdout)
+    assert drilled["job"] == "research" and drilled["snapshot_id"] == research["id"]
 
 
 def test_snapshots_show_studies_ls_and_diff(inst: Config) -> None:
