@@ -22,7 +22,7 @@ import stat
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
@@ -338,24 +338,26 @@ def read_file_entry(path: str, patient_key: bytes, buf: bytearray | None = None,
     name = facts.pop("patient_name", None)
     facts["patient"] = patient_hash(patient_key, patient) if patient else None
     if ids is not None:   # what `find` looks up: keyed digests, the name sealed (see backupctl.identifiers)
-        facts["pid"] = ids.digest(patient) if patient else None
-        facts["acc"] = ids.digest(accession) if accession else None
-        facts["name"] = _sealed(ids, name) if name else None
+        facts["pid"] = _keyed(ids, "pid", patient, ids.digest)
+        facts["acc"] = _keyed(ids, "acc", accession, ids.digest)
+        facts["name"] = _keyed(ids, "name", name, ids.seal)
     if patient and patient in path:
         facts["id_in_path"] = "yes"   # the layout names folders by Patient ID: paths themselves identify
     entry.kind, entry.dicom = DICOM, facts
     return entry
 
 
-def _sealed(ids: IdentifierKey, name: str) -> str:
-    # one study's files share a name: seal it once per run of equal names, not once per file
-    global _last_sealed
-    if _last_sealed[0] != name or _last_sealed[2] is not ids:
-        _last_sealed = (name, ids.seal(name), ids)
-    return _last_sealed[1]
+def _keyed(ids: IdentifierKey, what: str, value: str | None, keyed: Callable[[str], str]) -> str | None:
+    # a study's files share these values and come one after another: key each once per run of equal values
+    if not value:
+        return None
+    last = _last_keyed.get(what)
+    if last is None or last[0] != value or last[2] is not ids:
+        last = _last_keyed[what] = (value, keyed(value), ids)
+    return last[1]
 
 
-_last_sealed: tuple[str, str, IdentifierKey | None] = ("", "", None)
+_last_keyed: dict[str, tuple[str, str, IdentifierKey]] = {}
 
 
 def _read_batch(paths: list[str]) -> list[Entry]:

@@ -325,3 +325,26 @@ def test_study_restore_reports_bytes_against_the_catalog_size(inst: Config, tmp_
     bars = [t for t in recorder.tasks if t["description"].startswith("restore 1 study")]
     assert len(bars) == 1 and bars[0]["unit"] == "B" and bars[0]["total"] == done.bytes > 0
     assert bars[0]["completed"][-1] == done.bytes and all(c <= done.bytes for c in bars[0]["completed"])
+
+
+def test_names_in_other_character_sets_are_read_and_matched() -> None:
+    import io
+
+    from backupctl.actions.find import name_matcher
+    from backupctl.dicom.parse import facts_of
+
+    ds = pydicom.Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = "Müller^Hans"
+    ds.AccessionNumber = "A-1"
+    ds.StudyDate = "20240131"
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=False, implicit_vr=False, little_endian=True)
+    facts = facts_of(pydicom.dcmread(io.BytesIO(buf.getvalue()), force=True))
+    assert (facts["patient_name"], facts["accession"], facts["date"]) == ("Müller^Hans", "A-1", "20240131")
+    assert name_matcher("MÜLLER^H*").fullmatch(facts["patient_name"])
+    assert name_matcher("M?ller^Hans").fullmatch(facts["patient_name"])
+    assert not name_matcher("Müller").fullmatch(facts["patient_name"])     # the whole name must match
+    assert name_matcher("a.b*").fullmatch("a.bc") and not name_matcher("a.b*").fullmatch("axbc")   # '.' literal

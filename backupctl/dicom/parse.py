@@ -122,11 +122,27 @@ def facts_of(ds: Dataset) -> dict[str, str | None]:
     meta = getattr(ds, "file_meta", None)
     facts["transfer_syntax"] = _text(meta, "TransferSyntaxUID") if meta is not None else None
     facts["patient_id"] = _text(ds, "PatientID")
-    facts["accession"] = _text(ds, "AccessionNumber")
-    facts["patient_name"] = _text(ds, "PatientName")
-    date = _text(ds, "StudyDate")
+    facts["accession"] = _plain_text(ds, "AccessionNumber")
+    facts["patient_name"] = _plain_text(ds, "PatientName")
+    date = _plain_text(ds, "StudyDate")
     facts["date"] = date if date and len(date) == 8 and date.isdigit() else None
     return facts
+
+
+_TEXT_TAGS = {kw: tag_for_keyword(kw) for kw in ("AccessionNumber", "PatientName", "StudyDate")}
+
+
+def _plain_text(ds: Dataset, keyword: str) -> str | None:
+    """A text value read from its raw bytes when they are plain ASCII (the same string pydicom would give,
+    without its conversion, which costs more than the rest of the header read); else converted by pydicom
+    in the dataset's character set."""
+    elem = ds.get_item(_TEXT_TAGS[keyword])
+    if elem is None:
+        return None
+    value = elem.value
+    if isinstance(value, bytes) and value.isascii() and b"\x1b" not in value:   # ESC: ISO 2022 code extensions
+        return value.decode("ascii").strip(" \0") or None
+    return _text(ds, keyword)
 
 
 def header_facts(head: bytes, path: Path | str, whole_file: bool) -> dict[str, str | None]:
