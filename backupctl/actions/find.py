@@ -302,11 +302,13 @@ def plan_restore(catalog: Catalog, snapshot_id: str, copy: str, studies: list[st
     if not history:
         plan.basis = (plan.basis + "; " if plan.basis else "") + f"no drill has restored from {copy} yet: no estimate"
         return plan
+    # the drills' own extrapolation: restore and verify scale with bytes, fetch and select happen once
     rate = sum(h["bytes"] for h in history) / sum(h["seconds"] for h in history)
-    fetch = sum(h["fetch_seconds"] for h in history) / len(history)
+    once = sum(h["once_seconds"] for h in history) / len(history)
     if size is not None:
-        plan.expected_seconds = fetch + size / rate
-    basis = (f"{rate / 1e6:.1f} MB/s restored by the last {len(history)} drill(s) from {copy}"
-             + (f", plus {fetch:.1f} s to fetch the copy" if fetch >= 0.05 else ""))
+        plan.expected_seconds = once + size / rate
+    basis = (f"{rate / 1e6:.1f} MB/s restored and verified by the last {len(history)} drill(s) from {copy}, "
+             f"plus {once:.1f} s to fetch the copy and select (a small restore takes longer: restic's start-up "
+             "weighs more)")
     plan.basis = (plan.basis + "; " if plan.basis else "") + basis
     return plan

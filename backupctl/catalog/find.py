@@ -59,12 +59,15 @@ def snapshots_by_prefix(catalog: Catalog, prefix: str) -> list[dict[str, Any]]:
 
 
 def drill_restore_history(catalog: Catalog, copy: str, limit: int = 5) -> list[dict[str, Any]]:
-    """The restore (and fetch) phases of the last drills that read `copy` and restored something: what a
+    """Per drill of the last `limit` that read `copy` and restored something: the bytes restored, the
+    seconds of restore + verify (which scale with bytes) and of fetch + select (which happen once). What a
     restore from that copy is expected to take is measured there, not assumed."""
     rows = catalog.query(
-        "SELECT d.run_id, r.bytes, r.seconds, COALESCE(f.seconds, 0) AS fetch_seconds "
+        "SELECT d.run_id, r.bytes, "
+        "SUM(CASE WHEN p.phase IN ('restore', 'verify') THEN p.seconds ELSE 0 END) AS seconds, "
+        "SUM(CASE WHEN p.phase IN ('fetch', 'select') THEN p.seconds ELSE 0 END) AS once_seconds "
         "FROM drill_runs d JOIN drill_phases r ON r.run_id = d.run_id AND r.phase = 'restore' "
-        "LEFT JOIN drill_phases f ON f.run_id = d.run_id AND f.phase = 'fetch' AND f.status = 'ok' "
+        "JOIN drill_phases p ON p.run_id = d.run_id AND p.status = 'ok' "
         "WHERE d.copy = ? AND r.status = 'ok' AND r.bytes > 0 AND r.seconds > 0 "
-        "ORDER BY d.run_id DESC LIMIT ?", (copy, limit))
+        "GROUP BY d.run_id ORDER BY d.run_id DESC LIMIT ?", (copy, limit))
     return [dict(r) for r in rows]
