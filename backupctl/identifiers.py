@@ -51,7 +51,7 @@ def _derive(raw: bytes, info: bytes, length: int) -> bytes:
 class IdentifierKey:
     """The identifiers key with its two derived sub-keys."""
 
-    raw: bytes
+    raw: bytes = field(repr=False)
     _digest_key: bytes = field(init=False, repr=False)
     _siv: AESSIV = field(init=False, repr=False)
 

@@ -221,6 +221,10 @@ def test_snapshots_show_studies_ls_and_diff(inst: Config) -> None:
     assert diff["unchanged"] == SPEC.patients * SPEC.studies_per_patient
     back = json.loads(cli(inst, "diff", second[:8], first[:8], "--json", check=True).stdout)
     assert {s["study_uid"] for s in back["removed"]} == late and not back["added"]
+    # nobody asked for an identifier here: none is printed
+    printed = text + cli(inst, "diff", first[:8], second[:8], check=True).stdout + json.dumps(shown)
+    for s in _studies(_archive(inst), late=True):
+        assert s["patient_id"] not in printed and s["accession"] not in printed and s["name"] not in printed
 
 
 def test_diff_names_a_study_whose_content_changed(tmp_path: Path) -> None:

@@ -146,7 +146,8 @@ def resolve_snapshot(config: Config, catalog: Catalog, ref: str, job: str | None
         raise UsageError(f"snapshot {ref} is ambiguous: matches {', '.join(r['short_id'] for r in found[:5])}"
                          + (" ..." if len(found) > 5 else ""), hint="give more of the id")
     if not found:
-        raise UsageError(f"no snapshot {ref} in the catalog", hint="list them with `backupctl snapshots`")
+        raise UsageError(f"no snapshot {ref} in the catalog",
+                         hint="list them with `backupctl snapshots`; `backupctl catalog rebuild` re-reads a copy")
     if job is not None and found[0]["job"] != config.job(job).name:
         raise UsageError(f"snapshot {found[0]['short_id']} is of job {found[0]['job']}, not {job}")
     return str(found[0]["id"])

@@ -54,8 +54,9 @@ def newest_snapshot_of(catalog: Catalog, job: str) -> dict[str, Any] | None:
 
 
 def snapshots_by_prefix(catalog: Catalog, prefix: str) -> list[dict[str, Any]]:
-    return [dict(r) for r in catalog.query("SELECT * FROM snapshots WHERE id LIKE ? ORDER BY time",
-                                           (prefix + "%",))]
+    # substr, not LIKE: '%' or '_' typed in a prefix match nothing rather than anything
+    return [dict(r) for r in catalog.query("SELECT * FROM snapshots WHERE substr(id, 1, ?) = ? ORDER BY time",
+                                           (len(prefix), prefix.lower()))]
 
 
 def drill_restore_history(catalog: Catalog, copy: str, limit: int = 5) -> list[dict[str, Any]]:
