@@ -191,6 +191,11 @@ def test_latest_is_per_job(inst: Config, tmp_path: Path) -> None:
     assert (tmp_path / "r" / str(_archive(inst, "research")).lstrip("/")).is_dir()
     assert_one_line_error(cli(inst, "restore", "latest", "--job", "nosuch", "--to", str(tmp_path / "x")), 2,
                           "no job named 'nosuch'")
+    # with the catalog lost, 'latest' is still the job's newest snapshot, asked of the copy itself
+    shutil.move(inst.catalog_path, tmp_path / "catalog-aside.sqlite")
+    lost = cli(inst, "restore", "latest", "--job", "research", "--to", str(tmp_path / "r2"), "--json", check=True)
+    assert json.loads(lost.stdout)["snapshot_id"] == research["id"] and not inst.catalog_path.exists()
+    shutil.move(tmp_path / "catalog-aside.sqlite", inst.catalog_path)
     verified = json.loads(cli(inst, "verify", "--level", "restore", "--job", "research", "--json",
                               check=True).stdout)
     assert research["id"].startswith(verified["levels"][0]["snapshot"])

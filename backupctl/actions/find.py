@@ -241,18 +241,21 @@ def _names_matching(config: Config, rows: list[dict[str, Any]], matcher: re.Patt
 # restoring what was found -----------------------------------------------------------------------------------
 
 
-def snapshot_holding_all(result: FindResult) -> str:
-    """The newest snapshot (among those matched) that holds every found study."""
+def snapshot_holding_all(result: FindResult, on: set[str] | None = None, copy: str = "staging") -> str:
+    """The newest snapshot (among those matched, and `on` the copy when given) that holds every found study."""
     studies = {m.study_uid for m in result.matches}
     holding: dict[str, set[str]] = {}
     times: dict[str, str] = {}
     for r in result.rows:
-        holding.setdefault(r["snapshot_id"], set()).add(r["study_uid"])
-        times[r["snapshot_id"]] = r["time"]
+        if on is None or r["snapshot_id"] in on:
+            holding.setdefault(r["snapshot_id"], set()).add(r["study_uid"])
+            times[r["snapshot_id"]] = r["time"]
     full = [sid for sid, held in holding.items() if held >= studies]
     if not full:
-        raise UsageError(f"no single snapshot holds all {len(studies)} studies found",
-                         hint="narrow the query, or name the snapshot of each with --snapshot")
+        where = "" if on is None else f" on {copy}"
+        raise UsageError(f"no single snapshot{where} holds all {len(studies)} studies found",
+                         hint="narrow the query, name the snapshot, or replicate first" if on is not None
+                         else "narrow the query, or name the snapshot of each with --snapshot")
     return max(full, key=lambda sid: times[sid])
 
 

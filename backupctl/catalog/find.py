@@ -59,6 +59,12 @@ def snapshots_by_prefix(catalog: Catalog, prefix: str) -> list[dict[str, Any]]:
                                            (len(prefix), prefix.lower()))]
 
 
+def snapshots_on(catalog: Catalog, target: str) -> set[str]:
+    """Ids of the snapshots recorded as replicated to `target`."""
+    return {r["snapshot_id"] for r in catalog.query("SELECT DISTINCT snapshot_id FROM replicas WHERE target=?",
+                                                    (target,))}
+
+
 def drill_restore_history(catalog: Catalog, copy: str, limit: int = 5) -> list[dict[str, Any]]:
     """Per drill of the last `limit` that read `copy` and restored something: the bytes restored, the
     seconds of restore + verify (which scale with bytes) and of fetch + select (which happen once). What a

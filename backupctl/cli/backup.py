@@ -188,18 +188,20 @@ def restore(
 
     config = common.load()
     progress = common.progress(json_output)
-    if snapshot == "latest" or dry_run:
+    if snapshot == "latest":   # per job: several jobs need --job
+        from backupctl.actions.find import pick_job
+
+        job = pick_job(config, job)
+    if dry_run or (snapshot == "latest" and (to_pacs is not None or as_orthanc is not None)):
         from backupctl.actions.find import plan_restore, resolve_snapshot
         from backupctl.catalog import open_catalog
 
         with open_catalog(config.catalog_path) as catalog:
-            if snapshot == "latest":   # per job: several jobs need --job
-                snapshot = resolve_snapshot(config, catalog, snapshot, job)
+            snapshot = resolve_snapshot(config, catalog, snapshot, job)
             if dry_run:
                 if from_target != "staging":
                     config.target(from_target)
-                sid = resolve_snapshot(config, catalog, snapshot, job)
-                _print_plan(plan_restore(catalog, sid, from_target, includes=include), json_output)
+                _print_plan(plan_restore(catalog, snapshot, from_target, includes=include), json_output)
                 return
     if to_pacs is not None:
         _restore_to_pacs(config, snapshot, to_pacs, to, include, from_target, pacs_credentials, concurrency,
@@ -218,7 +220,7 @@ def restore(
         return
     assert to is not None
     outcome = restore_snapshot(config, snapshot, to, includes=include, copy=from_target, force=force,
-                               progress=progress, expected_bytes=_catalog_size(config, snapshot))
+                               progress=progress, job=job, size_of=lambda sid: _catalog_size(config, sid))
     if json_output:
         print_json({**asdict(outcome), "ok": True})
     else:
@@ -234,6 +236,8 @@ def _catalog_size(config, snapshot: str) -> int | None:  # noqa: ANN001 - Config
     from backupctl.catalog import find as find_rows
     from backupctl.catalog import open_catalog
 
+    if not config.catalog_path.exists():   # a restore after the catalog was lost: no bar, and no new catalog
+        return None
     with open_catalog(config.catalog_path) as catalog:
         rows = find_rows.snapshots_by_prefix(catalog, snapshot)
     return int(rows[0]["size"]) if len(rows) == 1 and rows[0]["size"] else None
@@ -278,6 +282,7 @@ def restore_study_cmd(snapshot: str | None, to: Path | None, studies: list[str],
                       json_output: bool, *, query=None, job: str | None = None,  # noqa: ANN001 - StudyQuery
                       dry_run: bool = False) -> None:
     from backupctl.actions.find import plan_restore, resolve_snapshot, snapshot_holding_all
+    from backupctl.catalog import find as find_rows
     from backupctl.catalog import open_catalog
     from backupctl.verify.study import newest_snapshot_with, restore_studies
 
@@ -298,7 +303,9 @@ def restore_study_cmd(snapshot: str | None, to: Path | None, studies: list[str],
             if not json_output:   # what is about to be restored, before anything is
                 find_cmds.print_matches(result)
             studies = [m.study_uid for m in result.matches]
-            sid = sid or snapshot_holding_all(result)
+            # from a replica: the newest snapshot that copy holds, not the newest staging holds
+            on = None if copy == "staging" else find_rows.snapshots_on(catalog, copy)
+            sid = sid or snapshot_holding_all(result, on, copy)
         sid = sid or newest_snapshot_with(catalog, studies)
         if dry_run:
             _print_plan(plan_restore(catalog, sid, copy, studies), json_output, found)
