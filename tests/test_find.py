@@ -357,3 +357,31 @@ def test_names_in_other_character_sets_are_read_and_matched() -> None:
     assert name_matcher("M?ller^Hans").fullmatch(facts["patient_name"])
     assert not name_matcher("Müller").fullmatch(facts["patient_name"])     # the whole name must match
     assert name_matcher("a.b*").fullmatch("a.bc") and not name_matcher("a.b*").fullmatch("axbc")   # '.' literal
+
+
+def test_demo_find_and_dry_run_keys_are_measured(tmp_path: Path) -> None:
+    from backupctl import demo
+    from backupctl.actions.find_demo import step_dry_run, step_find
+    from backupctl.drills.demo import step_drill
+    from backupctl.progress import NullProgress
+
+    assert [k for k, _ in demo.STEPS].index("find") > [k for k, _ in demo.STEPS].index("drill")
+    assert {"find", "dry_run"} <= {k for k, _ in demo.STEPS}   # so the top-level `ok` holds them too
+    ctx = demo.DemoContext(workdir=tmp_path, progress=NullProgress())
+    for step in (demo.step_backup, demo.step_media, step_drill):
+        assert step(ctx)["ok"]
+    found = step_find(ctx)
+    assert found["ok"], found
+    assert found["by_patient_id"]["studies"] == demo.DEMO_SPEC.studies_per_patient
+    assert found["by_accession"]["studies"] == 1 and found["by_name_wildcard"]["studies"] >= 1
+    assert found["verified"] and found["restored_files"] == demo.DEMO_SPEC.series_per_study * \
+        demo.DEMO_SPEC.instances_per_series
+    assert found["catalog_holds_id_in_clear"] is False
+    dry = step_dry_run(ctx)
+    assert dry["ok"], dry
+    assert dry["from"] == "offline" and dry["expected_seconds"] > 0 and "drill" in dry["basis"]
+    assert dry["bytes"] == dry["measured_bytes"] > 0 and dry["measured_seconds"] > 0
+    printed = json.dumps([found, dry])
+    for handed in _studies(tmp_path / "archive"):
+        assert handed["patient_id"] not in printed and handed["accession"] not in printed
+        assert handed["name"] not in printed

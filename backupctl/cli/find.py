@@ -26,7 +26,7 @@ PatientNameOpt = Annotated[str | None, typer.Option(
 JobOpt = Annotated[str | None, typer.Option("--job", "-j", help="Only this job; the job 'latest' refers to.")]
 CopyOpt = Annotated[str, typer.Option("--from", help="Copy to read: staging or a target name.")]
 PublicKeyOpt = Annotated[Path | None, typer.Option(
-    "--public-key", help="Trusted public key for manifests [default: the .pub beside [signing] key_file].")]
+    "--public-key", help="Trusted public key for manifests [default: the .pub beside the signing key].")]
 
 
 def register(app: typer.Typer) -> None:
