@@ -385,3 +385,10 @@ def test_demo_find_and_dry_run_keys_are_measured(tmp_path: Path) -> None:
     for handed in _studies(tmp_path / "archive"):
         assert handed["patient_id"] not in printed and handed["accession"] not in printed
         assert handed["name"] not in printed
+
+
+def test_a_rebuilt_catalog_finds_by_identifiers_too(inst: Config) -> None:
+    one = _studies(_archive(inst))[0]
+    cli(inst, "catalog", "rebuild", "--from", "staging", "--replace", "--json", check=True)
+    assert _uids(_find(inst, "--accession", one["accession"])) == {one["study"]}
+    assert one["study"] in _uids(_find(inst, "--patient-id", one["patient_id"], "--study-date", one["date"]))
