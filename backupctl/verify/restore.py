@@ -132,7 +132,6 @@ def restore_entries(restic: Restic, snapshot: Snapshot, manifest: Manifest, entr
         restic.restore(snapshot.id, target, includes=patterns[i:i + INCLUDES_PER_RUN], progress=progress)
 
 
-
 def verify_restore(config: Config, catalog: Catalog | None, run_id: int | None, progress: Progress, *,
                    snapshot: str = "latest", job: str | None = None, copy: str = "staging",
                    sample: int | None = None, studies: list[str] | None = None,
