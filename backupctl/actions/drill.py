@@ -97,11 +97,15 @@ class _Drilling:
             raise StopDrill(detail)
 
 
-def run_drill(config: Config, name: str, progress: Progress | None = None, *, seed: int | None = None) -> DrillResult:
-    """Run drill `name`; return what it found (also recorded). Raises only for bad input (before anything
-    is recorded) and for an interruption (recorded as interrupted)."""
+def run_drill(config: Config, name: str, progress: Progress | None = None, *, seed: int | None = None,
+              job: str | None = None) -> DrillResult:
+    """Run drill `name` (on `job`'s snapshots instead of the drill's own job, when given); return what it
+    found (also recorded). Raises only for bad input (before anything is recorded) and for an interruption
+    (recorded as interrupted)."""
     progress = progress or NullProgress()
     drill = config.drill(name)
+    if job is not None and job != drill.job:
+        drill = drill.model_copy(update={"job": job})
     config.job(drill.job)
     _check_depth_available(drill)
     password_source(config).restic_env()   # a missing password file is bad input, said before starting

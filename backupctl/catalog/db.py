@@ -95,3 +95,19 @@ def _migrate(catalog: Catalog) -> None:
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK") if conn.in_transaction else None
             raise CatalogError(f"catalog migration {name} failed: {exc}") from exc
+
+
+def catalog_image(path: Path) -> bytes:
+    """Every byte of the catalog's content (WAL included) as one database image, through SQLite itself.
+
+    Reading the file directly is not safe while this process holds a connection: closing any other
+    descriptor of the file drops the process's POSIX locks, and another process may then checkpoint and
+    remove the WAL under the open connection."""
+    source = sqlite3.connect(path)
+    image = sqlite3.connect(":memory:")
+    try:
+        source.backup(image)
+        return image.serialize()
+    finally:
+        image.close()
+        source.close()
