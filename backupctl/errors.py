@@ -17,6 +17,8 @@ class BackupctlError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # what was done before the error (a partial snapshot's figures): `--json` prints it with the error
+        self.details: dict[str, object] | None = None
 
     def one_line(self) -> str:
         text = self.message.strip().replace("\n", " ")
@@ -45,6 +47,11 @@ class Interrupted(BackupctlError):
     """SIGINT/SIGTERM stopped the run; what was half done was cleaned up or recorded as failed."""
 
     exit_code = 130
+
+
+class Terminated(BaseException):
+    """Raised in the main thread by the SIGTERM handler the CLI installs (`process.raise_on_sigterm`): handled
+    like Ctrl-C (KeyboardInterrupt); `process.INTERRUPTIONS` names both."""
 
 
 class PartialRun(BackupctlError):
@@ -126,6 +133,14 @@ class MediaLabelMismatch(TargetError):
 
 class MediaNotMounted(TargetError):
     exit_code = 2
+
+
+class MediaWriteFailed(TargetError):
+    """The disk refused a write during a sync (full, or failing: EIO); that run's partial files are removed."""
+
+
+class MediaFull(MediaWriteFailed):
+    """The disk has less free space than the sync needs: refused before anything is written."""
 
 
 class IntegrityError(BackupctlError):
@@ -215,6 +230,10 @@ class DrillFailed(BackupctlError):
         self.drill_id = drill_id
 
 
+class ReportError(BackupctlError):
+    """A drill report could not be printed to PDF (no chromium, chromium failed) or mailed."""
+
+
 class CatalogError(BackupctlError):
     """The catalog cannot be opened, migrated or read."""
 
@@ -237,3 +256,22 @@ class EmbeddedServerError(BackupctlError):
 
 class ManifestError(IntegrityError):
     """A manifest is missing, malformed, or its signature does not verify."""
+
+
+# control flow inside one capability: caught there, never shown to a user as they are
+
+
+class StopDrill(Exception):
+    """A check failed that later phases depend on; the drill records it and stops early."""
+
+
+class StepUnavailable(Exception):
+    """The capability a step needs is not part of this installation."""
+
+
+class NotDicom(Exception):
+    """The bytes are neither a DICOM Part 10 file nor a dataset stored without file meta."""
+
+
+class SelectionError(Exception):
+    """Nothing to drill: no snapshot matches, or a listed study is not in the snapshot."""

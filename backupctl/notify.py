@@ -31,7 +31,7 @@ from typing import Any
 from backupctl import __version__
 from backupctl.config import Config, NotifyConfig, SmtpConfig
 from backupctl.errors import SecretError
-from backupctl.secrets import check_private_file
+from backupctl.secrets import read_secret
 
 log = logging.getLogger("backupctl.notify")
 FAILURE_STATUSES = ("failed", "partial", "interrupted", "missed")
@@ -99,8 +99,7 @@ def read_secret_url(config: Config, file: Any, env: str | None, what: str) -> st
     """A URL from a 0600 file or an environment variable; None when neither is configured."""
     if file is not None:
         path = config.resolve(file)
-        check_private_file(path, f"{what} file")
-        url = path.read_text(encoding="utf-8").strip()
+        url = read_secret(path, f"{what} file").strip()
     elif env is not None:
         url = os.environ.get(env, "").strip()
         if not url:
@@ -154,11 +153,16 @@ def ping_url(base: str, event: str, execution: str) -> str:
 
 
 def send_email(smtp: SmtpConfig, config: Config, to: list[str], notice: Notice) -> Delivery:
-    where = f"smtp://{smtp.host}:{smtp.port}"
     msg = EmailMessage()
     msg["From"], msg["To"] = smtp.sender, ", ".join(to)
     msg["Subject"] = notice.text()[:200]
     msg.set_content(json.dumps(notice.payload(), indent=2, default=str))
+    return send_message(smtp, config, msg)
+
+
+def send_message(smtp: SmtpConfig, config: Config, msg: EmailMessage) -> Delivery:
+    """Deliver a composed message through [smtp]; never raises, never logs the password."""
+    where = f"smtp://{smtp.host}:{smtp.port}"
     try:
         password = _smtp_password(smtp, config)
         context = ssl.create_default_context()
@@ -181,8 +185,7 @@ def send_email(smtp: SmtpConfig, config: Config, to: list[str], notice: Notice) 
 def _smtp_password(smtp: SmtpConfig, config: Config) -> str | None:
     if smtp.password_file is not None:
         path = config.resolve(smtp.password_file)
-        check_private_file(path, "SMTP password file")
-        return path.read_text(encoding="utf-8").strip()
+        return read_secret(path, "SMTP password file").strip()
     if smtp.password_env is not None:
         return os.environ.get(smtp.password_env) or None
     return None
@@ -198,7 +201,8 @@ class Notifier:
 
     @classmethod
     def for_schedule(cls, config: Config, kind: str, name: str, stop: threading.Event | None = None) -> Notifier:
-        own = config.job(name).notify if kind == "backup" else config.drill(name).notify
+        own = (config.job(name).notify if kind == "backup" else config.drill(name).notify if kind == "drill"
+               else None)
         return cls(config, config.settings.notify.merged(own), stop)
 
     def send(self, notice: Notice) -> list[Delivery]:

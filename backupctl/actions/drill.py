@@ -43,12 +43,12 @@ from backupctl.drills.model import (
     duration_text,
 )
 from backupctl.drills.scratch import make_scratch, remove_scratch, remove_stale_scratch, scratch_root
-from backupctl.drills.select import Scope, SelectionError, choose_scope, choose_snapshot
-from backupctl.errors import BackupctlError, IntegrityError, Interrupted, ResticError, UsageError
+from backupctl.drills.select import Scope, SelectionError, choose_scope, choose_snapshot, snapshot_datetime
+from backupctl.errors import BackupctlError, IntegrityError, Interrupted, ResticError, StopDrill, Terminated, UsageError
 from backupctl.manifest import DICOM, Entry, Manifest
 from backupctl.progress import NullProgress, Progress
 from backupctl.repository import password_source
-from backupctl.restic import Restic, Snapshot, Terminated, job_tag
+from backupctl.restic import Restic, Snapshot, job_tag
 from backupctl.signing import VerifyKey
 from backupctl.verify.alongside import AlongsideChecker, Outcome
 from backupctl.verify.findings import Finding
@@ -65,10 +65,6 @@ SPACE_MARGIN_BYTES = 64 << 20        # room kept free beyond what the restore ne
 
 # what reading the copy may raise that is a finding of the drill, not a fault of the drill itself
 _ReadFailure = (IntegrityError, ResticError)
-
-
-class StopDrill(Exception):
-    """A check failed that later phases depend on; the drill records it and stops early."""
 
 
 @dataclass
@@ -101,11 +97,15 @@ class _Drilling:
             raise StopDrill(detail)
 
 
-def run_drill(config: Config, name: str, progress: Progress | None = None, *, seed: int | None = None) -> DrillResult:
-    """Run drill `name`; return what it found (also recorded). Raises only for bad input (before anything
-    is recorded) and for an interruption (recorded as interrupted)."""
+def run_drill(config: Config, name: str, progress: Progress | None = None, *, seed: int | None = None,
+              job: str | None = None) -> DrillResult:
+    """Run drill `name` (on `job`'s snapshots instead of the drill's own job, when given); return what it
+    found (also recorded). Raises only for bad input (before anything is recorded) and for an interruption
+    (recorded as interrupted)."""
     progress = progress or NullProgress()
     drill = config.drill(name)
+    if job is not None and job != drill.job:
+        drill = drill.model_copy(update={"job": job})
     config.job(drill.job)
     _check_depth_available(drill)
     password_source(config).restic_env()   # a missing password file is bad input, said before starting
@@ -113,13 +113,12 @@ def run_drill(config: Config, name: str, progress: Progress | None = None, *, se
     trusted = trusted_key(config)       # no public key, no verified drill: refuse before starting
     seed = seed if seed is not None else drill.seed if drill.seed is not None else secrets.randbits(31)
     with open_catalog(config.catalog_path) as catalog:
-        run_rows.mark_abandoned_runs(catalog)
         for stale in remove_stale_scratch(root):
             log.warning("removed scratch %s left by a drill that was killed", stale)
         run_id = run_rows.start_run(catalog, drill.job, kind="drill")
         result = DrillResult(run_id=run_id, name=drill.name, job=drill.job, copy=drill.copy_from,
                              snapshot_rule=drill.snapshot, scope=drill.scope, depth=drill.depth, seed=seed,
-                             rto_seconds=drill.rto_minutes * 60)
+                             rto_seconds=drill.rto_minutes * 60, rpo_seconds=rpo_seconds(config, drill))
         drill_rows.start_drill(catalog, result)
         state = _Drilling(config, catalog, drill, result, PhaseClock(), root, random.Random(seed), progress,
                           trusted)
@@ -238,12 +237,31 @@ def _select(state: _Drilling) -> None:
             state.check("snapshot", False, f"{why} (rule '{drill.snapshot}', copy '{drill.copy_from}')")
         state.snapshot = snap
         state.result.snapshot_id, state.result.snapshot_time = snap.id, snap.time
+        _record_newest(state, snapshots)
         state.changed = frozenset(verify_rows.changed_during_backup(state.catalog, snap.id))
         state.check("snapshot", True, f"{snap.short_id} of {snap.time[:19].replace('T', ' ')} "
                                       f"(rule '{drill.snapshot}', {len(snapshots)} in the copy)")
         phase.files, phase.detail = len(snapshots), how
         _prepare_manifest(state)
     _check_space(state, state.scope.bytes if state.scope is not None else state.reserved)
+
+
+def rpo_seconds(config: Config, drill: Drill) -> float | None:
+    """The drill's recovery point objective: its own `rpo_hours`, else its job's."""
+    hours = drill.rpo_hours if drill.rpo_hours is not None else config.job(drill.job).rpo_hours
+    return None if hours is None else hours * 3600
+
+
+def _record_newest(state: _Drilling, in_copy: list[Snapshot]) -> None:
+    """The job's newest snapshot, in the catalog and in the copy: a copy that lags it restores older data
+    than the job has, which the report says even when the drill passed."""
+    result = state.result
+    if in_copy:
+        result.copy_newest_snapshot_time = max(in_copy, key=lambda s: snapshot_datetime(s.time)).time
+    known = snapshot_rows.list_snapshots(state.catalog, job=state.drill.job, replicas=False)
+    if known:
+        newest = max(known, key=lambda r: snapshot_datetime(r["time"]))
+        result.job_newest_snapshot_id, result.job_newest_snapshot_time = newest["id"], newest["time"]
 
 
 def _snapshots_in_copy(state: _Drilling) -> tuple[list[Snapshot], str]:
@@ -448,33 +466,80 @@ def _record_restore_check(state: _Drilling) -> None:
 def _record_checks(state: _Drilling, entries: list[Entry], outcome: Outcome, parse: bool) -> None:
     """The 'hash' and 'dicom' checks, and the studies, from each file's check."""
     hashed = [f for c in outcome.checks for f in c.hash] + outcome.unlisted
-    _add_findings(state, "hash", hashed, checked=len(entries))
+    _add_findings(state, "hash", hashed, checked=len(entries), outside={f.subject for f in outcome.unlisted})
     content = [(e, c) for e, c in zip(entries, outcome.checks, strict=True) if e.sha256 is not None]
     state.result.files, state.result.bytes = len(content), sum(e.size for e, _ in content)
     if parse:
         _add_findings(state, "dicom", [f for c in outcome.checks for f in c.dicom],
-                      checked=sum(1 for c in outcome.checks if c.parsed))
+                      checked=sum(1 for c in outcome.checks if c.parsed), decoding=_decoding(outcome))
     _record_studies(state, entries, outcome, record_reads=parse)
 
 
-def _add_findings(state: _Drilling, check: str, findings: list[Finding], checked: int) -> None:
+def _decoding(outcome: Outcome) -> str:
+    """What the pixel decodes covered, per transfer syntax, and every syntax no installed decoder covers
+    (a gap the report names rather than passes over)."""
+    decoded: dict[str, int] = {}
+    for c in outcome.checks:
+        if c.decoded is not None:
+            decoded[c.decoded] = decoded.get(c.decoded, 0) + 1
+    gaps: dict[str, int] = {}
+    for f in (f for c in outcome.checks for f in c.dicom if f.kind == "not-decoded"):
+        syntax = f.detail.rsplit("transfer syntax ", 1)[-1]
+        gaps[syntax] = gaps.get(syntax, 0) + 1
+    words = []
+    if decoded:
+        words.append(f"pixel data of {sum(decoded.values())} file(s) decoded ("
+                     + ", ".join(f"{name} {n}" for name, n in sorted(decoded.items())) + ")")
+    if gaps:
+        words.append("not decoded, no decoder installed: "
+                     + ", ".join(f"{name} ({n} file(s))" for name, n in sorted(gaps.items())))
+    return "; ".join(words)
+
+
+_WHAT = {"hash": "match the signed manifest (SHA-256)", "dicom": "parse as complete DICOM with the manifest's UIDs"}
+
+
+def _add_findings(state: _Drilling, check: str, findings: list[Finding], checked: int, decoding: str = "",
+                  outside: set[str] | frozenset[str] = frozenset()) -> None:
     result = state.result
     for f in findings:
         if f.severity in (ERROR, WARNING):
             result.problems.append(Problem(check, f.severity, f.kind, f.subject, f.detail))
     before = result.check(check)
     total = checked + (before.checked if before else 0)
-    errors = sum(1 for p in result.problems if p.check == check and p.severity == ERROR)
-    warnings = sum(1 for p in result.problems if p.check == check and p.severity == WARNING)
-    what = {"hash": "match the signed manifest (SHA-256)", "dicom": "parse as complete DICOM with the manifest's UIDs"}
-    if errors:
-        detail = f"{errors} of {total} file(s) failed: " + ", ".join(
-            sorted({p.kind for p in result.problems if p.check == check and p.severity == ERROR}))
-    else:
-        detail = f"all {total} file(s) {what.get(check, 'passed')}"
-    if warnings:
-        detail += f"; {warnings} warning(s)"
+    mine = [p for p in result.problems if p.check == check]
+    errors = sum(1 for p in mine if p.severity == ERROR)
+    detail = summary_line(total, mine, _WHAT.get(check, "passed"), outside)
+    if decoding:
+        detail += f"; {decoding}"
     result.add_check(Check(check, "fail" if errors else "pass", total, errors, detail))
+
+
+def summary_line(total: int, problems: list[Problem], what: str,
+                 outside: set[str] | frozenset[str] = frozenset()) -> str:
+    """One line that stays true: how many of the `total` files checked passed clean, then the failed and
+    the warned ones, each with their counts by kind. 'all N' only when not one file has a problem.
+    `outside`: files a problem names that are not among those checked (restored beyond the manifest)."""
+    def by_kind(severity: str) -> tuple[int, str]:
+        found = [p for p in problems if p.severity == severity]
+        files = len({p.path or f"#{i}" for i, p in enumerate(found)})
+        kinds: dict[str, int] = {}
+        for p in found:
+            kinds[p.kind] = kinds.get(p.kind, 0) + 1
+        return files, ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
+
+    failed, failed_kinds = by_kind(ERROR)
+    warned, warned_kinds = by_kind(WARNING)
+    flawed = len({p.path or f"#{i}" for i, p in enumerate(problems)} - set(outside))
+    clean = max(0, total - flawed)
+    if not problems:
+        return f"all {total} file(s) {what}"
+    words = []
+    if failed:
+        words.append(f"{failed} of {total} file(s) failed: {failed_kinds}")
+    if warned:
+        words.append(f"{warned} file(s) with warnings: {warned_kinds}")
+    return f"{clean} of {total} file(s) {what}; " + "; ".join(words)
 
 
 def _record_studies(state: _Drilling, entries: list[Entry], outcome: Outcome, record_reads: bool) -> None:

@@ -45,8 +45,6 @@ def apply_retention(config: Config, job_name: str, dry_run: bool = False) -> For
         protect = incident_protected(catalog, job.name, config.settings.suspect.keep_clean)
     outcome = ForgetOutcome(job.name, dry_run)
     with repository_lock(config.state_dir, restic.repository, config.settings.staging.lock_wait_seconds):
-        if not dry_run:
-            restic.unlock()  # prune needs an exclusive lock; stale locks of killed runs would block it
         groups = restic.forget(tags=[job_tag(job.name)], keep=keep, dry_run=dry_run or bool(protect))
         for group in groups:
             reasons = {r["snapshot"]["time"]: r.get("matches", []) for r in group.get("reasons") or []}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,8 @@ from importlib import resources
 from pathlib import Path
 
 from backupctl.errors import CatalogError
+
+log = logging.getLogger("backupctl.catalog")
 
 
 def utcnow() -> str:
@@ -58,8 +61,9 @@ class Catalog:
         self.close()
 
 
-def open_catalog(path: Path) -> Catalog:
-    """Open (creating if needed) and migrate the catalog at `path`."""
+def open_database(path: Path) -> Catalog:
+    """Open (creating if needed) and migrate the catalog at `path` (`backupctl.catalog.open_catalog` also
+    closes the runs of dead processes: use that one)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
@@ -91,3 +95,19 @@ def _migrate(catalog: Catalog) -> None:
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK") if conn.in_transaction else None
             raise CatalogError(f"catalog migration {name} failed: {exc}") from exc
+
+
+def catalog_image(path: Path) -> bytes:
+    """Every byte of the catalog's content (WAL included) as one database image, through SQLite itself.
+
+    Reading the file directly is not safe while this process holds a connection: closing any other
+    descriptor of the file drops the process's POSIX locks, and another process may then checkpoint and
+    remove the WAL under the open connection."""
+    source = sqlite3.connect(path)
+    image = sqlite3.connect(":memory:")
+    try:
+        source.backup(image)
+        return image.serialize()
+    finally:
+        image.close()
+        source.close()

@@ -27,6 +27,8 @@ class GlobalOptions:
     config: Path | None = None
     quiet: bool = False
     debug: bool = False
+    json_wanted: bool = False          # --json given: every outcome, errors too, prints one JSON object
+    json_printed: bool = False
 
 
 class LazyConsole:
@@ -63,6 +65,7 @@ def progress(json_output: bool = False) -> Progress:
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
+    OPTIONS.json_printed = True
 
 
 def short_time(iso: str | None) -> str:

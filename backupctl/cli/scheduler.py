@@ -4,9 +4,7 @@
 
 import json
 import os
-import signal
 import sys
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -67,10 +65,8 @@ def exec_job(
     from backupctl.logs import FORMAT_ENV, setup_logging
     from backupctl.progress import LogProgress
     from backupctl.scheduler.kinds import EXIT_CODES, ChainResult, StepResult, for_scheduled_runs, run_chain
-    from backupctl.scheduler.runner import PARENT_ENV
 
     setup_logging(os.environ.get(FORMAT_ENV, "text"))
-    _stop_when_orphaned(os.environ.get(PARENT_ENV))
     try:
         result = run_chain(for_scheduled_runs(common.load()), kind, name, LogProgress(every=60))
     except BackupctlError as exc:  # bad config or name: still one JSON line for the daemon to record
@@ -78,23 +74,6 @@ def exec_job(
     sys.stdout.write(json.dumps(result.as_dict(), default=str) + "\n")
     sys.stdout.flush()
     raise typer.Exit(EXIT_CODES[result.status])
-
-
-def _stop_when_orphaned(parent: str | None) -> None:
-    """If the daemon dies (SIGKILL), stop this job as SIGTERM would: restic is stopped cleanly and the run is
-    recorded as interrupted, instead of an orphan running on outside the service's control."""
-    if not parent or not parent.isdigit():
-        return
-    expected = int(parent)
-
-    def watch() -> None:
-        stop = threading.Event()
-        while not stop.wait(1.0):  # a watchdog's period, not a synchronisation
-            if os.getppid() != expected:
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 # schedule list ---------------------------------------------------------------------------------------------------
@@ -173,6 +152,7 @@ def status_report(config: "Config") -> dict[str, Any]:
     from backupctl.incident.freeze import frozen_state
     from backupctl.incident.state import suspect_status
     from backupctl.scheduler.state import read_state, running_daemon
+    from backupctl.verify.status import study_coverage_now
 
     now = datetime.now(UTC)
     pid = running_daemon(config.state_dir)
@@ -184,6 +164,7 @@ def status_report(config: "Config") -> dict[str, Any]:
         drills = check_freshness(config, catalog, "drill", now)
         media = media_status(config, catalog)
         suspects = suspect_status(config, catalog)
+        coverage = study_coverage_now(config, catalog)
     scheduled = any(j.schedule for j in config.jobs.values()) or any(d.schedule for d in config.drills.values())
     daemon = {"running": pid is not None, "pid": pid, "needed": scheduled,
               "started": daemon_state.get("started") if pid else None,
@@ -195,13 +176,17 @@ def status_report(config: "Config") -> dict[str, Any]:
                  for x in suspects]
     if (frozen := frozen_state(config)) is not None:
         problems.append(f"incident frozen since {frozen['since']} ({frozen['reason']}): pruning and expiry paused")
+    if not coverage["ok"]:
+        from backupctl.verify.status import coverage_text
+
+        problems.append(f"study coverage: {coverage_text(coverage)}")
     if scheduled and pid is None:
         problems.append("the scheduler daemon is not running")
     if daemon["reload_error"]:
         problems.append(f"the last reload was refused: {daemon['reload_error']}")
     return {"ok": not problems, "problems": problems, "daemon": daemon, "jobs": [f.as_dict() for f in jobs],
             "replicas": [f.as_dict() for f in replicas], "media": media, "verify": [f.as_dict() for f in verify],
-            "drills": [f.as_dict() for f in drills], "suspects": suspects,
+            "drills": [f.as_dict() for f in drills], "coverage": coverage, "suspects": suspects,
             "frozen": frozen is not None, "time": now.isoformat()}
 
 
@@ -264,6 +249,11 @@ def _print_status(report: dict[str, Any]) -> None:
         out.print(table)
     for key, title in (("verify", "verification"), ("drills", "restore drills")):
         out.print(_freshness_table(title, report[key]) if report[key] else f"{title}: none recorded yet")
+    c = report.get("coverage")
+    if c and c["total"]:
+        from backupctl.verify.status import coverage_text
+
+        out.print(f"study coverage: {'[green]ok[/]' if c['ok'] else '[bold red]RED[/]'} ({coverage_text(c)})")
     if report["ok"]:
         out.print("[green]all fresh[/]")
     else:

@@ -3,6 +3,7 @@ frozen, the last clean snapshot found, recovered from the immutable copy, its si
 
 from __future__ import annotations
 
+import filecmp
 import re
 import shutil
 import time
@@ -17,31 +18,38 @@ from backupctl.incident.recover import recover_incident
 from backupctl.verify.snapshot_manifest import trusted_key
 
 
+def _differences(left: Path, right: Path) -> list[str]:
+    """Files of `left` missing or different under `right`, and any extra file there."""
+    out = [str(a.relative_to(left)) for a in left.rglob("*") if a.is_file()
+           and not ((b := right / a.relative_to(left)).is_file() and filecmp.cmp(a, b, shallow=False))]
+    extra = sum(1 for p in right.rglob("*") if p.is_file()) - sum(1 for p in left.rglob("*") if p.is_file())
+    return out + ([f"{extra} files more than the archive"] if extra else [])
+
+
 def step_incident(ctx: Any) -> dict[str, Any]:
     """A `backupctl.demo` step, after the S3 step (the `vault` target) and the backups."""
-    from backupctl.demo import DEMO_JOB, _differences
     from backupctl.dev.ransomware import attack
 
-    config, archive = ctx.config, ctx.archive
+    config, archive, job = ctx.config, ctx.archive, ctx.job
     assert config is not None and archive is not None
     started = time.monotonic()
-    job_file = config.resolve(config.settings.paths.jobs) / f"{DEMO_JOB}.toml"
+    job_file = config.resolve(config.settings.paths.jobs) / f"{job}.toml"
     text = job_file.read_text()
     if "vault" not in text:   # the S3 step added the target after the job was written
         job_file.write_text(re.sub(r"(?m)^targets = .*$", 'targets = ["offline", "vault"]', text))
         from backupctl.config import load_config
 
         ctx.config = config = load_config(config.path)
-    before = run_backup(config, DEMO_JOB, ctx.progress)
+    before = run_backup(config, job, ctx.progress)
     pristine = ctx.workdir / "incident-before-attack"
     shutil.copytree(archive, pristine)
     done = attack(archive)
-    hit = run_backup(config, DEMO_JOB, ctx.progress)
+    hit = run_backup(config, job, ctx.progress)
     fired = {s["name"]: s["count"] for s in (hit.suspect or {}).get("signals", []) if s["fired"]}
-    frozen = freeze(config, "demo: simulated ransomware", DEMO_JOB)
-    found = last_clean(config, DEMO_JOB, progress=ctx.progress)
+    frozen = freeze(config, "demo: simulated ransomware", job)
+    found = last_clean(config, job, progress=ctx.progress)
     to = ctx.workdir / "incident-recovered"
-    rec = recover_incident(config, DEMO_JOB, to, rto_minutes=60, progress=ctx.progress)
+    rec = recover_incident(config, job, to, rto_minutes=60, progress=ctx.progress)
     checked = verify_report(Path(rec.reports["json"]).read_bytes(), trusted_key(config))
     thawed = thaw(config, "demo: recovered")
     differing = _differences(pristine, to / archive.relative_to("/")) if rec.ok else ["not recovered"]

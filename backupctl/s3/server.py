@@ -2,6 +2,8 @@
 
 It is a real HTTP S3 API with versioning and Object Lock, but it keeps everything in RAM and, unlike a
 production S3, lets a COMPLIANCE lock be shortened (see `backupctl s3 probe`). Never keep backups in it.
+It serves only the process that started it, so it gets SIGTERM when that process dies: its data lived in
+that server's memory and is gone either way.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import os
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 import time
 import urllib.error
@@ -19,7 +20,9 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from backupctl import process
 from backupctl.errors import EmbeddedServerError
+from backupctl.process import Child
 
 READY_TIMEOUT = 30.0
 
@@ -49,7 +52,7 @@ class EmbeddedS3:
         self.host, self.port = host, port
         self.cert, self.key, self.log = cert, key, log
         self.env = dict(env or {})
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Child | None = None
 
     @property
     def endpoint(self) -> str:
@@ -74,12 +77,12 @@ class EmbeddedS3:
         if self.cert and self.key:
             argv += ["-c", str(self.cert), "-k", str(self.key)]
         env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true", **self.env}
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
+        out = open(self.log, "ab") if self.log else process.DEVNULL  # noqa: SIM115 - the child owns it
         try:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True)
+            self.proc = process.start(argv, stdout=out, stderr=process.STDOUT, env=env, text=False,
+                                      on_parent_death=signal.SIGTERM)
         finally:
-            if out is not subprocess.DEVNULL:
+            if out is not process.DEVNULL:
                 out.close()
 
     def _wait_ready(self, timeout: float) -> bool:
@@ -102,12 +105,7 @@ class EmbeddedS3:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        proc.stop(signal.SIGTERM, timeout)
 
     def __enter__(self) -> EmbeddedS3:
         self.start()

@@ -26,21 +26,23 @@ from backupctl.actions.backup import run_backup
 from backupctl.actions.replicate import replicate_to
 from backupctl.catalog import open_catalog
 from backupctl.config import Config
-from backupctl.errors import BackupctlError, Interrupted, PartialSnapshot
+from backupctl.errors import BackupctlError, Interrupted, PartialSnapshot, StepUnavailable, Terminated
 from backupctl.logs import log_context
 from backupctl.progress import Progress
-from backupctl.restic import Terminated
+from backupctl.status import Status
 
 log = logging.getLogger("backupctl.scheduler")
 
-KINDS = ("backup", "drill")
-CHAINS: dict[str, tuple[str, ...]] = {"backup": ("backup", "replicate", "verify"), "drill": ("drill",)}
+KINDS = ("backup", "drill", "report")
+CHAINS: dict[str, tuple[str, ...]] = {"backup": ("backup", "replicate", "verify"), "drill": ("drill",),
+                                      "report": ("report",)}
 STEP_ENTRIES: dict[str, str] = {
     "verify": "backupctl.scheduler.kinds:verify_after_backup",
     "drill": "backupctl.scheduler.kinds:scheduled_drill",
+    "report": "backupctl.drills.delivery:scheduled_report",
 }
 SEVERITY = {"skipped": 0, "success": 1, "partial": 2, "failed": 3, "interrupted": 4}
-EXIT_CODES = {"success": 0, "skipped": 0, "partial": 3, "failed": 1, "interrupted": 130}
+EXIT_CODES = {**{s.value: s.exit_code for s in Status if s.final}, "skipped": 0}   # skipped: not a run
 
 
 @dataclass
@@ -116,10 +118,6 @@ def _replicate(config: Config, name: str, progress: Progress) -> StepResult:
     if failed:
         return StepResult("replicate", "failed", "; ".join(f"{o.target}: {o.error}" for o in failed), figures=figures)
     return StepResult("replicate", "success", figures=figures)
-
-
-class StepUnavailable(Exception):
-    """The capability a step needs is not part of this installation."""
 
 
 def _import_capability(module: str) -> Any:
@@ -231,7 +229,10 @@ def run_chain(config: Config, kind: str, name: str, progress: Progress) -> Chain
     """Run every step of `kind` for `name` in order, stopping after a failed or interrupted one."""
     if kind not in CHAINS:
         raise BackupctlError(f"unknown schedule kind '{kind}' (kinds: {', '.join(KINDS)})")
-    config.job(name) if kind == "backup" else config.drill(name)  # unknown names are bad input, said early
+    if kind == "backup":
+        config.job(name)  # unknown names are bad input, said early
+    elif kind == "drill":
+        config.drill(name)
     started = time.monotonic()
     steps: list[StepResult] = []
     for step in CHAINS[kind]:
