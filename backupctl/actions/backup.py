@@ -81,6 +81,8 @@ def run_backup(config: Config, job_name: str, progress: Progress | None = None,
         with repository_lock(config.state_dir, restic.repository, config.settings.staging.lock_wait_seconds):
             outcome = _snapshot_job(config, catalog, restic, job, progress)
         audit.note(snapshot=outcome.snapshot_id)
+        if outcome.is_suspect:
+            audit.note(suspect=outcome.suspect["summary"])   # type: ignore[index]
         if replicate:
             outcome.replicas = [replicate_to(config, catalog, t, progress, job=job.name) for t in job.targets]
     return outcome

@@ -5,7 +5,8 @@ target of the job(s): a superset of what the last clean snapshot needs (restic d
 packs one snapshot uses, and the suspect snapshots' objects are evidence too). A legal hold has no expiry:
 the versions stay, whatever their retention date, until `thaw` lifts the hold. While frozen, `forget` and
 `s3 expire` refuse to run. The state is `<state>/incident/frozen.json`; each freeze and thaw is a run in the
-catalog (kind `incident:freeze` / `incident:thaw`) with its reason.
+catalog (kind `incident:freeze` / `incident:thaw`) with its reason, and in the audit trail (the command's
+record carries the reason and the number of holds).
 
 Setting and lifting holds needs s3:PutObjectLegalHold: the target's `hold_credentials` when set, else its
 writer credential. Give it to an identity the backup host's writer does not hold, and a compromised backup
@@ -20,6 +21,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from backupctl import audit
 from backupctl.catalog import open_catalog
 from backupctl.catalog import runs as run_rows
 from backupctl.catalog import s3 as s3_rows
@@ -111,6 +113,7 @@ def freeze(config: Config, reason: str, job: str | None = None) -> dict[str, Any
                             or f"frozen: {reason}")
     log.warning("incident frozen (%s): %d object versions on legal hold, pruning and expiry paused", reason,
                 len(held) - len(failures))
+    audit.note(reason=reason, held=len(held) - len(failures), targets=sorted(plan))
     return {"ok": not failures, "frozen": True, "since": state["since"], "reason": reason, "jobs": jobs,
             "last_clean": last_clean, "suspects": suspects, "held": len(held) - len(failures), "failures": failures,
             "targets": sorted(plan)}
@@ -142,4 +145,5 @@ def thaw(config: Config, reason: str) -> dict[str, Any]:
                       mode=0o600)
     done.unlink()
     log.warning("incident thawed (%s): %d legal holds lifted", reason, len(state["held"]))
+    audit.note(reason=reason, lifted=len(state["held"]), frozen_since=state["since"])
     return {"ok": True, "frozen": False, "reason": reason, "lifted": len(state["held"]), "since": state["since"]}

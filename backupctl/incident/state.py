@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from backupctl import audit
 from backupctl.catalog import Catalog
 from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.catalog.db import utcnow
@@ -75,6 +76,7 @@ def clear_suspect(catalog: Catalog, snapshot_prefix: str, reason: str) -> dict[s
     if not is_open_suspect(tags):
         raise UsageError(f"snapshot {row['short_id']} is not an open suspect snapshot")
     snapshot_rows.set_tags(catalog, row["id"], [*tags, CLEARED_TAG])
+    audit.note(snapshot=row["id"], reason=reason)
     log.warning("snapshot %s of job %s cleared of suspicion: %s", row["short_id"], row["job"], reason)
     return {"snapshot": row["id"], "job": row["job"], "reason": reason, "cleared": utcnow()}
 

@@ -59,6 +59,11 @@ def test_suspect_pauses_expiry_and_freeze_holds_every_version(engine, tmp_path: 
         live = s3_rows.live_objects(catalog, "vault", bucket.location)
     assert done["held"] == len(live) > 0 and done["failures"] == [] and done["targets"] == ["vault"]
     assert _holds(bucket, live) == {"ON"}
+    from backupctl.audit.log import log_path
+
+    records = [json.loads(line) for line in log_path(config.state_dir).read_text().splitlines() if line.strip()]
+    (frozen_record,) = [r for r in records if r["action"] == "incident freeze" and r["outcome"] == "ok"]
+    assert frozen_record["ids"]["reason"] == "ransomware on the PACS" and frozen_record["ids"]["held"] == len(live)
     assert_one_line_error(cli(config, "incident", "freeze", "--reason", "again"), 2, "already frozen")
     assert_one_line_error(cli(config, "forget", "pacs"), 1, "pruning is paused", "frozen")
     assert any("incident frozen" in p for p in json.loads(cli(config, "status", "--json").stdout)["problems"])
