@@ -479,7 +479,7 @@ def test_the_demo_audit_step_verifies_forwards_and_catches_a_tampered_copy(tmp_p
     vault = config.target("vault")
     init_bucket(connect("vault", vault, config.resolve))  # type: ignore[arg-type]
     assert run_backup(config, "pacs", replicate=False).snapshot_id
-    ctx = DemoContext(workdir=tmp_path, progress=default_progress(quiet=True), config=config)
+    ctx = DemoContext(workdir=tmp_path, progress=default_progress(quiet=True), config=config, job="pacs")
     with ctx.resources:
         result = step_audit(ctx)
     assert result["ok"], result

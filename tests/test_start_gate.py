@@ -75,7 +75,6 @@ def test_restic_reads_the_sources_only_once_the_work_before_it_is_done(installat
 
     summary = restic.backup([source], before_reading=work_once_restic_waits)
     assert summary.total_files == 1 and summary.snapshot is not None
-    assert summary.waited_seconds > 0
     out = tmp_path / "restored"
     restic.run(["restore", summary.snapshot.id, "--target", str(out)])
     assert (out / source.relative_to("/") / "written-while-restic-waits.txt").read_text() == "complete"
