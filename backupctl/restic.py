@@ -226,17 +226,23 @@ class StartGate:
         finally:
             os.close(fd)                           # end of file: restic goes on (or fails on the pattern)
 
+    @property
+    def passed(self) -> bool:
+        """The gate was opened (the work done, or restic turned away)."""
+        return self._release.is_set()
+
     def pass_when_done(self, proc: Child, stop: Callable[[Child], None]) -> None:
         try:
             self.work()
             self.done_at = time.monotonic()
             self._release.set()
         except BaseException:
-            self.failed = True
-            self._turn_away(proc, stop)
+            self.turn_away(proc, stop)
             raise
 
-    def _turn_away(self, proc: Child, stop: Callable[[Child], None]) -> None:
+    def turn_away(self, proc: Child, stop: Callable[[Child], None]) -> None:
+        """The work failed (or never began): restic ends at the gate, before reading a source."""
+        self.failed = True
         if self._release.is_set():      # restic is past the gate already: stop it as Ctrl-C would
             stop(proc)
             return
@@ -331,14 +337,17 @@ class Restic:
         the gate closes it."""
         argv = self._argv(args)
         full_env = {**self._env(), **(env or {})}
-        # restic dies with backupctl: a restic left running would hold the repository lock for nobody, and
-        # one waiting at the start gate would wait forever
-        proc = process.start(argv, env=full_env, stdout=process.PIPE, stderr=process.PIPE,
-                             secrets=[full_env.get("RESTIC_PASSWORD", "")])
-        if stop is not None:
-            threading.Thread(target=self._stop_when_set, args=(stop, proc), daemon=True).start()
+        proc: Child | None = None
         lines: list[str] = []
         try:
+            # restic dies with backupctl: a restic left running would hold the repository lock for nobody, and
+            # one waiting at the start gate would wait forever. An interruption while it is being started takes
+            # effect once there is a child to stop (else restic would run on, unknown to us)
+            with process.signals_deferred():
+                proc = process.start(argv, env=full_env, stdout=process.PIPE, stderr=process.PIPE,
+                                     secrets=[full_env.get("RESTIC_PASSWORD", "")])
+            if stop is not None:
+                threading.Thread(target=self._stop_when_set, args=(stop, proc), daemon=True).start()
             if gate is not None:
                 gate.pass_when_done(proc, self._stop)
             for line in proc.lines():
@@ -348,7 +357,12 @@ class Restic:
                     lines.append(line)
             proc.wait()
         except BaseException:
-            self._stop(proc)
+            if proc is None:
+                raise           # restic cannot run, or the interruption came before it was started
+            if gate is not None and not gate.failed and not gate.passed:
+                gate.turn_away(proc, self._stop)   # interrupted before the work began: as if the work failed
+            else:
+                self._stop(proc)
             if gate is not None and gate.failed:
                 raise           # the work's own error (or interruption); restic was turned away at the gate
             raise Interrupted("interrupted; restic was stopped and its lock removed") from None
