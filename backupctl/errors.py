@@ -83,6 +83,10 @@ class SourceUnreadable(UsageError):
     """A source path is missing or cannot be read: checked before restic runs."""
 
 
+class SourceOverlap(UsageError):
+    """A job's source holds or lies inside backupctl's own state, secrets, media or cache."""
+
+
 class PartialSnapshot(PartialRun, ResticError):
     """restic exit 3: the snapshot was saved but some files could not be read."""
 

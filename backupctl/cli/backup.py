@@ -48,6 +48,8 @@ def backup_run(
     else:
         out.print(f"snapshot {outcome.short_id} of job {job}: {outcome.files} files, {human_bytes(outcome.bytes)}, "
                   f"{human_bytes(outcome.bytes_added)} new, {outcome.seconds:.1f} s")
+        if outcome.safe_excludes:
+            out.print(f"  excluded by backupctl (system root source): {', '.join(outcome.safe_excludes)}")
         if (m := outcome.manifest) and "error" not in m:
             changed = f", [yellow]{m['changed_during_backup']} changed during backup[/]" \
                 if m["changed_during_backup"] else ""

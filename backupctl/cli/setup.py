@@ -42,10 +42,14 @@ def check(json_output: Annotated[bool, typer.Option("--json", help="Print a JSON
     if json_output:
         print_json({"config": str(path), "ok": not errors, "errors": errors,
                     "jobs": sorted(config.jobs) if config else [], "drills": sorted(config.drills) if config else [],
-                    "targets": sorted(config.settings.targets) if config else []})
+                    "targets": sorted(config.settings.targets) if config else [],
+                    "safe_excludes": config.safe_excludes if config else {}})
     else:
         for line in errors:
             typer.echo(f"error: {line}", err=True)
+        if config:
+            for job, added in sorted(config.safe_excludes.items()):
+                out.print(f"job {job}: a system root is a source; backupctl excludes {', '.join(added)}")
         if config and not errors:
             out.print(f"{path}: ok — {len(config.jobs)} job(s), {len(config.drills)} drill(s), "
                       f"{len(config.settings.targets)} target(s)")
