@@ -21,12 +21,17 @@ def register(app: typer.Typer) -> None:
 
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder for backupctl.toml, jobs/, secrets/, var/.")] = Path("."),
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
 ) -> None:
-    """Create a skeleton config, the password file (0600) and the staging restic repository. Idempotent:
-    what exists is kept."""
+    """Create a commented backupctl.toml, a sample job and drill, the password file (0600) and the staging
+    restic repository. Idempotent: what exists is kept."""
     from backupctl.actions.init import initialize
 
-    config, created = initialize(directory)
+    config, created = initialize(directory, samples=True)
+    if json_output:
+        print_json({"ok": True, "config": str(config.path), "created": created,
+                    "jobs": sorted(config.jobs), "drills": sorted(config.drills)})
+        return
     for item in created:
         out.print(f"created {item}")
     out.print(f"ready: {config.path} (check it with `backupctl -c {config.path} config check`)")
