@@ -46,7 +46,7 @@ app = typer.Typer(
          "verification and restore drills.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,   # --install-completion and --show-completion (bash, zsh, fish)
 )
 
 
@@ -68,6 +68,9 @@ def _global(
     OPTIONS.config, OPTIONS.quiet, OPTIONS.debug = config, quiet, debug
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # the terminal shows warnings (or everything with --debug) whatever the run log below keeps
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 setup_cmds.register(app)
@@ -84,14 +87,17 @@ scheduler_cmds.register(app)
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (used by `main` and by tests)."""
+    log = logging.getLogger("backupctl.run")
     try:
         rc = app(args=argv, prog_name="backupctl", standalone_mode=False)
     except BackupctlError as exc:
         if OPTIONS.debug:
             logging.getLogger("backupctl").exception("error")
+        log.error("%s: exit %d: %s", OPTIONS.command, exc.exit_code, exc.one_line())
         _print_error(exc.one_line())
         return exc.exit_code
     except (*_ABORTS, KeyboardInterrupt, Terminated):
+        log.warning("%s: interrupted", OPTIONS.command)
         err.print("interrupted")
         return 130
     except _CLICK_ERRORS as exc:
@@ -102,7 +108,9 @@ def run(argv: list[str] | None = None) -> int:
         where = f"`{exc.ctx.command_path} --help`" if getattr(exc, "ctx", None) else "`backupctl --help`"
         _print_error(exc.format_message(), f" (see {where})")
         return exc.exit_code
-    return rc if isinstance(rc, int) else 0
+    rc = rc if isinstance(rc, int) else 0
+    log.info("%s: exit %d", OPTIONS.command, rc)
+    return rc
 
 
 def _print_error(message: str, suffix: str = "") -> None:

@@ -17,6 +17,21 @@ config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
 def register(app: typer.Typer) -> None:
     app.command("init")(init)
     app.add_typer(config_app, name="config")
+    app.command("man")(man)
+
+
+def man() -> None:
+    """Print the man page (roff) generated from this command line: `backupctl man > backupctl.1`."""
+    import click
+    import typer.main
+
+    from backupctl.cli import app
+    from backupctl.cli.manpage import render
+
+    command = typer.main.get_command(app)
+    # typer >= 0.26 builds on a vendored click: the context must be of the command's own click
+    context = getattr(command, "context_class", click.Context)
+    typer.echo(render(command, context), nl=False)
 
 
 def init(
