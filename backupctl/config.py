@@ -6,11 +6,9 @@ what is expected. Relative paths in a file resolve against the folder of `backup
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
-from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -25,7 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from backupctl.errors import ConfigError
+from backupctl.errors import ConfigError, did_you_mean
 
 CONFIG_ENV = "BACKUPCTL_CONFIG"
 DEFAULT_CONFIG = Path("backupctl.toml")
@@ -55,12 +53,6 @@ class Strict(BaseModel):
             if isinstance(value, list) and any(isinstance(v, str) and not v.strip() for v in value):
                 raise PydanticCustomError("empty", "{key}: expected a list without empty entries", {"key": key})
         return data
-
-
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """' (did you mean X?)' when `name` looks like a typo of one known name, else ''."""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _check_name(value: str) -> str:

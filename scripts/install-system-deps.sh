@@ -20,6 +20,7 @@ declare -A want=(
   [openssl]=openssl
   [/usr/bin/time]=time       # GNU time: peak RSS of restic in the benchmarks
   [chromium]=chromium        # opens drill reports in tests
+  [groff]=groff-base         # renders `backupctl man` in its test
 )
 missing=()
 for bin in "${!want[@]}"; do
