@@ -85,9 +85,16 @@ verify_cmds.register(app)
 scheduler_cmds.register(app)
 
 
+# the CLI edge's lines (command, exit code) go to the run log only (`logs.attach_run_log`); before the config
+# is loaded there is none, and stderr shows the error itself
+_run_log = logging.getLogger("backupctl.run")
+_run_log.propagate = False
+_run_log.addHandler(logging.NullHandler())
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (used by `main` and by tests)."""
-    log = logging.getLogger("backupctl.run")
+    log = _run_log
     try:
         rc = app(args=argv, prog_name="backupctl", standalone_mode=False)
     except BackupctlError as exc:
