@@ -39,6 +39,15 @@ def test_unknown_ambiguous_and_mistyped_snapshots_are_bad_input(installation: Co
     assert not (tmp_path / "c").exists()
 
 
+def test_times_are_shown_with_their_zone(installation: Config) -> None:
+    run_backup(installation, "pacs", replicate=False)
+    for command in (("snapshots",), ("runs",)):
+        berlin = cli(installation, *command, env={"TZ": "Europe/Berlin"}, check=True).stdout
+        assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d CES?T", berlin), berlin
+        utc = cli(installation, *command, env={"TZ": "UTC"}, check=True).stdout
+        assert re.search(r"\d\d:\d\d:\d\d UTC", utc), utc
+
+
 def _stale_restic_lock(config: Config) -> Path:
     """A lock left by a restic killed with SIGKILL (`backup --stdin` holds its lock while it waits for input)."""
     locks = config.staging_repository / "locks"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,20 @@ def print_json(data: Any) -> None:
 
 
 def short_time(iso: str | None) -> str:
-    return iso[:19].replace("T", " ") if iso else "-"
+    """A recorded time (ISO 8601, UTC in the catalog; restic's with nanoseconds) in this host's zone, with the
+    zone: a bare clock time is ambiguous across sites and daylight-saving changes."""
+    if not iso:
+        return "-"
+    from datetime import UTC, datetime
+
+    text = re.sub(r"(\.\d{6})\d+", r"\1", iso.replace("Z", "+00:00"))   # Python reads microseconds at most
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return iso
+    if when.tzinfo is None:   # the catalog writes UTC
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def table(*columns: str):  # noqa: ANN201 - rich.table.Table
