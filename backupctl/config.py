@@ -471,7 +471,7 @@ class Config:
         self.settings = settings
         self.jobs = jobs
         self.drills = drills
-        # per job: the excludes backupctl added to a system-root source (already in the job's `excludes`)
+        # per job: what backupctl excludes from a system-root source, in words (the patterns are in `excludes`)
         self.safe_excludes = safe_excludes or {}
 
     def resolve(self, p: Path) -> Path:
@@ -598,10 +598,10 @@ def collect_config(path: Path | None = None) -> tuple[Config | None, list[str]]:
     safe_excludes: dict[str, list[str]] = {}
     for name, job in list(jobs.items()):
         where = _display(base / settings.paths.jobs / (name + ".toml"))
-        problems, added = guard_sources(base, settings, jobs, job)
+        problems, added, shown = guard_sources(base, settings, jobs, job)
         errors += [f"{where}: sources: {problem}" for problem in problems]
         if added:
-            safe_excludes[name] = added
+            safe_excludes[name] = shown
             jobs[name] = job.model_copy(update={"excludes": [*job.excludes, *added]})
     for drill in drills.values():
         where = _display(base / settings.paths.drills / (drill.name + ".toml"))
@@ -651,6 +651,8 @@ def scratch_overlaps(scratch: Path, base: Path, settings: Settings, jobs: dict[s
 SYSTEM_ROOTS = ("/", "/boot", "/etc", "/home", "/media", "/mnt", "/opt", "/root", "/srv", "/usr", "/var")
 # pseudo and volatile filesystems: never data, and /proc alone would make restic read every process's memory map
 SYSTEM_EXCLUDES = ("/proc", "/sys", "/dev", "/run", "/tmp")
+# <state>/manifests/<job>/.backupctl-manifest holds the signed manifest a backup adds to its snapshot
+MANIFESTS_FOLDER = "manifests"
 
 
 def _real(path: Path) -> Path:
@@ -691,14 +693,16 @@ def protected_paths(base: Path, settings: Settings, jobs: dict[str, Job]) -> lis
     return [(what, path) for path, what in unique.items()]
 
 
-def guard_sources(base: Path, settings: Settings, jobs: dict[str, Job], job: Job) -> tuple[list[str], list[str]]:
-    """(problems, excludes to add) for `job`'s sources against backupctl's own state (see SYSTEM_ROOTS).
+def guard_sources(base: Path, settings: Settings, jobs: dict[str, Job],
+                  job: Job) -> tuple[list[str], list[str], list[str]]:
+    """(problems, excludes to add, what they exclude in words) for `job`'s sources (see SYSTEM_ROOTS).
 
     A source inside a protected path, or holding one without being a system root, is a problem naming both
     paths; a system-root source gets restic excludes for the protected paths and pseudo-filesystems in it."""
     protected = protected_paths(base, settings, jobs)
     problems: list[str] = []
     added: list[str] = []
+    shown: list[str] = []
     for source in job.sources:
         given = source.expanduser() if source.expanduser().is_absolute() else base / source
         real = _real(given)
@@ -714,19 +718,46 @@ def guard_sources(base: Path, settings: Settings, jobs: dict[str, Job], job: Job
         if str(real) in SYSTEM_ROOTS:
             inside = [Path(p) for p in SYSTEM_EXCLUDES if Path(p).is_relative_to(real)]
             inside += [path for _, path in protected if path.is_relative_to(real)]
+            # the repository inside the state folder goes with the state
+            inside = [p for p in inside if not any(p != q and p.is_relative_to(q) for q in inside)]
             for path in inside:
-                for pattern in _exclude_patterns(path, settings, base):
-                    if pattern not in added and pattern not in job.excludes:
-                        added.append(pattern)
-    return problems, added
+                words, patterns = _exclude_patterns(path, base, settings, jobs, job)
+                if words not in shown:
+                    shown.append(words)
+                added += [p for p in patterns if p not in added and p not in job.excludes]
+    return problems, added, shown
 
 
-def _exclude_patterns(path: Path, settings: Settings, base: Path) -> list[str]:
-    patterns = [str(path)]
-    catalog = _real(settings.catalog.path if settings.catalog.path.is_absolute() else base / settings.catalog.path)
-    if path == catalog:   # SQLite's companions hold the same rows
-        patterns += [f"{path}-wal", f"{path}-shm", f"{path}-journal"]
-    return patterns
+def _exclude_patterns(path: Path, base: Path, settings: Settings, jobs: dict[str, Job],
+                      job: Job) -> tuple[str, list[str]]:
+    """The restic patterns that keep `path` out of a snapshot, and how to say so."""
+    def at(p: Path) -> Path:
+        return _real(p if p.expanduser().is_absolute() else base / p)
+
+    if path == at(settings.catalog.path):   # SQLite's companions hold the same rows
+        return str(path), [str(path), f"{path}-wal", f"{path}-shm", f"{path}-journal"]
+    if path == at(settings.paths.state):
+        # the job's signed manifest is written under the state and handed to restic as a target of its own,
+        # and restic applies excludes to targets too: everything of the state but that folder's chain
+        manifests = path / MANIFESTS_FOLDER
+        return (f"{path} (all but {MANIFESTS_FOLDER}/{job.name})",
+                [*_all_but(path, MANIFESTS_FOLDER), *(str(manifests / other) for other in jobs if other != job.name)])
+    return str(path), [str(path)]
+
+
+def _all_but(folder: Path, keep: str) -> list[str]:
+    """restic patterns for every entry of `folder` except `keep` (restic 0.14 has no negated patterns; a
+    name differs from `keep` at its first differing character, or is a proper prefix of it, or is longer)."""
+    assert re.fullmatch(r"[A-Za-z0-9_]+", keep), keep   # no character that is special in a class
+    base = glob_escape(str(folder))
+    patterns = [f"{base}/{keep[:i]}[^{keep[i]}]*" for i in range(len(keep))]
+    patterns += [f"{base}/{keep[:i]}" for i in range(1, len(keep))]
+    return [*patterns, f"{base}/{keep}?*"]
+
+
+def glob_escape(text: str) -> str:
+    """`text` as a restic pattern matching only itself."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _email_without_smtp(path: Path, settings: Settings, jobs: dict[str, Job], drills: dict[str, Drill]) -> list[str]:

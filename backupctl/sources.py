@@ -28,7 +28,7 @@ def check_sources(config: Config, job: Job) -> list[Path]:
         resolve_orthanc(config, job)
     # checked again here although loading the config did: a long-running scheduler loaded it hours ago, and a
     # symlink or a mount may have moved since
-    problems, _ = guard_sources(config.base, config.settings, config.jobs, job)
+    problems, _, _ = guard_sources(config.base, config.settings, config.jobs, job)
     if problems:
         raise SourceOverlap(f"job {job.name}: source {problems[0]}")
     paths = [config.resolve(p) for p in job.sources]

@@ -106,20 +106,62 @@ def test_backup_run_checks_again_when_a_symlink_moved_after_loading(tmp_path: Pa
 
 def test_a_system_root_source_gets_the_safe_excludes_and_says_so(tmp_path: Path) -> None:
     config_file = write_site(tmp_path, 'sources = ["/"]\nexcludes = ["*.tmp"]\n')
+    (tmp_path / "jobs" / "other.toml").write_text('sources = ["archive"]\n')
     config, errors = collect_config(config_file)
     assert errors == [] and config is not None
-    added = config.safe_excludes["pacs"]
+    shown = config.safe_excludes["pacs"]
+    assert shown == ["/proc", "/sys", "/dev", "/run", "/tmp"]   # this test's site lies in /tmp
     excludes = config.jobs["pacs"].excludes
-    assert excludes[0] == "*.tmp" and excludes[1:] == added
-    for path in ("/proc", "/sys", "/dev", "/run", "/tmp", str(tmp_path / "var"), str(tmp_path / "secrets"),
-                 str(tmp_path / "disk"), str(tmp_path / "var" / "staging-repo")):
-        assert is_excluded(path + "/x", excludes), path   # restic's own exclude semantics
+    assert excludes[0] == "*.tmp"
+    for path in ("/proc", "/sys", "/dev", "/run", "/tmp", tmp_path / "secrets", tmp_path / "var"):
+        assert is_excluded(f"{path}/x", excludes), path   # restic's own exclude semantics
     assert not is_excluded("/etc/hostname", excludes)
     result = cli(config_file, "config", "check")
     assert result.returncode == 0, result.stderr
     assert "job pacs: a system root is a source; backupctl excludes /proc, /sys" in result.stdout
     data = json.loads(cli(config_file, "config", "check", "--json").stdout)
-    assert data["ok"] and data["safe_excludes"]["pacs"] == added
+    assert data["ok"] and data["safe_excludes"]["pacs"] == shown
+
+
+def test_the_state_excludes_keep_only_the_jobs_manifest_chain(tmp_path: Path) -> None:
+    from backupctl.config import _all_but
+
+    patterns = [*_all_but(tmp_path / "var", "manifests"), str(tmp_path / "var" / "manifests" / "other")]
+    for name in ("m", "manifest", "manifestsX", "zzz", "catalog.sqlite", "Manifests", "manifests/other"):
+        assert is_excluded(str(tmp_path / "var" / name / "x"), patterns), name
+    assert not is_excluded(str(tmp_path / "var" / "manifests" / "pacs" / "x"), patterns)
+
+
+def test_a_backup_of_a_system_root_keeps_its_manifest_and_none_of_the_state(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # a real restic backup of a whole tree holding the installation: the test's folder stands in for /srv
+    # (backing up the real /srv of the test machine would read whatever it holds)
+    from backupctl import config as config_module
+    from backupctl.actions.backup import run_backup
+    from backupctl.actions.init import initialize
+    from backupctl.dicom.synth import ArchiveSpec, write_archive
+    from backupctl.repository import staging_restic
+
+    root = Path(os.path.realpath(tmp_path / "srv"))
+    monkeypatch.setattr(config_module, "SYSTEM_ROOTS", (*config_module.SYSTEM_ROOTS, str(root)))
+    write_archive(root / "archive", ArchiveSpec(patients=1, studies_per_patient=1, series_per_study=1,
+                                                instances_per_series=2, rows=16, columns=16, seed=1))
+    site = root / "backupctl"
+    initialize(site, BASE_TOML)
+    (site / "jobs" / "pacs.toml").write_text(f'sources = ["{root}"]\n')
+    config = load_config(site / "backupctl.toml")
+    outcome = run_backup(config, "pacs", replicate=False)
+    assert outcome.manifest and "error" not in outcome.manifest and outcome.manifest["dicom"] == 2
+    assert outcome.safe_excludes == [f"{site / 'var'} (all but manifests/pacs)", str(site / "secrets"),
+                                     str(site / "disk")]
+    paths = [node.path for node in staging_restic(config).ls(outcome.snapshot_id)]
+    assert sum(p.endswith(".dcm") for p in paths) == 2
+    assert any("/.backupctl-manifest/" in p for p in paths)
+    assert str(site / "backupctl.toml") in paths
+    state_kept = {p for p in paths if p.startswith(f"{site / 'var'}/")}
+    assert state_kept and all(p == f"{site / 'var' / 'manifests'}" or
+                              p.startswith(f"{site / 'var' / 'manifests' / 'pacs'}") for p in state_kept), state_kept
+    assert not any(p.startswith(f"{site / 'secrets'}/") for p in paths)
 
 
 def test_a_plain_folder_beside_the_state_is_accepted_without_excludes(tmp_path: Path) -> None:
