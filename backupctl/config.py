@@ -125,6 +125,9 @@ class MediaTargetConfig(Strict):
     rotation_days: float = Field(default=7, gt=0)
     folder: str = "backupctl"
     concurrency: int = Field(default=2, ge=1, le=16)   # files copied at once (each checked by its name)
+    # a plain folder (a NAS share, a test) instead of a disk mounted there: without it, a folder on the root
+    # filesystem is refused, so an absent disk never turns into backups filling the system disk
+    allow_unmounted: bool = False
 
     @field_validator("labels")
     @classmethod
@@ -348,7 +351,7 @@ class Hooks(Strict):
 
 class OrthancSource(Strict):
     """A local Orthanc (SQLite index) backed up consistently: stop, copy index + config, hard-link the
-    storage area, start again; the PACS is always restarted. See README, section PACS."""
+    storage area, start again; the PACS is always restarted. See docs/pacs.md."""
 
     config: Path = Path("/etc/orthanc")       # the configuration folder (or single file)
     storage_dir: Path = Path("/var/lib/orthanc/db-v6")
@@ -577,8 +580,9 @@ def load_config(path: Path | None = None) -> Config:
     return config
 
 
-def collect_config(path: Path | None = None) -> tuple[Config | None, list[str]]:
-    """Validate everything and return every problem found, one line each (for `config check`)."""
+def collect_config(path: Path | None = None, secrets: bool = False) -> tuple[Config | None, list[str]]:
+    """Validate everything and return every problem found, one line each (for `config check`). With `secrets`,
+    every secret file the config names is checked too (each command checks the ones it reads, when it reads)."""
     path = config_path(path).absolute()
     display = _display(path)
     errors: list[str] = []
@@ -615,7 +619,13 @@ def collect_config(path: Path | None = None) -> tuple[Config | None, list[str]]:
             errors += [f"{where}: scratch: {problem}" for problem in
                        scratch_overlaps(base / drill.scratch.expanduser(), base, settings, jobs)]
     errors += _email_without_smtp(path, settings, jobs, drills)
-    return Config(path, settings, jobs, drills, safe_excludes), errors
+    config = Config(path, settings, jobs, drills, safe_excludes)
+    # the rule every secret reader applies (0600/0400, the user's own), checked now rather than at 2 a.m.
+    if secrets:
+        from backupctl.secrets import secret_file_problems
+
+        errors += [f"{display}: {problem}" for problem in secret_file_problems(config)]
+    return config, errors
 
 
 def _folder_problems(path: Path, settings: Settings) -> list[str]:

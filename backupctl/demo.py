@@ -55,6 +55,7 @@ type = "media"
 mount = "media-disk"            # a folder standing in for a mounted removable disk
 labels = ["DEMO-A", "DEMO-B"]
 rotation_days = 7
+allow_unmounted = true          # the demo has no removable disk
 {extra_targets}"""
 
 DEMO_JOB_TOML = """\

@@ -25,6 +25,8 @@ class BackupctlError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # what was done before the error (a partial snapshot's figures): `--json` prints it with the error
+        self.details: dict[str, object] | None = None
 
     def one_line(self) -> str:
         text = self.message.strip().replace("\n", " ")
@@ -53,6 +55,11 @@ class Interrupted(BackupctlError):
     """SIGINT/SIGTERM stopped the run; what was half done was cleaned up or recorded as failed."""
 
     exit_code = 130
+
+
+class Terminated(BaseException):
+    """Raised in the main thread by the SIGTERM handler the CLI installs (`process.raise_on_sigterm`): handled
+    like Ctrl-C (KeyboardInterrupt); `process.INTERRUPTIONS` names both."""
 
 
 class PartialRun(BackupctlError):
@@ -123,6 +130,14 @@ class MediaLabelMismatch(TargetError):
 
 class MediaNotMounted(TargetError):
     exit_code = 2
+
+
+class MediaWriteFailed(TargetError):
+    """The disk refused a write during a sync (full, or failing: EIO); that run's partial files are removed."""
+
+
+class MediaFull(MediaWriteFailed):
+    """The disk has less free space than the sync needs: refused before anything is written."""
 
 
 class IntegrityError(BackupctlError):
@@ -210,3 +225,27 @@ class DrillFailed(BackupctlError):
     def __init__(self, message: str, *, hint: str | None = None, drill_id: int | None = None) -> None:
         super().__init__(message, hint=hint)
         self.drill_id = drill_id
+
+
+class CatalogError(BackupctlError):
+    """The catalog cannot be opened, migrated or read."""
+
+
+class RgwError(BackupctlError):
+    """The development Ceph RGW could not be brought up or down."""
+
+
+class CoverageStale(IntegrityError):
+    """Something has gone unverified for longer than the configured bound."""
+
+
+class SignatureInvalid(IntegrityError):
+    """A signature does not verify, or was made by a key other than the trusted one."""
+
+
+class EmbeddedServerError(BackupctlError):
+    """The embedded S3 server (moto) could not be started."""
+
+
+class ManifestError(IntegrityError):
+    """A manifest is missing, malformed, or its signature does not verify."""

@@ -12,16 +12,13 @@ Its output is kept for the log (last lines only); secrets should reach hooks by 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
-import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from backupctl import process
 from backupctl.config import Hooks
 from backupctl.errors import HookFailed
 
@@ -60,36 +57,13 @@ def describe(command: str | Sequence[str]) -> str:
 def run_hook(command: str | Sequence[str], *, env: Mapping[str, str], timeout: float,
              cwd: Path | None = None) -> HookResult:
     argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
-    began = time.monotonic()
     try:
-        proc = subprocess.Popen(argv, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        # a hook dies with backupctl (SIGKILL): it serves a run that is over
+        done = process.run(argv, env=env, cwd=cwd, timeout=timeout, merge_stderr=True, text=False)
     except OSError as exc:
         return HookResult(describe(command), 127, 0.0, f"cannot run: {exc.strerror}")
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-        code: int | None = proc.returncode
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        out, _ = proc.communicate()
-        code = None
-    except BaseException:            # Ctrl+C: the hook's group must not outlive us
-        _kill_group(proc)
-        proc.wait()
-        raise
-    text = out.decode("utf-8", "replace")[-OUTPUT_TAIL:]
-    return HookResult(describe(command), code, time.monotonic() - began, text)
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=5)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    text = (done.stdout or b"").decode("utf-8", "replace")[-OUTPUT_TAIL:]
+    return HookResult(describe(command), done.returncode, done.seconds, process.mask(text))
 
 
 def run_hooks(commands: Sequence[str | Sequence[str]], *, phase: str, env: Mapping[str, str],

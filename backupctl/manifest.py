@@ -29,9 +29,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from backupctl.errors import IntegrityError
-from backupctl.fsutil import atomic_write_bytes
-from backupctl.processes import signals_deferred
+from backupctl.errors import ManifestError
+from backupctl.fsutil import atomic_write_bytes, current_umask
+from backupctl.process import signals_deferred, worker_pool
 from backupctl.progress import NullProgress, Progress
 from backupctl.repofiles import sha256_file
 from backupctl.signing import (
@@ -59,10 +59,6 @@ STABLE_RETRIES = 2              # re-read a file that changed while it was hashe
 # kinds of entries
 DICOM, OTHER, UNPARSEABLE, UNREADABLE, SYMLINK, SPECIAL = (
     "dicom", "other", "dicom-unparseable", "unreadable", "symlink", "special")
-
-
-class ManifestError(IntegrityError):
-    """A manifest is missing, malformed, or its signature does not verify."""
 
 
 @dataclass(slots=True)
@@ -413,12 +409,8 @@ class _Reader:
         if not batch.paths:
             return
         if self.pool is None and self.workers > 1 and len(batch.paths) >= BATCH_FILES // 2:
-            from concurrent.futures import ProcessPoolExecutor  # only runs that read many files need it
-            from multiprocessing import get_context
-
-            # fork: workers inherit the imported modules, so the pool starts in milliseconds
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("fork"),
-                                            initializer=_init_worker, initargs=(self.key,))
+            # only runs that read many files need it; forked, they die with backupctl
+            self.pool = worker_pool(self.workers, _init_worker, (self.key,))
         if self.pool is None:   # one core, or so few files that starting workers costs more than it saves
             self._done(batch, [read_file_entry(p, self.key, self.buf) for p in batch.paths])
             return
@@ -616,8 +608,8 @@ def write_manifest_stream(header: dict[str, Any], entries: Iterable[Entry], fold
             return WrittenManifest(path, sha, False, index)
         # the signature first: a crash between the two renames leaves a manifest that fails to verify, never
         # an unsigned one that looks complete
-        atomic_write_bytes(folder / SIGNATURE_NAME, _sig_bytes(doc), mode=0o644)
-        os.chmod(tmp, 0o644)
+        atomic_write_bytes(folder / SIGNATURE_NAME, _sig_bytes(doc))
+        os.chmod(tmp, 0o666 & ~current_umask())   # study UIDs and paths: as private as the user's umask
         os.replace(tmp, path)
         return WrittenManifest(path, sha, True, index)
     finally:

@@ -31,7 +31,7 @@ from typing import Any
 from backupctl import __version__
 from backupctl.config import Config, NotifyConfig, SmtpConfig
 from backupctl.errors import SecretError
-from backupctl.secrets import check_private_file
+from backupctl.secrets import read_secret
 
 log = logging.getLogger("backupctl.notify")
 FAILURE_STATUSES = ("failed", "partial", "interrupted", "missed")
@@ -99,8 +99,7 @@ def read_secret_url(config: Config, file: Any, env: str | None, what: str) -> st
     """A URL from a 0600 file or an environment variable; None when neither is configured."""
     if file is not None:
         path = config.resolve(file)
-        check_private_file(path, f"{what} file")
-        url = path.read_text(encoding="utf-8").strip()
+        url = read_secret(path, f"{what} file").strip()
     elif env is not None:
         url = os.environ.get(env, "").strip()
         if not url:
@@ -181,8 +180,7 @@ def send_email(smtp: SmtpConfig, config: Config, to: list[str], notice: Notice) 
 def _smtp_password(smtp: SmtpConfig, config: Config) -> str | None:
     if smtp.password_file is not None:
         path = config.resolve(smtp.password_file)
-        check_private_file(path, "SMTP password file")
-        return path.read_text(encoding="utf-8").strip()
+        return read_secret(path, "SMTP password file").strip()
     if smtp.password_env is not None:
         return os.environ.get(smtp.password_env) or None
     return None

@@ -1,9 +1,11 @@
 """The restic driver: the only place that builds restic argv, runs it, reads its JSON and maps its errors.
 
 The repository password reaches restic through RESTIC_PASSWORD_FILE (or RESTIC_PASSWORD from the
-environment), never argv. stdin is closed so restic can never sit at a password prompt. On SIGINT/SIGTERM the
-child gets SIGINT, which makes restic remove its own lock before it exits; a child that does not stop in time
-is killed, and the stale lock it may leave is removed by `unlock` before the next exclusive operation.
+environment), never argv. stdin is closed so restic can never sit at a password prompt. restic runs through
+`backupctl.process`. On SIGINT/SIGTERM the child gets SIGINT, which makes restic remove its own lock before it
+exits; a child that does not stop in time is killed, and so is a restic whose backupctl died (SIGKILL from the
+kernel: a restic left running would hold the repository for nobody). The stale lock such a restic leaves is
+removed before our next operation that takes a lock (`_clear_stale_locks`), never by hand.
 
 restic 0.14 (Debian 12) is the floor: its exit codes are only 0, 1, 3 and 130, so errors are told apart by
 stderr; 0.17+ adds 10/11/12, used when `version()` says they exist (see FEATURES).
@@ -19,11 +21,9 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -31,6 +31,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from backupctl import process
 from backupctl.errors import (
     Interrupted,
     PartialSnapshot,
@@ -42,6 +43,7 @@ from backupctl.errors import (
     WrongPassword,
     did_you_mean,
 )
+from backupctl.process import Child
 from backupctl.progress import NullProgress, Progress
 from backupctl.secrets import PasswordSource
 
@@ -57,19 +59,6 @@ FEATURES: dict[str, tuple[int, int, int]] = {
 STOP_GRACE_SECONDS = 30.0
 JOB_TAG_PREFIX = "job:"
 _FULL_ID = re.compile(r"^[0-9a-f]{64}$")
-
-
-class Terminated(BaseException):
-    """Raised in the main thread by the SIGTERM handler the CLI installs: handled like Ctrl-C."""
-
-
-def raise_on_sigterm() -> None:
-    """Make SIGTERM behave like Ctrl-C (stop restic cleanly, record the run as interrupted)."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 @dataclass(frozen=True)
@@ -101,7 +90,8 @@ class BackupSummary:
     data_added: int = 0
     data_blobs: int = 0                 # new file-content blobs: 0 when no file data changed
     seconds: float = 0.0
-    unreadable: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)        # each path once
+    causes: dict[str, str] = field(default_factory=dict)       # path -> why it was not read
     waited_seconds: float = 0.0         # how long restic waited at the start gate for `before_reading`
 
 
@@ -130,8 +120,7 @@ def restic_binary() -> str:
 
 @cache
 def version() -> tuple[int, int, int]:
-    out = subprocess.run([restic_binary(), "version"], capture_output=True, text=True, check=False,
-                         stdin=subprocess.DEVNULL).stdout
+    out = process.run([restic_binary(), "version"], timeout=60).stdout or ""
     m = re.search(r"restic (\d+)\.(\d+)\.(\d+)", out)
     if not m:
         raise ResticError(f"cannot tell restic's version from {out.strip()[:80]!r}")
@@ -171,7 +160,8 @@ def _classify(returncode: int, stderr: str, repo: str) -> ResticError:
                                   hint="run `backupctl init` or fix the repository path", stderr_tail=stderr)
     if returncode_kind == "locked":
         return RepositoryLocked(f"repository {repo} is locked by another restic process",
-                                hint="wait for it to finish; a stale lock is removed by `backupctl unlock`",
+                                hint="wait for it to finish; the lock of a restic that is gone is removed by the next "
+                                     "run (or `backupctl unlock`)",
                                 stderr_tail=stderr)
     return ResticError(f"restic failed on {repo}: {tail}", stderr_tail=stderr)
 
@@ -191,18 +181,27 @@ class StartGate:
     restic does not look at while it reads), and stopping restic before the gate could leave a half-written
     lock file. If restic ends before it reaches the gate (a wrong password, a locked repository), `close`
     unblocks the keeper thread.
+
+    The FIFO's folder is named after its owner (pid and start time): a gate of a backupctl that was killed is
+    removed by the next one (`remove_dead_gates`). Forked workers close the FIFO's write end (`parent_only`):
+    one that kept it would keep restic waiting at the gate after backupctl died.
     """
 
     REFUSE = b"[\n"     # an exclude pattern restic rejects: its fatal error ends the run before any read
+    PREFIX = "backupctl-gate-"
 
     def __init__(self, work: Callable[[], None]) -> None:
         self.work = work
         self.failed = False                    # the work raised: restic was turned away
         self.reached_at: float | None = None   # when restic reached the gate (monotonic)
         self.done_at: float | None = None      # when the work was done
-        self._folder = Path(tempfile.mkdtemp(prefix="backupctl-gate-"))
+        remove_dead_gates()
+        pid = os.getpid()
+        self._folder = Path(tempfile.mkdtemp(prefix=f"{self.PREFIX}{pid}.{process.start_ticks(pid) or 0}-"))
         self.path = self._folder / "restic-waits-here"
         os.mkfifo(self.path, 0o600)
+        self._parent_only = contextlib.ExitStack()
+        self._parent_only.enter_context(process.parent_only(self.path))
         self._release = threading.Event()
         self._refuse = False
         self._keeper = threading.Thread(target=self._keep, name="backupctl-gate", daemon=True)
@@ -229,7 +228,7 @@ class StartGate:
         finally:
             os.close(fd)                           # end of file: restic goes on (or fails on the pattern)
 
-    def pass_when_done(self, proc: subprocess.Popen[str], stop: Callable[[subprocess.Popen[str]], None]) -> None:
+    def pass_when_done(self, proc: Child, stop: Callable[[Child], None]) -> None:
         try:
             self.work()
             self.done_at = time.monotonic()
@@ -239,14 +238,13 @@ class StartGate:
             self._turn_away(proc, stop)
             raise
 
-    def _turn_away(self, proc: subprocess.Popen[str], stop: Callable[[subprocess.Popen[str]], None]) -> None:
+    def _turn_away(self, proc: Child, stop: Callable[[Child], None]) -> None:
         if self._release.is_set():      # restic is past the gate already: stop it as Ctrl-C would
             stop(proc)
             return
         self._refuse = True
         self._release.set()
-        with contextlib.suppress(subprocess.TimeoutExpired):   # it reaches the gate after its key derivation
-            proc.wait(timeout=STOP_GRACE_SECONDS)
+        proc.wait(STOP_GRACE_SECONDS)   # it reaches the gate after its key derivation
         stop(proc)                      # only if it is still running
 
     def close(self) -> None:
@@ -260,7 +258,37 @@ class StartGate:
             self._keeper.join(timeout=STOP_GRACE_SECONDS)
             if fd >= 0:
                 os.close(fd)
+        self._parent_only.close()
         shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def remove_dead_gates(folder: Path | None = None) -> list[Path]:
+    """Remove the gate folders of backupctl processes that are gone (killed while restic waited at their gate;
+    a live one removes its own). Returns what was removed."""
+    removed: list[Path] = []
+    root = Path(folder or tempfile.gettempdir())
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(StartGate.PREFIX):
+            continue
+        owner = entry.name[len(StartGate.PREFIX):].split("-", 1)[0]
+        pid_text, _, ticks_text = owner.partition(".")
+        if not (pid_text.isdigit() and ticks_text.isdigit()):
+            continue        # not named after its owner (an older backupctl's): no way to tell it is stale
+        if process.same_process_running(int(pid_text), int(ticks_text) or None):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue    # another user's (sticky /tmp would refuse anyway)
+        except OSError:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(Path(entry.path))
+        log.info("removed the start gate %s of dead pid %s", entry.path, pid_text)
+    return removed
 
 
 class Restic:
@@ -275,6 +303,7 @@ class Restic:
         self.no_cache = no_cache
         self.extra_env = extra_env or {}
         self.host = host or socket.gethostname()
+        self._stale_cleared = False
 
     # running -------------------------------------------------------------------------------------------
 
@@ -303,22 +332,18 @@ class Restic:
         repository (see `StartGate`); if it raises, restic is stopped and the exception goes on. Whoever made
         the gate closes it."""
         argv = self._argv(args)
-        log.debug("running %s", " ".join(argv))  # argv never holds a secret
-        proc = subprocess.Popen(argv, env={**self._env(), **(env or {})}, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-                                start_new_session=True)
-        stderr_tail: deque[str] = deque(maxlen=200)
-        reader = threading.Thread(target=lambda: stderr_tail.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
-        reader.start()
+        full_env = {**self._env(), **(env or {})}
+        # restic dies with backupctl: a restic left running would hold the repository lock for nobody, and
+        # one waiting at the start gate would wait forever
+        proc = process.start(argv, env=full_env, stdout=process.PIPE, stderr=process.PIPE,
+                             secrets=[full_env.get("RESTIC_PASSWORD", "")])
         if stop is not None:
             threading.Thread(target=self._stop_when_set, args=(stop, proc), daemon=True).start()
         lines: list[str] = []
         try:
             if gate is not None:
                 gate.pass_when_done(proc, self._stop)
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                line = line.rstrip("\n")
+            for line in proc.lines():
                 if on_stdout is not None:
                     on_stdout(line)
                 else:
@@ -329,30 +354,25 @@ class Restic:
             if gate is not None and gate.failed:
                 raise           # the work's own error (or interruption); restic was turned away at the gate
             raise Interrupted("interrupted; restic was stopped and its lock removed") from None
-        reader.join(timeout=5)
-        stderr = "".join(stderr_tail)
+        stderr = proc.stderr_tail()
+        proc.close()
         if proc.returncode == 130:
             raise Interrupted("restic was interrupted", hint="run the command again; nothing was lost")
         if proc.returncode not in ok_codes:
-            raise _classify(proc.returncode, stderr, self.repository)
-        return Result(proc.returncode, lines, stderr)
+            raise _classify(proc.returncode or 0, stderr, self.repository)
+        return Result(proc.returncode or 0, lines, stderr)
 
-    def _stop_when_set(self, stop: threading.Event, proc: subprocess.Popen[str]) -> None:
+    def _stop_when_set(self, stop: threading.Event, proc: Child) -> None:
         while proc.poll() is None:
             if stop.wait(0.1):
                 self._stop(proc)
                 return
 
-    def _stop(self, proc: subprocess.Popen[str]) -> None:
+    def _stop(self, proc: Child) -> None:
         """SIGINT lets restic remove its lock; SIGKILL only if it does not stop within the grace time."""
         if proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if not proc.stop(signal.SIGINT, STOP_GRACE_SECONDS, group=False):
             log.warning("restic did not stop within %.0f s and was killed; its lock is stale",
                         STOP_GRACE_SECONDS)
 
@@ -387,6 +407,16 @@ class Restic:
         if self._holds_no_locks():
             return
         self.run(["unlock"])
+
+    def _clear_stale_locks(self) -> None:
+        """Before an operation that takes a lock: remove the locks of restic processes that are gone (a
+        backupctl killed with its restic), so no run waits for `backupctl unlock`. Free when a local repository
+        holds no lock; a remote one is asked once per instance."""
+        if self._stale_cleared:
+            return
+        if not self._holds_no_locks():
+            self.run(["unlock"])
+        self._stale_cleared = not _is_local(self.repository)
 
     def _holds_no_locks(self) -> bool:
         try:
@@ -466,12 +496,13 @@ class Restic:
             args += ["--tag", tag]
         for pattern in excludes:
             args += ["--exclude", pattern]
+        self._clear_stale_locks()
         gate = StartGate(before_reading) if before_reading is not None else None
         if gate is not None:
             args += ["--exclude-file", str(gate.path)]
         args += ["--", *(str(p) for p in paths)]
         summary: dict[str, Any] = {}
-        errors: list[str] = []
+        errors: list[tuple[str, str]] = []
         progress = progress or NullProgress()
         started = time.monotonic()
         with progress.task("backup", total=None, unit="B") as task:
@@ -486,7 +517,7 @@ class Restic:
                 elif kind == "summary":
                     summary.update(msg)
                 elif kind == "error":
-                    errors.append(str(msg.get("item") or msg.get("error")))
+                    errors.append(_error_item(msg))
 
             try:
                 result = self.run(args, on_stdout=on_line, ok_codes=(0, 3), env={"TZ": "UTC"}, gate=gate)
@@ -497,14 +528,15 @@ class Restic:
         asked = Snapshot(id="", short_id="", time=taken.strftime("%Y-%m-%dT%H:%M:%SZ"),
                          paths=sorted(os.path.abspath(p) for p in paths), tags=list(tags), hostname=self.host,
                          parent=parent)
-        out = self._summary(summary, errors, time.monotonic() - started, asked)
+        causes: dict[str, str] = {}
+        for path, cause in errors:   # restic may report one path twice (lstat, then open)
+            causes.setdefault(path, cause)
+        out = self._summary(summary, list(causes), time.monotonic() - started, asked)
+        out.causes = causes
         out.waited_seconds = gate.waited_seconds if gate is not None else 0.0
         if result.returncode == 3:
-            raise PartialSnapshot(
-                f"snapshot {out.snapshot.short_id if out.snapshot else '?'} saved, but {len(errors) or 'some'} "
-                f"file(s) could not be read: {', '.join(errors[:3])}",
-                hint="check permissions on the source", stderr_tail=result.stderr_tail,
-            ).with_summary(out)
+            message, hint = partial_message(out)
+            raise PartialSnapshot(message, hint=hint, stderr_tail=result.stderr_tail).with_summary(out)
         return out
 
     def _summary(self, summary: dict[str, Any], errors: list[str], seconds: float,
@@ -544,6 +576,7 @@ class Restic:
         """Restore into `target` (restic 0.14 takes includes or excludes, not both). With `keep_going`,
         files restic could not restore (a damaged pack) are returned as (path, error) instead of raising,
         so a restore drill can report them and still check everything else. `stop`: see `run`."""
+        self._clear_stale_locks()    # restore takes a lock too (a shared one)
         args = ["restore", snapshot_id, "--target", str(target)]
         for pattern in includes:
             args += ["--include", pattern]
@@ -581,11 +614,12 @@ class Restic:
 
     def dump(self, snapshot_id: str, path: str) -> bytes:
         """One file's content from a snapshot."""
-        argv = self._argv(["dump", snapshot_id, path])
-        proc = subprocess.run(argv, env=self._env(), stdin=subprocess.DEVNULL, capture_output=True, check=False)
-        if proc.returncode != 0:
-            raise _classify(proc.returncode, proc.stderr.decode(errors="replace"), self.repository)
-        return proc.stdout
+        env = self._env()
+        done = process.run(self._argv(["dump", snapshot_id, path]), env=env, text=False,
+                           secrets=[env.get("RESTIC_PASSWORD", "")])
+        if done.returncode != 0:
+            raise _classify(done.returncode or 0, done.stderr.decode(errors="replace"), self.repository)
+        return bytes(done.stdout)
 
     def stats(self, snapshot_id: str | None = None, mode: str = "restore-size") -> dict[str, Any]:
         args = ["stats", "--mode", mode]
@@ -603,6 +637,8 @@ class Restic:
             args += ["--read-data-subset", read_data_subset]
         if no_lock:
             args.append("--no-lock")
+        else:
+            self._clear_stale_locks()   # check takes an exclusive lock: a stale lock would refuse it
         result = self.run(args)
         return "\n".join(result.stdout_lines)
 
@@ -618,6 +654,7 @@ class Restic:
             args.append("--dry-run")
         elif prune:
             args.append("--prune")
+        self._clear_stale_locks()       # forget locks the repository (prune exclusively)
         out = self.run([*args, "--json"]).stdout_lines
         # with --prune, restic prints prune's plain-text report after the JSON line
         for line in out:
@@ -628,6 +665,10 @@ class Restic:
 
 
 _TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+
+
+def _is_local(repository: str) -> bool:
+    return (Path(repository) / "config").is_file()
 
 
 def restic_time_ns(text: str) -> int | None:
@@ -671,16 +712,65 @@ def _restore_errors(stderr: str) -> list[tuple[str, str]]:
 _UNREADABLE = re.compile(r"^error: (?:open|lstat|read) (\S+?): (.*)$")
 
 
-def _unreadable_from_stderr(stderr: str) -> list[str]:
-    """Items restic could not read: JSON error lines (backup --json) or plain `error: open ...` lines."""
-    found: list[str] = []
+def _unreadable_from_stderr(stderr: str) -> list[tuple[str, str]]:
+    """(path, cause) of items restic could not read: JSON error lines (backup --json) or plain `error: open
+    ...` lines."""
+    found: list[tuple[str, str]] = []
     for line in stderr.splitlines():
         msg = _parse_json_line(line.strip())
         if isinstance(msg, dict) and msg.get("message_type") == "error":
-            found.append(str(msg.get("item") or (msg.get("error") or {}).get("Path", "?")))
+            found.append(_error_item(msg))
         elif m := _UNREADABLE.match(line.strip()):
-            found.append(m[1])
+            found.append((m[1], _cause(m[2])))
     return found
+
+
+def _error_item(msg: dict[str, Any]) -> tuple[str, str]:
+    """One `error` message of `backup --json`: 0.14 gives {Op, Path, Err: errno}, later versions {message}."""
+    error = msg.get("error")
+    path = str(msg.get("item") or (error.get("Path") if isinstance(error, dict) else None) or "?")
+    if isinstance(error, dict) and isinstance(error.get("Err"), int):
+        return path, _cause(os.strerror(error["Err"]))
+    text = error.get("message") if isinstance(error, dict) else error
+    # 0.14 reports an unreadable folder with an empty error: look at the path now, as restic's user
+    return path, _cause(str(text)) if text else _cause_now(path)
+
+
+def _cause_now(path: str) -> str:
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+        else:
+            with open(path, "rb"):
+                pass
+    except OSError as exc:
+        return _cause(exc.strerror or type(exc).__name__)
+    return "could not be read (restic gave no cause; it reads now)"
+
+
+def _cause(text: str) -> str:
+    """Why a path was not read, in the words an operator acts on."""
+    lowered = text.lower()
+    if "no such file" in lowered:
+        return "vanished during the backup"
+    if "permission denied" in lowered or "operation not permitted" in lowered:
+        return "permission denied"
+    return lowered.rsplit(": ", 1)[-1]
+
+
+def partial_message(out: BackupSummary) -> tuple[str, str | None]:
+    """restic exit 3, as one line: each unread path once with its cause, and a snapshot of 0 files said so."""
+    short = out.snapshot.short_id if out.snapshot else "?"
+    saved = f"snapshot {short} saved with 0 files" if out.total_files == 0 else f"snapshot {short} saved"
+    listed = ", ".join(f"{path} ({cause})" for path, cause in list(out.causes.items())[:3])
+    more = f" and {len(out.causes) - 3} more" if len(out.causes) > 3 else ""
+    message = f"{saved}, but {len(out.causes) or 'some'} path(s) could not be read: {listed or '?'}{more}"
+    causes = set(out.causes.values())
+    if "permission denied" in causes:
+        return message, "check permissions on the source"
+    if causes == {"vanished during the backup"}:
+        return message, "removed while the backup ran; the next run saves what is there then"
+    return message, None
 
 
 def job_tag(job: str) -> str:

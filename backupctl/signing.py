@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,17 +24,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from backupctl.errors import IntegrityError, SecretError, UsageError
+from backupctl.errors import SecretError, SignatureInvalid, UsageError
 from backupctl.fsutil import atomic_write_bytes
+from backupctl.secrets import read_secret_bytes
 
 if TYPE_CHECKING:
     from backupctl.config import Config
 
 _PATIENT_HASH_INFO = b"backupctl patient-id hmac-sha256 v1"
-
-
-class SignatureInvalid(IntegrityError):
-    """A signature does not verify, or was made by a key other than the trusted one."""
 
 
 def public_key_path(key_file: Path) -> Path:
@@ -129,17 +125,13 @@ def init_signing_key(config: Config) -> list[str]:
 
 def load_signing_key(key_file: Path) -> SigningKey:
     """Load the private key, refusing one that others can read."""
-    try:
-        st = key_file.stat()
-    except FileNotFoundError:
+    if not key_file.exists():
         raise SecretError(f"signing key {key_file} not found",
-                          hint="run `backupctl init` to create it, or set [signing] key_file") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise SecretError(f"signing key {key_file} is readable by others (mode {stat.S_IMODE(st.st_mode):o})",
-                          hint=f"chmod 600 {key_file}")
+                          hint="run `backupctl init` to create it, or set [signing] key_file")
+    pem = read_secret_bytes(key_file, "signing key")
     try:
-        private = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
-    except (ValueError, TypeError, OSError) as exc:
+        private = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
         raise SecretError(f"signing key {key_file} is not a readable Ed25519 PEM key ({type(exc).__name__})",
                           hint="restore it from your key backup") from None
     if not isinstance(private, Ed25519PrivateKey):

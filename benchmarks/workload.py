@@ -46,6 +46,7 @@ password_file = "secrets/restic-password"
 type = "media"
 mount = "media-disk"
 labels = ["BENCH-A"]
+allow_unmounted = true
 """
 
 JOB_TEXT = """\

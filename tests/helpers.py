@@ -29,6 +29,7 @@ type = "media"
 mount = "disk"
 labels = ["DISK-A", "DISK-B"]
 rotation_days = 7
+allow_unmounted = true
 """
 
 

@@ -15,8 +15,8 @@ from backupctl.catalog import runs as run_rows
 from backupctl.catalog.db import Catalog
 from backupctl.drills.model import ERROR, Check, DrillResult, Phase, Problem, StudyResult
 from backupctl.drills.report import report_data, signed_report, verify_report
-from backupctl.errors import UsageError
-from backupctl.signing import SignatureInvalid, generate_key
+from backupctl.errors import SignatureInvalid, UsageError
+from backupctl.signing import generate_key
 from tests.drill_support import Site
 from tests.helpers import assert_one_line_error, cli
 

@@ -73,7 +73,8 @@ def test_a_pre_existing_policy_file_is_left_untouched_and_the_script_exits_0(mac
 def test_the_policy_forbids_service_starts_while_apt_runs(machine):
     # apt's stub copies the policy file as it finds it during the install.
     seen = machine["root"] / "policy-during-install"
-    _stub(machine["bin"] / "apt-get", f'cat {machine["policy"]} > {seen} 2>/dev/null; echo "$@" >> {machine["calls"]}\n')
+    _stub(machine["bin"] / "apt-get",
+          f'cat {machine["policy"]} > {seen} 2>/dev/null; echo "$@" >> {machine["calls"]}\n')
     assert _run(machine).returncode == 0
     assert "exit 101" in seen.read_text()
     assert not machine["policy"].exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from backupctl.dicom.synth import ArchiveSpec, write_archive
-from backupctl.errors import IntegrityError
+from backupctl.errors import IntegrityError, SignatureInvalid
 from backupctl.manifest import (
     DICOM,
     MANIFEST_NAME,
@@ -25,7 +25,7 @@ from backupctl.manifest import (
     serialize,
     write_manifest,
 )
-from backupctl.signing import SignatureInvalid, SigningKey, generate_key
+from backupctl.signing import SigningKey, generate_key
 
 SPEC = ArchiveSpec(patients=3, studies_per_patient=2, series_per_study=2, instances_per_series=5,
                    rows=16, columns=16, seed=5)   # 60 files: enough for the process pool to be used

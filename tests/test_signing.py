@@ -41,7 +41,7 @@ def test_existing_key_is_never_replaced(tmp_path: Path) -> None:
 def test_key_readable_by_others_is_refused(tmp_path: Path) -> None:
     key = generate_key(tmp_path / "k")
     key.path.chmod(0o644)
-    with pytest.raises(SecretError, match="readable by others"):
+    with pytest.raises(SecretError, match="readable by group or others"):
         load_signing_key(key.path)
 
 

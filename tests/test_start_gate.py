@@ -5,6 +5,8 @@ and the lock, before any source). Real restic throughout."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import tempfile
 import threading
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 
 from backupctl.actions.backup import run_backup
 from backupctl.config import Config
-from backupctl.errors import BackupctlError, WrongPassword
+from backupctl.errors import BackupctlError, ResticError, WrongPassword
 from backupctl.repository import staging_restic
 from backupctl.restic import Restic
 from backupctl.secrets import PasswordSource
@@ -128,3 +130,39 @@ def test_a_backup_reports_how_long_restic_waited_for_the_manifest(installation: 
     # restic waited at most as long as the manifest took to build (the rest overlapped its start)
     assert 0 <= outcome.manifest["restic_waited_seconds"] <= outcome.manifest["seconds"]
     assert json.loads(json.dumps(outcome.manifest)) == outcome.manifest   # plain figures, ready for --json
+
+
+def _kill_restic_at_the_gate() -> None:
+    wait_for(_restic_waits_at_the_gate, what="restic to reach the gate")
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if (fd_dir.parent / "comm").read_text().strip() == "restic" and any(
+                    str(fd.readlink()).startswith(tempfile.gettempdir()) for fd in fd_dir.iterdir()):
+                os.kill(int(fd_dir.parent.name), signal.SIGKILL)
+        except OSError:
+            continue
+
+
+@pytest.mark.parametrize("operation", ["check", "forget --prune", "backup", "restore"])
+def test_the_lock_of_a_killed_restic_is_removed_by_our_next_operation_that_locks(installation: Config,
+                                                                                  tmp_path: Path,
+                                                                                  operation: str) -> None:
+    restic = staging_restic(installation)
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "a.txt").write_text("a")
+    first = restic.backup([source])
+    assert first.snapshot is not None
+    with pytest.raises(ResticError, match="killed by signal 9"):
+        restic.backup([source], before_reading=_kill_restic_at_the_gate)   # as if killed with its backupctl
+    assert _locks(installation), "restic was killed holding its lock (else this test proves nothing)"
+    fresh = staging_restic(installation)
+    if operation == "check":
+        fresh.check()
+    elif operation == "forget --prune":
+        fresh.forget(tags=[], keep={"keep_last": 1})
+    elif operation == "backup":
+        assert fresh.backup([source]).snapshot is not None
+    else:
+        fresh.restore(first.snapshot.id, tmp_path / "restored")
+    assert not _locks(installation)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +15,14 @@ from backupctl.catalog import pacs as pacs_rows
 from backupctl.catalog import runs as run_rows
 from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.config import Config, Job
-from backupctl.errors import BackupctlError, Interrupted, PartialSnapshot
+from backupctl.errors import BackupctlError, Interrupted, PartialSnapshot, Terminated
 from backupctl.hooks import JobHooks
 from backupctl.locking import repository_lock
 from backupctl.progress import NullProgress, Progress
 from backupctl.repository import staging_restic
-from backupctl.restic import BackupSummary, Restic, Terminated, job_tag, restic_time_ns
+from backupctl.restic import BackupSummary, Restic, job_tag, partial_message, restic_time_ns
 from backupctl.sources import check_sources, prepared_sources
+from backupctl.status import Status
 from backupctl.verify.snapshot_manifest import (
     PreparedManifest,
     changes_since_manifest,
@@ -69,7 +70,6 @@ def run_backup(config: Config, job_name: str, progress: Progress | None = None,
     check_sources(config, job)
     restic = staging_restic(config)
     with open_catalog(config.catalog_path) as catalog:
-        run_rows.mark_abandoned_runs(catalog)
         with repository_lock(config.state_dir, restic.repository, config.settings.staging.lock_wait_seconds):
             outcome = _snapshot_job(config, catalog, restic, job, progress)
         outcome.safe_excludes = list(config.safe_excludes.get(job.name, []))
@@ -81,11 +81,10 @@ def run_backup(config: Config, job_name: str, progress: Progress | None = None,
 def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, progress: Progress) -> BackupOutcome:
     run_id = run_rows.start_run(catalog, job.name)
     started = time.monotonic()
-    status = "success"
+    status = Status.SUCCESS
     hooks = JobHooks(job.name, job.hooks, run_id=run_id, sources=[config.resolve(p) for p in job.sources],
                      cwd=config.base)
     try:
-        restic.unlock()  # stale locks of killed runs would block later exclusive operations (check, prune)
         hooks.before()
         with prepared_sources(config, job, catalog=catalog, run_id=run_id, progress=progress) as paths:
             # the signed manifest goes into the same snapshot: it is built while restic starts (key derivation,
@@ -108,27 +107,32 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
             except PartialSnapshot as partial:
                 # saved, but some files were unreadable
                 prepared = built[0]
-                summary, status = sources_only(partial.summary, prepared), "partial"
+                summary, status = sources_only(partial.summary, prepared), Status.PARTIAL
+                partial.message, partial.hint = partial_message(summary)   # the sources' count, not the manifest's
                 _record(catalog, run_id, job, summary, status, time.monotonic() - started, partial.one_line())
-                _record_manifest(catalog, restic, summary, prepared, progress, _changes(restic, summary, prepared))
+                manifest = _record_manifest(catalog, restic, summary, prepared, progress,
+                                            _changes(restic, summary, prepared))
+                outcome = _outcome(job, run_id, summary, status, time.monotonic() - started)
+                outcome.manifest = manifest
+                partial.details = {**asdict(outcome), "causes": summary.causes}
                 raise
     except PartialSnapshot as exc:
         hooks.on_error(exc.one_line())
         raise
     except (KeyboardInterrupt, Terminated, Interrupted):
-        run_rows.finish_run(catalog, run_id, "interrupted", error="interrupted; restic stopped, no snapshot saved")
+        run_rows.finish_run(catalog, run_id, Status.INTERRUPTED, error="interrupted; restic stopped, no snapshot saved")
         raise Interrupted("backup interrupted; restic was stopped cleanly and no snapshot was saved") from None
     except BackupctlError as exc:
-        run_rows.finish_run(catalog, run_id, "failed", error=exc.one_line())
+        run_rows.finish_run(catalog, run_id, Status.FAILED, error=exc.one_line())
         hooks.on_error(exc.one_line())
         raise
     except Exception as exc:
-        run_rows.finish_run(catalog, run_id, "failed", error=f"internal error: {exc!r}")
+        run_rows.finish_run(catalog, run_id, Status.FAILED, error=f"internal error: {exc!r}")
         hooks.on_error(f"internal error: {exc!r}")
         raise
     # `after` hooks run once the snapshot is saved; a failing one makes the run partial, never loses it
     hook_errors = hooks.after(summary.snapshot.id if summary.snapshot else None, status)
-    run_status = "partial" if hook_errors else status
+    run_status = Status.PARTIAL if hook_errors else status
     _record(catalog, run_id, job, summary, status, time.monotonic() - started,
             "; ".join(hook_errors) or None, run_status=run_status)
     outcome = _outcome(job, run_id, summary, run_status, time.monotonic() - started)

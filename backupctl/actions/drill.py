@@ -44,11 +44,11 @@ from backupctl.drills.model import (
 )
 from backupctl.drills.scratch import make_scratch, remove_scratch, remove_stale_scratch, scratch_root
 from backupctl.drills.select import Scope, SelectionError, choose_scope, choose_snapshot
-from backupctl.errors import BackupctlError, IntegrityError, Interrupted, ResticError, UsageError
+from backupctl.errors import BackupctlError, IntegrityError, Interrupted, ResticError, Terminated, UsageError
 from backupctl.manifest import DICOM, Entry, Manifest
 from backupctl.progress import NullProgress, Progress
 from backupctl.repository import password_source
-from backupctl.restic import Restic, Snapshot, Terminated, job_tag
+from backupctl.restic import Restic, Snapshot, job_tag
 from backupctl.signing import VerifyKey
 from backupctl.verify.alongside import AlongsideChecker, Outcome
 from backupctl.verify.findings import Finding
@@ -113,7 +113,6 @@ def run_drill(config: Config, name: str, progress: Progress | None = None, *, se
     trusted = trusted_key(config)       # no public key, no verified drill: refuse before starting
     seed = seed if seed is not None else drill.seed if drill.seed is not None else secrets.randbits(31)
     with open_catalog(config.catalog_path) as catalog:
-        run_rows.mark_abandoned_runs(catalog)
         for stale in remove_stale_scratch(root):
             log.warning("removed scratch %s left by a drill that was killed", stale)
         run_id = run_rows.start_run(catalog, drill.job, kind="drill")
@@ -448,33 +447,80 @@ def _record_restore_check(state: _Drilling) -> None:
 def _record_checks(state: _Drilling, entries: list[Entry], outcome: Outcome, parse: bool) -> None:
     """The 'hash' and 'dicom' checks, and the studies, from each file's check."""
     hashed = [f for c in outcome.checks for f in c.hash] + outcome.unlisted
-    _add_findings(state, "hash", hashed, checked=len(entries))
+    _add_findings(state, "hash", hashed, checked=len(entries), outside={f.subject for f in outcome.unlisted})
     content = [(e, c) for e, c in zip(entries, outcome.checks, strict=True) if e.sha256 is not None]
     state.result.files, state.result.bytes = len(content), sum(e.size for e, _ in content)
     if parse:
         _add_findings(state, "dicom", [f for c in outcome.checks for f in c.dicom],
-                      checked=sum(1 for c in outcome.checks if c.parsed))
+                      checked=sum(1 for c in outcome.checks if c.parsed), decoding=_decoding(outcome))
     _record_studies(state, entries, outcome, record_reads=parse)
 
 
-def _add_findings(state: _Drilling, check: str, findings: list[Finding], checked: int) -> None:
+def _decoding(outcome: Outcome) -> str:
+    """What the pixel decodes covered, per transfer syntax, and every syntax no installed decoder covers
+    (a gap the report names rather than passes over)."""
+    decoded: dict[str, int] = {}
+    for c in outcome.checks:
+        if c.decoded is not None:
+            decoded[c.decoded] = decoded.get(c.decoded, 0) + 1
+    gaps: dict[str, int] = {}
+    for f in (f for c in outcome.checks for f in c.dicom if f.kind == "not-decoded"):
+        syntax = f.detail.rsplit("transfer syntax ", 1)[-1]
+        gaps[syntax] = gaps.get(syntax, 0) + 1
+    words = []
+    if decoded:
+        words.append(f"pixel data of {sum(decoded.values())} file(s) decoded ("
+                     + ", ".join(f"{name} {n}" for name, n in sorted(decoded.items())) + ")")
+    if gaps:
+        words.append("not decoded, no decoder installed: "
+                     + ", ".join(f"{name} ({n} file(s))" for name, n in sorted(gaps.items())))
+    return "; ".join(words)
+
+
+_WHAT = {"hash": "match the signed manifest (SHA-256)", "dicom": "parse as complete DICOM with the manifest's UIDs"}
+
+
+def _add_findings(state: _Drilling, check: str, findings: list[Finding], checked: int, decoding: str = "",
+                  outside: set[str] | frozenset[str] = frozenset()) -> None:
     result = state.result
     for f in findings:
         if f.severity in (ERROR, WARNING):
             result.problems.append(Problem(check, f.severity, f.kind, f.subject, f.detail))
     before = result.check(check)
     total = checked + (before.checked if before else 0)
-    errors = sum(1 for p in result.problems if p.check == check and p.severity == ERROR)
-    warnings = sum(1 for p in result.problems if p.check == check and p.severity == WARNING)
-    what = {"hash": "match the signed manifest (SHA-256)", "dicom": "parse as complete DICOM with the manifest's UIDs"}
-    if errors:
-        detail = f"{errors} of {total} file(s) failed: " + ", ".join(
-            sorted({p.kind for p in result.problems if p.check == check and p.severity == ERROR}))
-    else:
-        detail = f"all {total} file(s) {what.get(check, 'passed')}"
-    if warnings:
-        detail += f"; {warnings} warning(s)"
+    mine = [p for p in result.problems if p.check == check]
+    errors = sum(1 for p in mine if p.severity == ERROR)
+    detail = summary_line(total, mine, _WHAT.get(check, "passed"), outside)
+    if decoding:
+        detail += f"; {decoding}"
     result.add_check(Check(check, "fail" if errors else "pass", total, errors, detail))
+
+
+def summary_line(total: int, problems: list[Problem], what: str,
+                 outside: set[str] | frozenset[str] = frozenset()) -> str:
+    """One line that stays true: how many of the `total` files checked passed clean, then the failed and
+    the warned ones, each with their counts by kind. 'all N' only when not one file has a problem.
+    `outside`: files a problem names that are not among those checked (restored beyond the manifest)."""
+    def by_kind(severity: str) -> tuple[int, str]:
+        found = [p for p in problems if p.severity == severity]
+        files = len({p.path or f"#{i}" for i, p in enumerate(found)})
+        kinds: dict[str, int] = {}
+        for p in found:
+            kinds[p.kind] = kinds.get(p.kind, 0) + 1
+        return files, ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
+
+    failed, failed_kinds = by_kind(ERROR)
+    warned, warned_kinds = by_kind(WARNING)
+    flawed = len({p.path or f"#{i}" for i, p in enumerate(problems)} - set(outside))
+    clean = max(0, total - flawed)
+    if not problems:
+        return f"all {total} file(s) {what}"
+    words = []
+    if failed:
+        words.append(f"{failed} of {total} file(s) failed: {failed_kinds}")
+    if warned:
+        words.append(f"{warned} file(s) with warnings: {warned_kinds}")
+    return f"{clean} of {total} file(s) {what}; " + "; ".join(words)
 
 
 def _record_studies(state: _Drilling, entries: list[Entry], outcome: Outcome, record_reads: bool) -> None:

@@ -33,8 +33,6 @@ def apply_retention(config: Config, job_name: str, dry_run: bool = False) -> For
                          hint="add keep_daily/keep_weekly/... to its job file")
     restic = staging_restic(config)
     with repository_lock(config.state_dir, restic.repository, config.settings.staging.lock_wait_seconds):
-        if not dry_run:
-            restic.unlock()  # prune needs an exclusive lock; stale locks of killed runs would block it
         groups = restic.forget(tags=[job_tag(job.name)], keep=keep, dry_run=dry_run)
     outcome = ForgetOutcome(job.name, dry_run)
     for group in groups:

@@ -10,10 +10,10 @@ from backupctl.catalog import media as media_rows
 from backupctl.catalog import runs as run_rows
 from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.config import Config
-from backupctl.errors import BackupctlError, Interrupted
+from backupctl.errors import BackupctlError, Interrupted, Terminated
 from backupctl.progress import Progress
 from backupctl.repofiles import iter_kind, list_repository
-from backupctl.restic import Terminated
+from backupctl.status import Status
 from backupctl.targets import make_target
 from backupctl.targets.base import SyncReport
 
@@ -47,12 +47,15 @@ def replicate_to(config: Config, catalog: Catalog, target_name: str, progress: P
         if target.kind == "media":
             media_rows.record_sync(catalog, target_name, report.location, len(files), sum(f.size for f in files))
     except (KeyboardInterrupt, Terminated):
-        run_rows.finish_run(catalog, run_id, "interrupted", error="interrupted during replication")
+        run_rows.finish_run(catalog, run_id, Status.INTERRUPTED, error="interrupted during replication")
         raise Interrupted(f"replication to {target_name} interrupted; the next run copies what is missing") \
             from None
     except BackupctlError as exc:
-        run_rows.finish_run(catalog, run_id, "failed", error=exc.one_line())
+        run_rows.finish_run(catalog, run_id, Status.FAILED, error=exc.one_line())
         return ReplicationOutcome(target_name, False, error=exc.one_line())
-    run_rows.finish_run(catalog, run_id, "success", run_rows.RunFigures(
+    except Exception as exc:
+        run_rows.finish_run(catalog, run_id, Status.FAILED, error=f"internal error: {exc!r}")
+        raise
+    run_rows.finish_run(catalog, run_id, Status.SUCCESS, run_rows.RunFigures(
         bytes=report.uploaded_bytes, files=report.uploaded, seconds=time.monotonic() - started))
     return ReplicationOutcome(target_name, True, report, snapshots=snapshot_ids)

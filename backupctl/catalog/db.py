@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,11 +10,9 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
-from backupctl.errors import BackupctlError
+from backupctl.errors import CatalogError
 
-
-class CatalogError(BackupctlError):
-    pass
+log = logging.getLogger("backupctl.catalog")
 
 
 def utcnow() -> str:
@@ -75,7 +74,21 @@ def open_catalog(path: Path) -> Catalog:
     conn.execute("PRAGMA busy_timeout=30000")
     catalog = Catalog(conn, path)
     _migrate(catalog)
+    _close_abandoned_runs(catalog)
     return catalog
+
+
+def _close_abandoned_runs(catalog: Catalog) -> None:
+    """Whatever command opens the catalog first after a run's process died marks that run interrupted: no
+    run stays 'running' for a process that is gone."""
+    from backupctl.catalog.runs import mark_abandoned_runs  # runs builds on this module
+
+    try:
+        for run in mark_abandoned_runs(catalog):
+            log.warning("run %d (%s %s) was left running by a process that is gone: marked interrupted",
+                        run["id"], run["kind"], run["job"])
+    except sqlite3.Error as exc:   # a read-only catalog (an auditor's copy) is still readable
+        log.debug("abandoned runs not marked: %s", exc)
 
 
 def _migrate(catalog: Catalog) -> None:

@@ -7,9 +7,10 @@ import socket
 from dataclasses import dataclass
 
 from backupctl.catalog.db import Catalog, utcnow
-from backupctl.processes import pid_running
+from backupctl.process import same_process_running, start_ticks
+from backupctl.status import Status
 
-FINAL_STATUSES = ("success", "partial", "failed", "interrupted")
+FINAL_STATUSES = tuple(s for s in Status if s.final)
 
 
 @dataclass
@@ -22,17 +23,19 @@ class RunFigures:
 
 
 def start_run(catalog: Catalog, job: str, kind: str = "backup") -> int:
+    pid = os.getpid()
     with catalog.transaction() as tx:
         cur = tx.execute(
-            "INSERT INTO runs (kind, job, started, status, pid, host) VALUES (?, ?, ?, 'running', ?, ?)",
-            (kind, job, utcnow(), os.getpid(), socket.gethostname()),
+            "INSERT INTO runs (kind, job, started, status, pid, pid_start, host) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (kind, job, utcnow(), Status.RUNNING, pid, (start_ticks(pid) if pid else None), socket.gethostname()),
         )
         return int(cur.lastrowid)
 
 
-def finish_run(catalog: Catalog, run_id: int, status: str, figures: RunFigures | None = None,
+def finish_run(catalog: Catalog, run_id: int, status: Status | str, figures: RunFigures | None = None,
                error: str | None = None) -> None:
-    assert status in FINAL_STATUSES, status
+    status = Status(status)
+    assert status.final, status
     f = figures or RunFigures()
     with catalog.transaction() as tx:
         tx.execute(
@@ -42,16 +45,22 @@ def finish_run(catalog: Catalog, run_id: int, status: str, figures: RunFigures |
         )
 
 
-def mark_abandoned_runs(catalog: Catalog) -> int:
-    """Runs still 'running' whose process is gone (killed, power loss) become 'failed', said so."""
+def mark_abandoned_runs(catalog: Catalog) -> list[dict]:
+    """Runs still 'running' whose process is gone (killed, power loss) become 'interrupted', said so; returns
+    them. A process is its pid and its start time: a pid since reused by another process does not count."""
     host = socket.gethostname()
-    rows = catalog.query("SELECT id, pid FROM runs WHERE status='running' AND host=?", (host,))
-    dead = [r["id"] for r in rows if not pid_running(r["pid"])]
+    rows = catalog.query("SELECT * FROM runs WHERE status=? AND host=?", (Status.RUNNING, host))
+    dead = [dict(r) for r in rows if not (r["pid"] and same_process_running(r["pid"], r["pid_start"]))]
+    if not dead:
+        return []
     with catalog.transaction() as tx:
-        for run_id in dead:
-            tx.execute("UPDATE runs SET status='failed', finished=?, error=? WHERE id=?",
-                       (utcnow(), "the backupctl process ended without finishing this run (killed?)", run_id))
-    return len(dead)
+        for run in dead:
+            run["status"], run["finished"] = Status.INTERRUPTED, utcnow()
+            run["error"] = f"the backupctl process (pid {run['pid']}) ended without finishing this run (killed?)"
+            # still 'running' in the same transaction: another process may have marked it meanwhile
+            tx.execute("UPDATE runs SET status=?, finished=?, error=? WHERE id=? AND status=?",
+                       (run["status"], run["finished"], run["error"], run["id"], Status.RUNNING))
+    return dead
 
 
 def get_run(catalog: Catalog, run_id: int) -> dict:

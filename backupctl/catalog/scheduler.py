@@ -9,7 +9,7 @@ import socket
 from typing import Any
 
 from backupctl.catalog.db import Catalog, utcnow
-from backupctl.processes import pid_running
+from backupctl.process import pid_running
 
 FINAL = ("success", "partial", "failed", "interrupted", "missed", "skipped")
 
@@ -49,17 +49,19 @@ def record_not_run(catalog: Catalog, *, schedule_id: str, kind: str, name: str, 
              socket.gethostname()))
 
 
-def mark_abandoned_executions(catalog: Catalog) -> int:
-    """Executions left 'running' by a daemon that died (SIGKILL, power loss) become 'failed'."""
+def mark_abandoned_executions(catalog: Catalog) -> list[dict]:
+    """Executions left 'running' by a daemon that died (SIGKILL, power loss) become 'failed'; returns them
+    (the next daemon alerts them: nobody else will)."""
     host = socket.gethostname()
-    rows = catalog.query("SELECT id, daemon_pid, child_pid FROM scheduler_runs WHERE status='running' AND host=?",
-                         (host,))
-    dead = [r["id"] for r in rows if not pid_running(r["daemon_pid"]) and not pid_running(r["child_pid"])]
+    rows = catalog.query("SELECT * FROM scheduler_runs WHERE status='running' AND host=?", (host,))
+    dead = [dict(r) for r in rows if not pid_running(r["daemon_pid"]) and not pid_running(r["child_pid"])]
     with catalog.transaction() as tx:
-        for row_id in dead:
-            tx.execute("UPDATE scheduler_runs SET status='failed', finished=?, error=? WHERE id=?",
-                       (utcnow(), "the scheduler ended before this execution finished (killed?)", row_id))
-    return len(dead)
+        for row in dead:
+            row.update(status="failed", finished=utcnow(),
+                       error="the scheduler ended before this execution finished (killed?)")
+            tx.execute("UPDATE scheduler_runs SET status=?, finished=?, error=? WHERE id=?",
+                       (row["status"], row["finished"], row["error"], row["id"]))
+    return dead
 
 
 def _decode(row: Any) -> dict:

@@ -7,6 +7,7 @@ code: 2 bad input, 1 failed run, 3 partial, 130 interrupted. A traceback is show
 # no `from __future__ import annotations`: typer would eval every string annotation at each start (common.py)
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -25,9 +26,9 @@ from backupctl.cli import s3 as s3_cmds
 from backupctl.cli import scheduler as scheduler_cmds
 from backupctl.cli import setup as setup_cmds
 from backupctl.cli import verify as verify_cmds
-from backupctl.cli.common import OPTIONS, err
-from backupctl.errors import BackupctlError
-from backupctl.restic import Terminated, raise_on_sigterm
+from backupctl.cli.common import OPTIONS, err, print_json
+from backupctl.errors import BackupctlError, Terminated
+from backupctl.process import raise_on_sigterm
 
 # typer >= 0.26 vendors its own copy of click: catch the exceptions of whichever is in use
 _click_exceptions = [click.exceptions]
@@ -95,16 +96,21 @@ _run_log.addHandler(logging.NullHandler())
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (used by `main` and by tests)."""
     log = _run_log
+    args = sys.argv[1:] if argv is None else argv
+    OPTIONS.json_wanted = "--json" in args[: args.index("--")] if "--" in args else "--json" in args
+    OPTIONS.json_printed = False
     try:
         rc = app(args=argv, prog_name="backupctl", standalone_mode=False)
     except BackupctlError as exc:
         if OPTIONS.debug:
             logging.getLogger("backupctl").exception("error")
         log.error("%s: exit %d: %s", OPTIONS.command, exc.exit_code, exc.one_line())
+        _json_outcome(exc.exit_code, exc.one_line(), type(exc).__name__, exc.details)
         _print_error(exc.one_line())
         return exc.exit_code
     except (*_ABORTS, KeyboardInterrupt, Terminated):
         log.warning("%s: interrupted", OPTIONS.command)
+        _json_outcome(130, "interrupted", "Interrupted")
         err.print("interrupted")
         return 130
     except _CLICK_ERRORS as exc:
@@ -113,11 +119,30 @@ def run(argv: list[str] | None = None) -> int:
             return exc.exit_code
         # bad arguments: one line, like every other error, and a pointer to --help
         where = f"`{exc.ctx.command_path} --help`" if getattr(exc, "ctx", None) else "`backupctl --help`"
+        _json_outcome(exc.exit_code, exc.format_message(), "UsageError")
         _print_error(exc.format_message(), f" (see {where})")
         return exc.exit_code
+    except Exception as exc:
+        # a bug: its traceback follows, but a --json reader still gets its object
+        log.error("%s: internal error: %r", OPTIONS.command, exc)
+        _json_outcome(1, f"internal error: {exc!r}", type(exc).__name__)
+        raise
     rc = rc if isinstance(rc, int) else 0
     log.info("%s: exit %d", OPTIONS.command, rc)
     return rc
+
+
+def _json_outcome(code: int, message: str, error_type: str, details: dict | None = None) -> None:
+    """With --json, a command that ends in an error still prints its one object (unless it printed it already,
+    as `media sync` does before it raises): what was done (`details`), the status and the exit code."""
+    if not OPTIONS.json_wanted or OPTIONS.json_printed:
+        return
+    from backupctl.status import Status
+
+    status = {Status.PARTIAL.exit_code: Status.PARTIAL, Status.INTERRUPTED.exit_code: Status.INTERRUPTED}.get(
+        code, Status.FAILED)
+    print_json({**(details or {}), "ok": False, "status": status, "exit_code": code, "error": message,
+                "error_type": error_type})
 
 
 def _print_error(message: str, suffix: str = "") -> None:
@@ -128,5 +153,8 @@ def _print_error(message: str, suffix: str = "") -> None:
 
 
 def main() -> None:
+    # what backupctl writes (catalog, manifests, reports, logs, state) names studies and paths: for its own user
+    # only, whatever umask the shell or unit had; the files meant for others are written with explicit modes
+    os.umask(0o077)
     raise_on_sigterm()
     sys.exit(run())

@@ -30,6 +30,8 @@ class GlobalOptions:
     quiet: bool = False
     debug: bool = False
     command: str = "backupctl"    # the command path, for the run log (never its arguments: they may name patients)
+    json_wanted: bool = False          # --json given: every outcome, errors too, prints one JSON object
+    json_printed: bool = False
 
 
 class LazyConsole:
@@ -83,6 +85,7 @@ def progress(json_output: bool = False) -> Progress:
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
+    OPTIONS.json_printed = True
 
 
 def short_time(iso: str | None) -> str:

@@ -82,7 +82,7 @@ def sync(target: Annotated[str, typer.Argument(help="Media target name.")],
 def media_status(config, catalog) -> list[dict]:  # noqa: ANN001 - used by `status` too
     """Every configured medium: last sync, age against the rotation interval, snapshots held."""
     from backupctl.catalog import media as media_rows
-    from backupctl.targets.media import read_label
+    from backupctl.targets.media import disk_present, read_label
 
     now = datetime.now(UTC)
     rows = []
@@ -90,7 +90,8 @@ def media_status(config, catalog) -> list[dict]:  # noqa: ANN001 - used by `stat
     for name, cfg in config.settings.targets.items():
         if cfg.type != "media":
             continue
-        mounted = read_label(config.resolve(cfg.mount)) if config.resolve(cfg.mount).is_dir() else None
+        mount = config.resolve(cfg.mount)
+        mounted = read_label(mount) if disk_present(mount, cfg.allow_unmounted) else None
         for label in cfg.labels:
             m = known.get((name, label), {})
             last = m.get("last_sync")

@@ -4,9 +4,7 @@
 
 import json
 import os
-import signal
 import sys
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -67,10 +65,8 @@ def exec_job(
     from backupctl.logs import FORMAT_ENV, setup_logging
     from backupctl.progress import LogProgress
     from backupctl.scheduler.kinds import EXIT_CODES, ChainResult, StepResult, for_scheduled_runs, run_chain
-    from backupctl.scheduler.runner import PARENT_ENV
 
     setup_logging(os.environ.get(FORMAT_ENV, "text"))
-    _stop_when_orphaned(os.environ.get(PARENT_ENV))
     try:
         result = run_chain(for_scheduled_runs(common.load()), kind, name, LogProgress(every=60))
     except BackupctlError as exc:  # bad config or name: still one JSON line for the daemon to record
@@ -78,23 +74,6 @@ def exec_job(
     sys.stdout.write(json.dumps(result.as_dict(), default=str) + "\n")
     sys.stdout.flush()
     raise typer.Exit(EXIT_CODES[result.status])
-
-
-def _stop_when_orphaned(parent: str | None) -> None:
-    """If the daemon dies (SIGKILL), stop this job as SIGTERM would: restic is stopped cleanly and the run is
-    recorded as interrupted, instead of an orphan running on outside the service's control."""
-    if not parent or not parent.isdigit():
-        return
-    expected = int(parent)
-
-    def watch() -> None:
-        stop = threading.Event()
-        while not stop.wait(1.0):  # a watchdog's period, not a synchronisation
-            if os.getppid() != expected:
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 # schedule list ---------------------------------------------------------------------------------------------------

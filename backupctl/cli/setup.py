@@ -57,7 +57,7 @@ def check(json_output: Annotated[bool, typer.Option("--json", help="Print a JSON
     """Validate backupctl.toml, jobs/*.toml and restore_drills/*.toml without running anything."""
     from backupctl.config import collect_config, config_path
 
-    config, errors = collect_config(OPTIONS.config)
+    config, errors = collect_config(OPTIONS.config, secrets=True)
     path = config_path(OPTIONS.config)
     if json_output:
         print_json({"config": str(path), "ok": not errors, "errors": errors,

@@ -3,6 +3,8 @@
 One monitor, one OSD (memstore: all data in RAM; or bluestore on a sparse file) and radosgw, no systemd,
 no mgr. Each daemon daemonizes itself and writes `<base>/run/<name>.pid`; `down()` stops exactly those
 PIDs (checking that the process still runs with our ceph.conf), radosgw first and the monitor last.
+The daemons outlive whoever started them on purpose (a bring-up costs seconds; the next one reuses them):
+only the commands run here die with backupctl, not the daemons they leave running.
 Bring-up takes a few seconds and ~120 MB RSS idle. Derived from the project's tried shell bring-up.
 """
 
@@ -13,13 +15,13 @@ import secrets
 import shutil
 import signal
 import string
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from backupctl.errors import BackupctlError
+from backupctl import process
+from backupctl.errors import RgwError
 from backupctl.s3.server import free_port
 
 RGW_NAME = "client.rgw.localhost"
@@ -27,10 +29,6 @@ DAEMONS = (RGW_NAME, "osd.0", "mon.a")          # stop order
 STOP_SECONDS = {RGW_NAME: 10.0, "osd.0": 120.0, "mon.a": 30.0}   # memstore writes its RAM out on TERM
 BINARIES = ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "ceph", "ceph-authtool", "monmaptool")
 USER = "backup-test"
-
-
-class RgwError(BackupctlError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -79,20 +77,19 @@ class RgwCluster:
 
     def _run(self, *argv: str, timeout: float = 120.0, log: str | None = None) -> str:
         env = {**os.environ, "CEPH_CONF": str(self.conf)}
-        stderr = open(self.base / "log" / log, "ab") if log else subprocess.PIPE  # noqa: SIM115
-        try:
-            proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=stderr, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired:
-            raise RgwError(f"{argv[0]} did not finish in {timeout:.0f} s; see {self.base}/log") from None
-        finally:
-            if log:
-                stderr.close()
-        if proc.returncode != 0:
-            detail = (proc.stderr or b"").decode(errors="replace").strip().splitlines()[-1:] if not log else []
-            raise RgwError(f"{argv[0]} failed (exit {proc.returncode}) {' '.join(detail)}".strip(),
+        if log:
+            with open(self.base / "log" / log, "ab") as stderr:
+                # stdout stays in the file too: a daemon that keeps it would hold a pipe open
+                done = process.run(argv, env=env, timeout=timeout, stdout=stderr, text=False)
+        else:
+            done = process.run(argv, env=env, timeout=timeout, text=False)
+        if done.timed_out:
+            raise RgwError(f"{argv[0]} did not finish in {timeout:.0f} s; see {self.base}/log")
+        if done.returncode != 0:
+            detail = done.tail() if not log else ""
+            raise RgwError(f"{argv[0]} failed (exit {done.returncode}) {detail}".strip(),
                            hint=f"see {self.base}/log")
-        return proc.stdout.decode(errors="replace")
+        return (done.stdout or b"").decode(errors="replace")
 
     # lifecycle ------------------------------------------------------------------------------------------
 

@@ -25,8 +25,8 @@ from backupctl.catalog import drills as drill_rows
 from backupctl.catalog.db import utcnow
 from backupctl.drills.charts import PHASE_COLOURS, phase_bars, rto_lines
 from backupctl.drills.model import ERROR, duration_text
-from backupctl.errors import UsageError
-from backupctl.signing import SignatureInvalid, SigningKey, VerifyKey, signature_document, verify_document
+from backupctl.errors import SignatureInvalid, UsageError
+from backupctl.signing import SigningKey, VerifyKey, signature_document, verify_document
 from backupctl.units import human_bytes
 
 FORMAT = "backupctl-drill-report/1"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from backupctl.config import Config, Drill, scratch_overlaps
 from backupctl.errors import UsageError
-from backupctl.processes import pid_running
+from backupctl.process import pid_running
 
 log = logging.getLogger("backupctl.drills")
 _NAME = re.compile(r"^drill-(\d+)-(\d+)-")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -34,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backupctl import process
 from backupctl.errors import BackupctlError, OrthancError, OrthancHttpError
 from backupctl.pacs.ingest import dataset_sha256, iter_dicom_files, send_files
 from backupctl.pacs.orthanc import OrthancClient, OrthancProcess, find_dcmtk, find_orthanc
@@ -305,13 +305,11 @@ def findscu_study_counts(port: int, called_aet: str, host: str = "127.0.0.1", ca
         argv = [str(find_dcmtk("findscu")), "-S", "-aet", calling_aet, "-aec", called_aet, "-to", "10",
                 "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", "-k", "NumberOfStudyRelatedInstances",
                 "-X", "-od", out, host, str(port)]
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                  stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise OrthancError(f"findscu did not finish in {timeout:.0f}s") from None
-        if proc.returncode != 0:
-            log.info("findscu exited %d: %s", proc.returncode, proc.stderr.strip()[-300:])
+        done = process.run(argv, timeout=timeout, kill_grace=0)
+        if done.timed_out:
+            raise OrthancError(f"findscu did not finish in {timeout:.0f}s")
+        if done.returncode != 0:
+            log.info("findscu exited %d: %s", done.returncode, done.tail(3, 300))
         counts: dict[str, int | None] = {}
         for rsp in sorted(Path(out).glob("rsp*.dcm")):
             ds = dcmread(rsp)

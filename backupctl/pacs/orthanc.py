@@ -31,7 +31,6 @@ import signal
 import socket
 import ssl
 import struct
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -41,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backupctl import process
 from backupctl.errors import (
     OrthancError,
     OrthancHttpError,
@@ -49,6 +49,8 @@ from backupctl.errors import (
     OrthancUnreachable,
     SecretError,
 )
+from backupctl.process import Child
+from backupctl.secrets import read_secret
 
 log = logging.getLogger("backupctl.pacs")
 
@@ -142,15 +144,7 @@ def parse_credentials(text: str, where: str) -> Credentials:
 def read_credentials(file: Path | None = None, env: str | None = None) -> Credentials | None:
     """Credentials from a 0600 file or an environment variable; None when neither is configured."""
     if file is not None:
-        try:
-            mode = file.stat().st_mode
-            text = file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SecretError(f"credentials file {file}: {exc.strerror}",
-                              hint="create it with 'username:password', mode 0600") from None
-        if mode & 0o077:
-            raise SecretError(f"credentials file {file} is readable by others", hint=f"chmod 600 {file}")
-        return parse_credentials(text, str(file))
+        return parse_credentials(read_secret(file, "credentials file"), str(file))
     if env is not None:
         value = os.environ.get(env)
         if not value:
@@ -438,7 +432,7 @@ class OrthancProcess:
         self.credentials = Credentials.generate()
         self.http_port = 0
         self.dicom_port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Child | None = None
         self.client: OrthancClient | None = None
         self.start_seconds = 0.0
         self.stop_seconds = 0.0
@@ -513,10 +507,12 @@ class OrthancProcess:
     def _launch(self, binary: Path) -> None:
         with open(self.log_path, "ab") as logfile:
             try:
-                # own session: a Ctrl+C at the terminal reaches backupctl, which then stops Orthanc in order
-                self.proc = subprocess.Popen([str(binary), str(self.config_dir)], cwd=self.root,
-                                             stdin=subprocess.DEVNULL, stdout=logfile,
-                                             stderr=subprocess.STDOUT, start_new_session=True)
+                # own session: a Ctrl+C at the terminal reaches backupctl, which then stops Orthanc in order.
+                # A private Orthanc serves only the backupctl that started it, so it dies with it: at once when
+                # its folders are thrown away anyway, else by SIGTERM, on which Orthanc closes its index cleanly
+                self.proc = process.start([str(binary), str(self.config_dir)], cwd=self.root, stdout=logfile,
+                                          stderr=process.STDOUT, text=False,
+                                          on_parent_death=signal.SIGKILL if self.disposable else signal.SIGTERM)
             except OSError as exc:
                 raise OrthancStartError(f"cannot run {binary}: {exc.strerror}") from None
         _live.add(self)
@@ -550,36 +546,23 @@ class OrthancProcess:
             return
         began = time.monotonic()
         try:
-            if self.disposable and proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                _wait(proc, 10.0)
+            if self.disposable:
+                proc.stop(signal.SIGKILL, 0)
             if proc.poll() is None and self.client is not None:
                 try:
                     self.client.shutdown()
-                    _wait(proc, grace)
+                    proc.wait(grace)
                 except OrthancError:
                     pass  # no REST API to ask (still starting, or hung): signals below
-            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-                if proc.poll() is not None:
-                    break
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
-                _wait(proc, wait)
+            proc.stop(signal.SIGTERM, grace)
         finally:
-            if proc.poll() is None:           # last resort; SIGKILL cannot be ignored
-                proc.kill()
-                proc.wait()
+            if proc.poll() is None:           # interrupted meanwhile: SIGKILL cannot be ignored
+                proc.stop(signal.SIGKILL, 0)
             if self.client is not None:
                 self.client.close()
             self.stop_seconds = time.monotonic() - began
             self.proc = None
             _live.discard(self)
-
-
-def _wait(proc: subprocess.Popen[bytes], seconds: float) -> None:
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=seconds)
 
 
 def stop_all_live() -> None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backupctl import process
 from backupctl.errors import OrthancStartError
 from backupctl.pacs.orthanc import (
     Credentials,
@@ -25,7 +25,7 @@ from backupctl.pacs.orthanc import (
     free_port,
     instance_config,
 )
-from backupctl.processes import pid_running
+from backupctl.process import Completed, pid_running
 
 START_SCRIPT = """#!/bin/sh
 # like `systemctl start`: a no-op when it runs, else launch it in the background and return
@@ -118,7 +118,11 @@ class ServicePacs:
         return pid if pid_running(pid) and _is_orthanc(pid) else None
 
     def start(self, timeout: float = 30) -> None:
-        subprocess.run([str(self.start_script)], check=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        # like a service manager's start: the Orthanc it launches runs on by itself (the demo's and the tests'
+        # PACS, stopped by `kill`); the script itself is short and dies with its caller
+        done = process.run([str(self.start_script)], timeout=timeout, kill_grace=0)
+        if not done.ok:
+            raise OrthancStartError(f"{self.start_script} exited {done.returncode}: {done.tail()}")
         self.client().wait_ready(time.monotonic() + timeout, alive=lambda: self.pid() is not None)
 
     def kill(self, grace: float = 20) -> None:
@@ -157,13 +161,14 @@ class ServicePacs:
         chunks = [files[i::associations] for i in range(associations) if files[i::associations]]
         with ThreadPoolExecutor(max_workers=max(1, len(chunks)), thread_name_prefix="storescu") as pool:
             done = list(pool.map(lambda chunk: self.storescu(*chunk, timeout=timeout), chunks))
-        return [f"storescu exited {r.returncode}: {r.stderr.strip()[-200:]}" for r in done if r.returncode]
+        return [f"storescu {'timed out' if r.timed_out else f'exited {r.returncode}'}: {r.tail(1, 200)}"
+                for r in done if not r.ok]
 
-    def storescu(self, *paths: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def storescu(self, *paths: Path, timeout: float = 120) -> Completed:
         """Store files (folders are scanned recursively) as the allowed modality would."""
         args = [str(find_dcmtk("storescu")), "-aec", self.aet, "-aet", self.modality, "-to", "5", "+sd", "+r"]
-        return subprocess.run([*args, "127.0.0.1", str(self.dicom_port), *map(str, paths)],
-                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return process.run([*args, "127.0.0.1", str(self.dicom_port), *map(str, paths)], timeout=timeout,
+                           kill_grace=0)
 
 
 def _write(path: Path, text: str, mode: int) -> None:

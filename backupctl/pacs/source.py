@@ -29,8 +29,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -39,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backupctl import process
 from backupctl.catalog.db import utcnow
 from backupctl.config import Config, Job, OrthancSource
 from backupctl.errors import (
@@ -177,28 +176,23 @@ def _run_command(argv: list[str], timeout: float, what: str) -> None:
     """Run a stop/start command; raise OrthancStopError (what failed) on non-zero exit or timeout.
 
     Output goes to a file, not a pipe: a start command that leaves Orthanc running in the background
-    would otherwise hold the pipe open and look like a hung command."""
+    would otherwise hold the pipe open and look like a hung command. A start command runs on if backupctl
+    dies meanwhile (the PACS must come back; the next run also restarts one left stopped); a stop command
+    dies with it (SIGKILL), since the copy it was for will not be taken."""
     with tempfile.TemporaryFile() as output:
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            done = process.run(argv, timeout=max(timeout, 0.1), kill_grace=0, stdout=output, merge_stderr=True,
+                               text=False, on_parent_death=None if what == "start" else signal.SIGKILL)
         except OSError as exc:
             raise OrthancStopError(f"{what} command `{' '.join(argv)}` cannot run: {exc.strerror}") from None
-        try:
-            code = proc.wait(timeout=max(timeout, 0.1))
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            if isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
-                raise OrthancStopError(f"{what} command `{' '.join(argv)}` timed out after {timeout:.0f}s "
-                                       "(killed)") from None
-            raise
-        if code != 0:
+        if done.timed_out:
+            raise OrthancStopError(f"{what} command `{' '.join(argv)}` timed out after {timeout:.0f}s "
+                                   "(killed)")
+        if done.returncode != 0:
             output.seek(0)
             tail = output.read()[-2000:].decode("utf-8", "replace").strip().splitlines()[-1:]
-            raise OrthancStopError(f"{what} command `{' '.join(argv)}` exited {code}"
-                                   + (f": {tail[0][:200]}" if tail else ""))
+            raise OrthancStopError(f"{what} command `{' '.join(argv)}` exited {done.returncode}"
+                                   + (f": {process.mask(tail[0][:200])}" if tail else ""))
 
 
 def _stop_argv(src: ResolvedOrthanc) -> list[str] | None:

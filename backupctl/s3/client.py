@@ -8,7 +8,6 @@ from __future__ import annotations
 import configparser
 import logging
 import os
-import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from backupctl.errors import (
     S3Unreachable,
     SecretError,
 )
+from backupctl.secrets import read_secret
 
 if TYPE_CHECKING:
     import boto3
@@ -38,19 +38,11 @@ _DENIED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Inval
 
 
 def _keys_from_file(path: Path, section: str) -> dict[str, str]:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise SecretError(f"S3 credentials file {path} does not exist",
-                          hint="create it with aws_access_key_id/aws_secret_access_key, mode 0600") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        mode = stat.S_IMODE(st.st_mode)
-        raise SecretError(f"S3 credentials file {path} is readable by others (mode {mode:o})",
-                          hint=f"chmod 600 {path}")
+    text = read_secret(path, "S3 credentials file")
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        parser.read(path, encoding="utf-8")
-    except (configparser.Error, OSError) as exc:
+        parser.read_string(text, source=str(path))
+    except configparser.Error as exc:
         raise SecretError(f"S3 credentials file {path} cannot be read: {type(exc).__name__}") from None
     if not parser.has_section(section):
         raise SecretError(f"S3 credentials file {path} has no [{section}] section",

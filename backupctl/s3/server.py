@@ -2,15 +2,17 @@
 
 It is a real HTTP S3 API with versioning and Object Lock, but it keeps everything in RAM and, unlike a
 production S3, lets a COMPLIANCE lock be shortened (see `backupctl s3 probe`). Never keep backups in it.
+It serves only the process that started it, so it gets SIGTERM when that process dies: its data lived in
+that server's memory and is gone either way.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 import time
 import urllib.error
@@ -18,19 +20,24 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from backupctl.errors import BackupctlError
+from backupctl import process
+from backupctl.errors import EmbeddedServerError
+from backupctl.process import Child
 
 READY_TIMEOUT = 30.0
-
-
-class EmbeddedServerError(BackupctlError):
-    pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def require_moto() -> None:
+    """moto is the demo extra's, not a production install's: say how to get it."""
+    if importlib.util.find_spec("moto") is None:
+        raise EmbeddedServerError("the embedded S3 server needs moto, which this installation does not have",
+                                  hint="pip install 'backupctl[demo]' (make demo and make test install it)")
 
 
 class EmbeddedS3:
@@ -45,7 +52,7 @@ class EmbeddedS3:
         self.host, self.port = host, port
         self.cert, self.key, self.log = cert, key, log
         self.env = dict(env or {})
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Child | None = None
 
     @property
     def endpoint(self) -> str:
@@ -53,6 +60,7 @@ class EmbeddedS3:
         return f"{scheme}://{self.host}:{self.port}"
 
     def start(self, timeout: float = READY_TIMEOUT) -> str:
+        require_moto()
         wanted = self.port
         # a free port can be taken between probing and binding: then try another one
         for _attempt in range(1 if wanted else 3):
@@ -69,12 +77,12 @@ class EmbeddedS3:
         if self.cert and self.key:
             argv += ["-c", str(self.cert), "-k", str(self.key)]
         env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true", **self.env}
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
+        out = open(self.log, "ab") if self.log else process.DEVNULL  # noqa: SIM115 - the child owns it
         try:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True)
+            self.proc = process.start(argv, stdout=out, stderr=process.STDOUT, env=env, text=False,
+                                      on_parent_death=signal.SIGTERM)
         finally:
-            if out is not subprocess.DEVNULL:
+            if out is not process.DEVNULL:
                 out.close()
 
     def _wait_ready(self, timeout: float) -> bool:
@@ -97,12 +105,7 @@ class EmbeddedS3:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        proc.stop(signal.SIGTERM, timeout)
 
     def __enter__(self) -> EmbeddedS3:
         self.start()

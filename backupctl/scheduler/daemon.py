@@ -24,7 +24,6 @@ import logging
 import os
 import select
 import signal
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor as SideTasks
@@ -44,8 +43,8 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from backupctl import process
 from backupctl.catalog import open_catalog
-from backupctl.catalog import runs as run_rows
 from backupctl.catalog import scheduler as sched_rows
 from backupctl.catalog.db import utcnow
 from backupctl.config import Config, collect_config, load_config
@@ -53,6 +52,7 @@ from backupctl.errors import BackupctlError
 from backupctl.logs import log_context
 from backupctl.metrics import CatalogCollector, render, scheduler_metrics, serve, textfile_path, write_textfile
 from backupctl.notify import Notice, Notifier
+from backupctl.process import Child
 from backupctl.restic import STOP_GRACE_SECONDS
 from backupctl.scheduler import runner, state
 from backupctl.scheduler.kinds import schedule_id, split_schedule_id
@@ -134,7 +134,7 @@ class Daemon:
         self.reload_error: str | None = None
         self.last_reload: str | None = None
         self.started = utcnow()
-        self._children: dict[int, subprocess.Popen[str]] = {}
+        self._children: dict[int, Child] = {}
         self._active = 0                        # executions in progress (child running or notifying)
         self._next_runs: dict[str, float | None] = {}
         self._lock = threading.Lock()
@@ -144,17 +144,19 @@ class Daemon:
 
     # runner.Host ---------------------------------------------------------------------------------------------
 
-    def spawn(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[str] | None:
+    def spawn(self, argv: list[str], env: dict[str, str]) -> Child | None:
         with self._lock:
             if self.stop_event.is_set():
                 return None
-            # own session: a Ctrl-C at the daemon's terminal must reach the daemon only, which then decides
-            proc = subprocess.Popen(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, text=True, start_new_session=True)
+            # own session: a Ctrl-C at the daemon's terminal must reach the daemon only, which then decides.
+            # If the daemon dies, the job gets SIGTERM, as from a stopping daemon: restic is stopped cleanly
+            # and the run recorded as interrupted, rather than a job running on outside the service's control
+            proc = process.start(argv, env={**os.environ, **env}, stdout=process.PIPE, stderr=None,
+                                 on_parent_death=signal.SIGTERM)   # its log lines go where the daemon's go
             self._children[proc.pid] = proc
         return proc
 
-    def forget_child(self, proc: subprocess.Popen[str]) -> None:
+    def forget_child(self, proc: Child) -> None:
         with self._lock:
             self._children.pop(proc.pid, None)
         self.wakeup.notify()
@@ -195,12 +197,27 @@ class Daemon:
         return 0
 
     def _recover(self) -> None:
+        # opening the catalog marks the runs of dead processes interrupted (catalog.db); the executions of a
+        # dead daemon are this daemon's to close
         with open_catalog(self.config.catalog_path) as catalog:
-            runs = run_rows.mark_abandoned_runs(catalog)
             executions = sched_rows.mark_abandoned_executions(catalog)
-        if runs or executions:
-            log.warning("marked %d run(s) and %d scheduled execution(s) of a previous, killed process as failed",
-                        runs, executions)
+        if executions:
+            log.warning("marked %d scheduled execution(s) of a previous, killed scheduler as failed",
+                        len(executions))
+        for execution in executions:   # its daemon died before it could say so: say it now, off the start path
+            self._side.submit(self._alert_abandoned, execution)
+
+    def _alert_abandoned(self, row: dict[str, Any]) -> None:
+        kind, name = row["kind"], row["name"]
+        with log_context(schedule=row["schedule_id"], execution=row["execution"]):
+            try:
+                notifier = Notifier.for_schedule(self.config, kind, name, self.stop_event)
+            except BackupctlError as exc:   # the job or drill may be gone from the config since
+                log.error("cannot notify the abandoned execution: %s", exc.one_line())
+                return
+            notifier.send(Notice(event="failure", kind=kind, name=name, execution=row["execution"],
+                                 status=row["status"], started=row["started"], finished=row["finished"],
+                                 error=row["error"]))
 
     def _make_scheduler(self) -> BackgroundScheduler:
         cfg = self.config.settings.scheduler
@@ -296,7 +313,7 @@ class Daemon:
         with self._lock:
             return self._active
 
-    def _running_children(self) -> list[subprocess.Popen[str]]:
+    def _running_children(self) -> list[Child]:
         with self._lock:
             return [p for p in self._children.values() if p.poll() is None]
 
@@ -390,9 +407,8 @@ class Daemon:
         return "; ".join(parts) or "schedules unchanged"
 
 
-def _signal(proc: subprocess.Popen[str], signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signum)
+def _signal(proc: Child, signum: int) -> None:
+    proc.send(signum)
 
 
 class Wakeup:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -14,6 +13,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from backupctl import process
 from backupctl.catalog import open_catalog
 from backupctl.catalog import scheduler as sched_rows
 from backupctl.metrics import textfile_path
@@ -79,21 +79,18 @@ def step_scheduler(ctx: Any) -> dict[str, Any]:
                             f'webhook_url_file = "secrets/demo-webhook"\nwebhook_events = ["success", "failure"]\n')
         started = time.monotonic()
         with log_path.open("w") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "backupctl", "--config", str(config.path), "scheduler",
-                                     "run", "--log-format", "json"], stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            # the demo's daemon stops as from systemd (SIGTERM) if the demo dies
+            proc = process.start([sys.executable, "-m", "backupctl", "--config", str(config.path), "scheduler",
+                                  "run", "--log-format", "json"], stdout=log, stderr=process.STDOUT,
+                                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, on_parent_death=signal.SIGTERM)
         try:
             hook = _poll(lambda: [b for b in receiver.bodies if b.get("name") == DEMO_JOB], time.monotonic()
                          + DEADLINE_SECONDS)
             first_run_seconds = time.monotonic() - started
         finally:
             stop_started = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            try:
-                exit_code = proc.wait(timeout=DEADLINE_SECONDS)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                exit_code = proc.wait()
+            proc.stop(signal.SIGTERM, DEADLINE_SECONDS, group=False)
+            exit_code = proc.returncode
             stop_seconds = time.monotonic() - stop_started
         with open_catalog(config.catalog_path) as catalog:
             executions = sched_rows.list_executions(catalog, f"backup:{DEMO_JOB}")

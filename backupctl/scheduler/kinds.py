@@ -26,10 +26,10 @@ from backupctl.actions.backup import run_backup
 from backupctl.actions.replicate import replicate_to
 from backupctl.catalog import open_catalog
 from backupctl.config import Config
-from backupctl.errors import BackupctlError, Interrupted, PartialSnapshot
+from backupctl.errors import BackupctlError, Interrupted, PartialSnapshot, Terminated
 from backupctl.logs import log_context
 from backupctl.progress import Progress
-from backupctl.restic import Terminated
+from backupctl.status import Status
 
 log = logging.getLogger("backupctl.scheduler")
 
@@ -40,7 +40,7 @@ STEP_ENTRIES: dict[str, str] = {
     "drill": "backupctl.scheduler.kinds:scheduled_drill",
 }
 SEVERITY = {"skipped": 0, "success": 1, "partial": 2, "failed": 3, "interrupted": 4}
-EXIT_CODES = {"success": 0, "skipped": 0, "partial": 3, "failed": 1, "interrupted": 130}
+EXIT_CODES = {**{s.value: s.exit_code for s in Status if s.final}, "skipped": 0}   # skipped: not a run
 
 
 @dataclass

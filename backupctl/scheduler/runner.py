@@ -4,15 +4,14 @@ notify the outcome, refresh the metrics.
 `run_scheduled_job(config_path, kind, name)` is what the persistent job store pickles: a top-level function
 with plain arguments. The work runs in a child `backupctl scheduler exec KIND NAME` process so that stopping
 is the CLI's own tested path: SIGTERM to the child stops restic with SIGINT (which removes restic's lock) and
-records the run as interrupted. The daemon keeps the notification secrets; the child never sees them.
+records the run as interrupted. The child gets that SIGTERM from the kernel too if the daemon dies. The
+daemon keeps the notification secrets; the child never sees them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
 import sys
 import threading
 import time
@@ -27,10 +26,10 @@ from backupctl.config import Config
 from backupctl.errors import BackupctlError
 from backupctl.logs import child_env, log_context
 from backupctl.notify import Notice, Notifier, event_of
+from backupctl.process import Child
 from backupctl.scheduler.kinds import EXIT_CODES, schedule_id
 
 log = logging.getLogger("backupctl.scheduler")
-PARENT_ENV = "BACKUPCTL_PARENT_PID"
 STATUS_OF_EXIT = {code: status for status, code in EXIT_CODES.items() if status != "skipped"}
 
 
@@ -42,9 +41,9 @@ class Host(Protocol):
     log_format: str
     stop_event: threading.Event
 
-    def spawn(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[str] | None: ...
+    def spawn(self, argv: list[str], env: dict[str, str]) -> Child | None: ...
 
-    def forget_child(self, proc: subprocess.Popen[str]) -> None: ...
+    def forget_child(self, proc: Child) -> None: ...
 
     def execution_started(self, schedule: str) -> None: ...
 
@@ -131,7 +130,7 @@ class Execution:
     def _run_child(self, row: int) -> ChildOutcome:
         argv = [sys.executable, "-m", "backupctl", "--config", self.host.config_path, "scheduler", "exec",
                 self.kind, self.name]
-        env = {**child_env(self.host.log_format), PARENT_ENV: str(os.getpid())}
+        env = child_env(self.host.log_format)
         proc = self.host.spawn(argv, env)
         if proc is None:
             return ChildOutcome("interrupted", "the scheduler was stopping; not started", [], None, {})

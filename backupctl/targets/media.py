@@ -7,8 +7,11 @@ refused, so a stray USB disk (or the wrong rotation) is never written by mistake
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -17,11 +20,22 @@ from pathlib import Path
 
 from backupctl.catalog.db import utcnow
 from backupctl.config import MediaTargetConfig
-from backupctl.errors import IntegrityError, MediaLabelMismatch, MediaNotMounted, TargetError, UsageError
+from backupctl.errors import (
+    IntegrityError,
+    MediaFull,
+    MediaLabelMismatch,
+    MediaNotMounted,
+    MediaWriteFailed,
+    TargetError,
+    UsageError,
+)
 from backupctl.fsutil import atomic_write_text, fsync_dir, fsync_path
 from backupctl.progress import Progress
 from backupctl.repofiles import HASH_CHUNK, KIND_ORDER, RepoFile, kind_of, list_repository, sha256_file
 from backupctl.targets.base import Finding, SyncReport, Target
+from backupctl.units import human_bytes
+
+log = logging.getLogger("backupctl.media")
 
 LABEL_FILE = "BACKUPCTL-MEDIUM.json"
 TMP_SUFFIX = ".backupctl-partial"
@@ -52,7 +66,7 @@ def init_medium(cfg: MediaTargetConfig, target: str, label: str) -> MediumLabel:
     if label not in cfg.labels:
         raise UsageError(f"label '{label}' is not one of target {target}'s labels ({', '.join(cfg.labels)})",
                          hint=f"add it to [targets.{target}] labels first")
-    _require_mounted(cfg.mount)
+    require_disk(cfg.mount, cfg.allow_unmounted)
     existing = read_label(cfg.mount)
     if existing is not None:
         raise TargetError(f"the disk at {cfg.mount} is already labelled '{existing.label}' "
@@ -63,9 +77,50 @@ def init_medium(cfg: MediaTargetConfig, target: str, label: str) -> MediumLabel:
     return medium
 
 
-def _require_mounted(mount: Path) -> None:
+def require_disk(mount: Path, allow_unmounted: bool = False) -> None:
+    """A disk is mounted at `mount`: a mount point of its own, not a folder (or bind mount) of the root
+    filesystem, where an absent disk would let backups fill the system disk. `allow_unmounted` accepts a plain
+    folder (a NAS share mounted higher up, a test)."""
     if not mount.is_dir():
-        raise MediaNotMounted(f"no medium mounted at {mount}", hint="mount the backup disk there")
+        raise MediaNotMounted(f"no disk mounted at {mount}", hint="mount the backup disk there")
+    if allow_unmounted:
+        return
+    device = _mount_device(mount)
+    if device is None:
+        raise MediaNotMounted(f"no disk mounted at {mount} (a plain folder, not a mount point)",
+                              hint="mount the backup disk there, or set allow_unmounted = true for a NAS folder")
+    if device == _mount_device(Path("/")):
+        raise MediaNotMounted(f"no disk mounted at {mount} (a mount point of the root filesystem, not a disk)",
+                              hint="mount the backup disk there, or set allow_unmounted = true for a NAS folder")
+
+
+def disk_present(mount: Path, allow_unmounted: bool = False) -> bool:
+    try:
+        require_disk(mount, allow_unmounted)
+    except MediaNotMounted:
+        return False
+    return True
+
+
+def _mount_device(path: Path) -> str | None:
+    """The device (major:minor) mounted exactly at `path`, from /proc/self/mountinfo (which, unlike
+    os.path.ismount, sees bind mounts); None when nothing is mounted there. The last mount there wins."""
+    target = os.path.realpath(path)
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:  # no /proc: a mount point is at least a change of device
+        return str(os.stat(target).st_dev) if os.path.ismount(target) else None
+    found = None
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 4 and _unescape(fields[4]) == target:
+            found = fields[2]
+    return found
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (\\040 ...)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def copy_checked(src: Path, dest: Path, expected_sha256: str | None) -> Path:
@@ -104,7 +159,7 @@ class MediaTarget(Target):
         self.repo = cfg.mount / cfg.folder / "repository"
 
     def current_label(self) -> MediumLabel:
-        _require_mounted(self.cfg.mount)
+        require_disk(self.cfg.mount, self.cfg.allow_unmounted)
         medium = read_label(self.cfg.mount)
         if medium is None:
             raise MediaLabelMismatch(f"the disk at {self.cfg.mount} has no backupctl label",
@@ -128,11 +183,29 @@ class MediaTarget(Target):
         label = self.prepare()
         started = time.monotonic()
         self._check_same_repository(staging)
+        if removed := self.remove_partials():
+            log.warning("disk '%s': removed %d partial file(s) left by an interrupted sync", label, removed)
         present = self.list_files()
         todo = [f for f in files if present.get(f.rel) != f.size]
+        self._check_room(label, todo)
         report = SyncReport(self.name, label, skipped=len(files) - len(todo))
+        try:
+            self._copy(staging, todo, report, label, progress)
+        except BaseException as exc:
+            # whatever stopped the copy, the disk keeps only whole, named files
+            self.remove_partials()
+            if isinstance(exc, OSError):
+                raise self._write_failed(label, exc) from None
+            raise
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _copy(self, staging: Path, todo: list[RepoFile], report: SyncReport, label: str, progress: Progress) -> None:
         def copy(f: RepoFile) -> Path:
-            tmp = copy_checked(staging / f.rel, self.repo / f.rel, f.name if f.named_by_hash else None)
+            try:
+                tmp = copy_checked(staging / f.rel, self.repo / f.rel, f.name if f.named_by_hash else None)
+            except OSError as exc:  # a failed write() names no file: the message should
+                raise OSError(exc.errno, exc.strerror, exc.filename or str(self.repo / f.rel)) from None
             task.advance(f.size)
             return tmp
 
@@ -159,8 +232,45 @@ class MediaTarget(Target):
                     fsync_dir(folder)
                 if failure is not None:
                     raise failure
-        report.seconds = time.monotonic() - started
-        return report
+
+    def remove_partials(self) -> int:
+        """Remove the temporary files of copies that did not finish (this run's, or a killed run's)."""
+        removed = 0
+        for folder, _, names in os.walk(self.repo):
+            for name in names:
+                if name.endswith(TMP_SUFFIX):
+                    try:
+                        os.unlink(os.path.join(folder, name))
+                        removed += 1
+                    except FileNotFoundError:
+                        pass
+        return removed
+
+    def _check_room(self, label: str, todo: list[RepoFile]) -> None:
+        """Refuse a sync the disk cannot hold, before writing anything: each file takes whole blocks."""
+        st = os.statvfs(self.cfg.mount)
+        block = st.f_frsize or 4096
+        free = st.f_bavail * block
+        needed = sum(-(-f.size // block) * block for f in todo)
+        if needed > free:
+            raise MediaFull(f"disk '{label}' at {self.cfg.mount} is too small for this sync: needs "
+                            f"{human_bytes(needed)} for {len(todo)} files, {human_bytes(free)} free",
+                            hint="use a larger disk of the rotation, or forget and prune old snapshots first")
+
+    def _write_failed(self, label: str, exc: OSError) -> MediaWriteFailed:
+        name = exc.filename if isinstance(exc.filename, str) else None
+        where = ""
+        if name:
+            rel = os.path.relpath(name.removesuffix(TMP_SUFFIX), self.repo)
+            where = f" writing {rel}" if not rel.startswith("..") else f" writing {name}"
+        reason = exc.strerror or type(exc).__name__
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return MediaWriteFailed(f"disk '{label}' at {self.cfg.mount} is full ({reason}{where}); complete files "
+                                    "were kept, partial ones removed",
+                                    hint="free space or use a larger disk; the next sync copies what is missing")
+        return MediaWriteFailed(f"disk '{label}' at {self.cfg.mount} failed a write ({reason}{where}); complete "
+                                "files were kept, partial ones removed",
+                                hint="check the disk (dmesg) or use another disk of the rotation")
 
     def _check_same_repository(self, staging: Path) -> None:
         mine = self.repo / "config"

@@ -31,11 +31,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 from backupctl.manifest import MANIFEST_DIR_NAME, Entry
-from backupctl.processes import signals_deferred
+from backupctl.process import signals_deferred, worker_pool
 from backupctl.progress import Progress, Task
 from backupctl.verify.findings import WARNING, Finding
 from backupctl.verify.restored import (
@@ -131,8 +130,7 @@ class AlongsideChecker:
         """Start the workers and the watcher, from the main thread, before restic starts."""
         total = sum(e.size for e in self.entries) if self._provided.is_set() else None
         self._task = self._stack.enter_context(self._progress.task("verify restored files", total=total, unit="B"))
-        self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("fork"), initializer=_init_worker,
-                                         initargs=(self.parse,))
+        self._pool = worker_pool(self.workers, _init_worker, (self.parse,))
         # with fork, the first task starts every worker: do it now, from this thread, before restic runs (not
         # waiting for it: the workers import pydicom while restic derives its key)
         with signals_deferred():

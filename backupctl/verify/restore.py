@@ -26,13 +26,13 @@ from backupctl.errors import (
     RepositoryLocked,
     RepositoryNotFound,
     ResticError,
+    SignatureInvalid,
     UsageError,
     WrongPassword,
 )
 from backupctl.manifest import Entry, Manifest
 from backupctl.progress import Progress
 from backupctl.restic import Restic, Snapshot, job_tag
-from backupctl.signing import SignatureInvalid
 from backupctl.verify.findings import ERROR, Finding, LevelResult
 from backupctl.verify.restored import verify_restored_tree
 from backupctl.verify.snapshot_manifest import read_snapshot_manifest, trusted_key
@@ -179,6 +179,9 @@ def verify_restore(config: Config, catalog: Catalog | None, run_id: int | None, 
         "snapshot": snap.short_id, "job": snap.job, "copy": copy, "manifest_sha256": got.sha256,
         "key_id": got.manifest.key_id, "scope": "all" if scope.entries is None else f"{len(scope.studies)} studies",
         "studies": len(tree.studies), "dicom_parsed": tree.dicom, "decoded": tree.decoded,
+        "decoded_by_syntax": tree.decoded_by_syntax,
+        "no_decoder": sorted({f.detail.rsplit("transfer syntax ", 1)[-1] for f in tree.findings
+                              if f.kind == "not-decoded"}),
         "restore_seconds": round(restore_seconds, 3), "check_seconds": round(tree.seconds, 3),
     }
     if catalog is not None and run_id is not None:

@@ -24,9 +24,8 @@ import os
 import random
 import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 from backupctl.manifest import (
@@ -41,6 +40,7 @@ from backupctl.manifest import (
     Entry,
     Manifest,
 )
+from backupctl.process import worker_pool
 from backupctl.progress import NullProgress, Progress, Task
 from backupctl.verify.findings import ERROR, NOTE, WARNING, Finding
 
@@ -82,6 +82,7 @@ class FileCheck:
     dicom: list[Finding] = field(default_factory=list)
     parsed: bool = False             # the DICOM check ran (an intact DICOM or .dcm file, or a damaged one)
     intact: bool | None = None       # None: no content check applies (missing, symlink, changed during backup...)
+    decoded: str | None = None       # the transfer syntax (name) its pixel data was decoded in
 
     @property
     def findings(self) -> list[Finding]:
@@ -105,7 +106,7 @@ def check_once(path: Path, entry: Entry, decode: bool = False, known_changed: bo
     result.hash, result.intact, data = _hash_findings(path, entry, known_changed)
     if result.intact is None or not parse or not (result.intact or parse_damaged):
         return result
-    result.dicom, result.parsed = dicom_findings(path, data, entry, decode, result.intact)
+    result.dicom, result.parsed, result.decoded = dicom_findings(path, data, entry, decode, result.intact)
     return result
 
 
@@ -144,14 +145,18 @@ def _hash_findings(path: Path, entry: Entry, known_changed: bool) -> tuple[list[
 
 
 def dicom_findings(path: Path, data: bytes | None, entry: Entry, decode: bool,
-                   intact: bool) -> tuple[list[Finding], bool]:
+                   intact: bool) -> tuple[list[Finding], bool, str | None]:
     """The DICOM half of a file's check, on its bytes when the hash pass kept them (else read from `path`):
-    (findings, whether a parse ran)."""
-    from backupctl.dicom.parse import check_bytes, check_file
+    (findings, whether a parse ran, the transfer syntax its pixel data was decoded in).
+
+    Findings name the file's class (dicom, dicom-no-meta), its modality and SOP instance, the cause, and
+    whether the file was already so at backup time. A transfer syntax no installed decoder covers is a
+    'not-decoded' note naming it: a gap the report shows, not a fault of the file."""
+    from backupctl.dicom.parse import NO_META, check_bytes, check_file
 
     if not (entry.kind == DICOM or (entry.kind in (OTHER, UNPARSEABLE) and path.suffix.lower() == ".dcm")
             or not intact):
-        return [], False
+        return [], False, None
 
     def check(expected: dict[str, str | None] | None, decode: bool):  # noqa: ANN202 - a DicomCheck
         return check_bytes(data, expected, decode) if data is not None else check_file(path, expected, decode)
@@ -159,19 +164,51 @@ def dicom_findings(path: Path, data: bytes | None, entry: Entry, decode: bool,
     if entry.kind != DICOM and intact:
         # the manifest already knew: the source itself holds a non-DICOM or broken .dcm file
         result = check(None, False)
+        if entry.kind == OTHER and result.ok:
+            # a dataset without file meta, which manifests before 'dicom-no-meta' recorded as not DICOM
+            return [Finding(NOTE, "dicom-note", entry.path, f"{result.file_class}: parses completely; the "
+                                                            "manifest recorded it as not DICOM")], True, None
         kind = "not-dicom" if entry.kind == OTHER else result.status if not result.ok else "unparseable"
         why = "named .dcm but not DICOM" if entry.kind == OTHER else "; ".join(result.problems) or entry.error
-        return [Finding(WARNING, kind, entry.path, f"{why}; it was so at backup time (source problem)")], True
+        return [Finding(WARNING, kind, entry.path, f"{why}; it was so at backup time (source problem)")], True, None
     if entry.kind != DICOM:
-        return [], False
+        return [], False, None
     result = check(entry.dicom, decode)
+    facts = entry.dicom or {}
+    about = _about("dicom-no-meta" if facts.get("format") == NO_META else result.file_class, facts)
     out = []
     if not result.ok:
         # intact bytes but failing parse: the file was damaged before it was backed up
-        severity, origin = (WARNING, "; it was so at backup time (source problem)") if intact else (ERROR, "")
-        out += [Finding(severity, kind, entry.path, words + origin) for kind, words in result.by_kind().items()]
-    out += [Finding(NOTE, "not-decoded", entry.path, n) for n in result.notes]
-    return out, True
+        severity, origin = (WARNING, "; it was so at backup time (source problem)") if intact \
+            else (ERROR, "; damaged since the backup")
+        out += [Finding(severity, kind, entry.path, f"{about}: {words}{origin}")
+                for kind, words in result.by_kind().items()]
+    if result.no_decoder is not None:
+        out.append(Finding(NOTE, "not-decoded", entry.path,
+                           f"{about}: no decoder installed for transfer syntax {result.no_decoder}"))
+    out += [Finding(NOTE, "dicom-note", entry.path, f"{about}: {n}") for n in result.notes]
+    decoded = _syntax_name(result.facts.get("transfer_syntax")) if result.decoded else None
+    return out, True, decoded
+
+
+def _syntax_name(uid: str | None) -> str | None:
+    from pydicom.uid import UID
+
+    return UID(uid).name if uid else None
+
+
+def _about(file_class: str, facts: dict[str, str | None]) -> str:
+    """Which object a finding is about, in the words a PACS admin searches by (UIDs, never patient data)."""
+    parts = [file_class]
+    if facts.get("modality"):
+        parts.append(str(facts["modality"]))
+    if facts.get("sop_instance"):
+        parts.append(f"instance {facts['sop_instance']}")
+    if facts.get("series"):
+        parts.append(f"series {facts['series']}")
+    if facts.get("study"):
+        parts.append(f"study {facts['study']}")
+    return " ".join(parts)
 
 
 # proving files while restic still restores --------------------------------------------------------------
@@ -198,7 +235,7 @@ def prove_early(path: Path, entry: Entry, decode: bool, parse: bool) -> EarlyPro
         return mtime_ns
     check = FileCheck(intact=True)
     if parse:
-        check.dicom, check.parsed = dicom_findings(path, data, entry, decode, True)
+        check.dicom, check.parsed, check.decoded = dicom_findings(path, data, entry, decode, True)
     return EarlyProof(check, zero_regions(data))
 
 
@@ -284,6 +321,7 @@ class TreeCheck:
     bytes: int = 0
     dicom: int = 0
     decoded: int = 0
+    decoded_by_syntax: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     studies: dict[str, bool] = field(default_factory=dict)   # study uid -> every file of it held
 
@@ -291,25 +329,36 @@ class TreeCheck:
     def ok(self) -> bool:
         return not any(f.severity == ERROR for f in self.findings)
 
-    def add(self, e: Entry, found: list[Finding], decoding: bool) -> None:
-        """Count one checked entry and its findings."""
+    def add(self, e: Entry, found: list[Finding], decoded: str | None = None) -> None:
+        """Count one checked entry and its findings (`decoded`: the syntax its pixel data was decoded in)."""
         self.findings += found
         if e.sha256 is not None:
             self.files += 1
             self.bytes += e.size
         if e.kind == DICOM:
             self.dicom += 1
-            self.decoded += decoding and not any(f.kind == "not-decoded" for f in found)
+            if decoded is not None:
+                self.decoded += 1
+                self.decoded_by_syntax[decoded] = self.decoded_by_syntax.get(decoded, 0) + 1
             if e.study:
                 ok = not any(f.severity == ERROR for f in found)
                 self.studies[e.study] = self.studies.get(e.study, True) and ok
 
 
 def decode_set(entries: list[Entry], count: int, seed: int | None) -> set[str]:
-    dicom = sorted(e.path for e in entries if e.kind == DICOM)
+    """The DICOM files whose pixel data is decoded: one of every transfer syntax the entries hold (a codec
+    fault shows only in its own syntax), then more at random up to `count` files. None when `count` is 0."""
+    dicom = sorted((e.path, (e.dicom or {}).get("transfer_syntax") or "") for e in entries if e.kind == DICOM)
     if count <= 0 or not dicom:
         return set()
-    return set(random.Random(seed).sample(dicom, min(count, len(dicom))))
+    rng = random.Random(seed)
+    by_syntax: dict[str, list[str]] = {}
+    for path, syntax in dicom:
+        by_syntax.setdefault(syntax, []).append(path)
+    chosen = {rng.choice(paths) for _, paths in sorted(by_syntax.items())}
+    rest = [path for path, _ in dicom if path not in chosen]
+    chosen.update(rng.sample(rest, max(0, min(count - len(chosen), len(rest)))))
+    return chosen
 
 
 Work = tuple[Entry, bool, bool]   # entry, decode its pixels, known to have changed during backup
@@ -353,7 +402,7 @@ def verify_restored_tree(root: Path, manifest: Manifest, *, entries: list[Entry]
         else:
             per_entry = _run_pool(root, work, workers, task)
     for e, found in per_entry:
-        result.add(e, found.findings, e.path in to_decode)
+        result.add(e, found.findings, found.decoded)
     if whole:
         result.findings += _unlisted(root, manifest)
     result.seconds = time.monotonic() - started
@@ -362,7 +411,7 @@ def verify_restored_tree(root: Path, manifest: Manifest, *, entries: list[Entry]
 
 def _run_pool(root: Path, work: list[Work], workers: int, task: Task) -> list[tuple[Entry, FileCheck]]:
     out: list[tuple[Entry, FileCheck]] = []
-    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+    with worker_pool(workers) as pool:
         pending: dict[Future[list[FileCheck]], list[Work]] = {}
 
         def collect(fut: Future[list[FileCheck]]) -> None:

@@ -11,9 +11,8 @@ from backupctl.catalog import Catalog, open_catalog
 from backupctl.catalog import runs as run_rows
 from backupctl.catalog import verify as verify_rows
 from backupctl.config import Config
-from backupctl.errors import BackupctlError, Interrupted, UsageError
+from backupctl.errors import BackupctlError, Interrupted, Terminated, UsageError
 from backupctl.progress import NullProgress, Progress
-from backupctl.restic import Terminated
 from backupctl.verify.findings import ERROR, LEVELS, Finding, LevelResult, first_failures
 from backupctl.verify.replicas import verify_replicas
 from backupctl.verify.repo import verify_repo

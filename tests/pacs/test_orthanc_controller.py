@@ -16,7 +16,7 @@ from backupctl.pacs.orthanc import (
     read_credentials,
     redact_url,
 )
-from backupctl.processes import pid_alive
+from backupctl.process import pid_alive
 
 pytestmark = pytest.mark.orthanc
 

@@ -19,7 +19,7 @@ from backupctl.pacs.drill import (
     findscu_study_counts,
     run_pacs_drill,
 )
-from backupctl.processes import pid_alive
+from backupctl.process import pid_alive
 from tests.drill_support import Site
 from tests.helpers import assert_one_line_error, cli, make_installation
 from tests.pacs.conftest import PACS_SPEC

@@ -30,7 +30,7 @@ from backupctl.errors import (
 from backupctl.pacs import source as pacs_source
 from backupctl.pacs.drill import expected_from_files, run_pacs_drill
 from backupctl.pacs.orthanc import OrthancClient, find_orthanc, free_port
-from backupctl.processes import pid_alive
+from backupctl.process import pid_alive
 from backupctl.repository import staging_restic
 from tests.helpers import CONFIG_TEXT, assert_one_line_error, cli, wait_for
 from tests.pacs.support import LivePacs, StoringLoop

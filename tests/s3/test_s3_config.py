@@ -58,5 +58,5 @@ def test_credentials_file_section_and_mode(tmp_path):
     with pytest.raises(SecretError, match=r"no \[default\] section"):
         make_session(S3Credentials(source="file", file=f), lambda p: p)
     f.chmod(0o640)
-    with pytest.raises(SecretError, match="readable by others"):
+    with pytest.raises(SecretError, match="readable by group or others"):
         make_session(creds, lambda p: p)

@@ -90,7 +90,7 @@ def test_credentials_file_readable_by_others_is_refused(moto_engine, make_config
     config.path.write_text(config.path.read_text().replace(str(moto_engine.credentials), str(loose)))
     result = cli(load_config(config.path), "target", "init", "vault")
     assert result.code == 2
-    assert "readable by others" in _one_line_error(result)
+    assert "readable by group or others" in _one_line_error(result)
 
 
 def test_missing_environment_credentials(moto_engine, make_config, cli, monkeypatch):

@@ -1,0 +1,174 @@
+"""`kill -9` of `backupctl backup run` alone (not its group) at a phase: every child it started dies with it,
+and the next run needs no `unlock` and finds no left-over gate.
+
+The phases are reached by their own marks, read from /proc: restic holding the start gate's FIFO while a
+manifest worker hashes (the manifest is still being built), and restic holding a source file open (restic
+reads). A sparse file keeps either phase busy for seconds without taking disk space.
+
+backupctl runs under a small reaper (PR_SET_CHILD_SUBREAPER) that stands in for the init of a real host: this
+machine's PID 1 does not reap orphans, and restic decides that a lock is stale by signalling its pid, which a
+zombie still answers. The reaper also tells when the last descendant is gone: it exits then.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from backupctl.config import Config
+from backupctl.process import pid_running
+from tests.helpers import cli, make_installation, wait_for
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAD_BYTES = 1 << 30
+
+REAPER = """\
+import ctypes, os, subprocess, sys
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)          # PR_SET_CHILD_SUBREAPER: orphans below come to us
+with open(sys.argv[1], "ab") as log:
+    child = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+print(child.pid, flush=True)
+while True:
+    try:
+        os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
+"""
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        for child in _children(todo.pop()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _open_files(pid: int) -> list[str]:
+    found = []
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return found
+    for fd in fds:
+        try:
+            found.append(os.readlink(fd))
+        except OSError:
+            continue
+    return found
+
+
+def _restic(pid: int) -> int | None:
+    return next((c for c in _children(pid) if _comm(c) == "restic"), None)
+
+
+def _site(root: Path, bulk_bytes: int) -> Config:
+    """Walked in this order: a sparse file the main process hashes while restic reaches the gate, small files
+    whose first batch forks the manifest workers (so they are forked while restic waits at the gate, and
+    would inherit the gate's FIFO), then a sparse file a worker hashes."""
+    config = make_installation(root)
+    archive = root / "archive"
+    with open(archive / "0-head.img", "wb") as fh:
+        fh.truncate(HEAD_BYTES)
+    small = archive / "1-small"
+    small.mkdir()
+    for i in range(80):
+        (small / f"note{i:03d}.txt").write_text(f"note {i}\n" * 50)
+    (archive / "2-bulk").mkdir()
+    with open(archive / "2-bulk" / "sparse.img", "wb") as fh:
+        fh.truncate(bulk_bytes)
+    (root / "tmp").mkdir()
+    return config
+
+
+def _at_the_gate_while_workers_hash(backupctl: int, gates: Path) -> bool:
+    restic = _restic(backupctl)
+    if restic is None or not any(f.startswith(str(gates)) and f.endswith("restic-waits-here")
+                                 for f in _open_files(restic)):
+        return False
+    workers = [c for c in _children(backupctl) if c != restic and _comm(c).startswith("python")]
+    return any(any(f.endswith("2-bulk/sparse.img") for f in _open_files(w)) for w in workers)
+
+
+def _restic_reads(backupctl: int, gates: Path) -> bool:
+    restic = _restic(backupctl)
+    return restic is not None and any(f.endswith(".img") for f in _open_files(restic))
+
+
+# phase -> (its mark, the bulk file's size: long enough for the workers to outlive the test's 5 s by far, if
+# they did not die with backupctl; small where restic must first wait for the whole manifest)
+PHASES: dict[str, tuple[Callable[[int, Path], bool], int]] = {
+    "manifest build, restic at the gate": (_at_the_gate_while_workers_hash, 8 << 30),
+    "restic reading": (_restic_reads, 256 << 20),
+}
+
+
+@pytest.mark.parametrize("phase", list(PHASES))
+def test_kill_9_of_backup_run_leaves_no_child_and_blocks_nothing(tmp_path: Path, phase: str) -> None:
+    mark, bulk_bytes = PHASES[phase]
+    site = _site(tmp_path, bulk_bytes)
+    gates = tmp_path / "tmp"
+    env = {**os.environ, "TMPDIR": str(gates), "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "backupctl", "--config", str(site.path), "backup", "run", "pacs",
+            "--no-replicate"]
+    reaper = subprocess.Popen([sys.executable, "-c", REAPER, str(tmp_path / "killed-run.log"), *argv],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert reaper.stdout is not None
+        backupctl = int(reaper.stdout.readline())
+        wait_for(lambda: mark(backupctl, gates), timeout=120, interval=0.02, what=phase)
+        children = _descendants(backupctl)
+        assert any(_comm(c) == "restic" for c in children)
+        os.kill(backupctl, signal.SIGKILL)          # the process alone: its group gets nothing
+
+        names = {c: _comm(c) for c in children}
+        wait_for(lambda: not [c for c in children if pid_running(c)], timeout=5,
+                 what=f"every child of the killed run to die: {names}")
+        assert reaper.wait(timeout=5) == 0          # it exits once it has reaped the last descendant
+    finally:
+        if reaper.poll() is None:
+            for pid in _descendants(reaper.pid):
+                os.kill(pid, signal.SIGKILL)
+            reaper.kill()
+            reaper.wait()
+
+    left = list(gates.glob(f"backupctl-gate-{backupctl}.*"))
+    assert left, "the killed run's gate is there before the next run (else this test proves nothing)"
+    for big in ("0-head.img", "2-bulk/sparse.img"):     # the next run need not read them again
+        (tmp_path / "archive" / big).unlink()
+    after = cli(site, "backup", "run", "pacs", "--no-replicate", env={"TMPDIR": str(gates)})
+    assert after.returncode == 0, after.stderr
+    assert f"took over the lock of dead pid {backupctl} (command backupctl" in after.stderr
+    assert not list(gates.glob("backupctl-gate-*"))
+    verify = cli(site, "verify", "--level", "repo", env={"TMPDIR": str(gates)})
+    assert verify.returncode == 0, verify.stderr + verify.stdout
