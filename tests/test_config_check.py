@@ -33,6 +33,10 @@ def write_site(root: Path, job: str = 'sources = ["archive"]\n', config: str = B
     """A config folder without a repository: `config check` reads files only."""
     for folder in ("archive", "disk", "jobs", "restore_drills", "var/staging-repo", "secrets"):
         (root / folder).mkdir(parents=True, exist_ok=True)
+    password = root / "secrets" / "restic-password"
+    if not password.exists():   # config check reads every secret file the config names (mode, owner)
+        password.write_text("not used here\n")
+        password.chmod(0o600)
     (root / "backupctl.toml").write_text(config)
     (root / "jobs" / "pacs.toml").write_text(job)
     return root / "backupctl.toml"
