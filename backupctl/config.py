@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import typing
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -528,7 +529,29 @@ def config_path(explicit: Path | None) -> Path:
     return Path(env) if env else DEFAULT_CONFIG
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds, through Optional, lists and Annotated."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The setting names valid where `loc` (a pydantic error location, without its last part) points."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if part in ("media", "s3"):          # the tag of a discriminated target
+            current = MediaTargetConfig if part == "media" else S3TargetConfig
+        elif current is not None and isinstance(part, str) and part in current.model_fields:
+            current = _model_in(current.model_fields[part].annotation) or current
+    return list(current.model_fields) if current is not None else []
+
+
+def _describe(err: dict[str, Any], model: type[BaseModel] | None = None) -> str:
     loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in ("media", "s3")))
     msg = err["msg"].removeprefix("Value error, ")
     kind = err["type"]
@@ -537,7 +560,8 @@ def _describe(err: dict[str, Any]) -> str:
     if kind == "missing":
         msg = "is required"
     elif kind == "extra_forbidden":
-        msg = "is not a known setting (check its spelling)"
+        hint = did_you_mean(str(err["loc"][-1]), _fields_at(model, err["loc"][:-1])) if model else ""
+        msg = f"is not a known setting{hint or ' (check its spelling)'}"
     elif "input" in err and kind not in ("value_error",):
         msg = f"{msg} (got {err['input']!r})"
     elif kind == "value_error":
@@ -566,7 +590,7 @@ def _validate(model: type[BaseModel], data: dict[str, Any], display: str, errors
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors.extend(f"{display}: {_describe(e)}" for e in exc.errors())
+        errors.extend(f"{display}: {_describe(e, model)}" for e in exc.errors())
         return None
 
 

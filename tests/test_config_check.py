@@ -254,3 +254,18 @@ def test_environment_is_not_needed(tmp_path: Path) -> None:
     # the checks read files only: no repository, no password, no restic
     assert not os.path.exists(tmp_path / "var" / "staging-repo" / "config")
     assert errors_of(write_site(tmp_path)) == []
+
+
+def test_a_misspelt_setting_gets_did_you_mean_at_its_own_level(tmp_path: Path) -> None:
+    config = write_site(tmp_path, 'sources = ["archive"]\nschedul = "0 2 * * *"\n[retention]\nkeep_dayly = 3\n'
+                        '[orthanc]\nsystemd_unit = "orthanc"\nstorage_dri = "/x"\n')
+    errors = errors_of(config)
+    assert any(e.endswith("pacs.toml: schedul: is not a known setting (did you mean schedule?)") for e in errors)
+    assert any("retention.keep_dayly: is not a known setting (did you mean keep_daily?)" in e for e in errors)
+    assert any("orthanc.storage_dri: is not a known setting (did you mean storage_dir?)" in e for e in errors)
+    site = BASE_TOML.replace('labels = ["DISK-A"]', 'labels = ["DISK-A"]\nrotaton_days = 3') + "[scheduler]\nzzz = 1\n"
+    (tmp_path / "backupctl.toml").write_text(site)
+    errors = errors_of(config)
+    assert any("targets.offline.rotaton_days: is not a known setting (did you mean rotation_days?)" in e
+               for e in errors), errors
+    assert any("scheduler.zzz: is not a known setting (check its spelling)" in e for e in errors), errors
