@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backupctl.progress import Progress, default_progress
-from backupctl.units import human_bytes  # noqa: F401 - re-exported for this module's users
+from backupctl.units import human_bytes, zoned_time  # noqa: F401 - human_bytes re-exported for this module's users
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -89,20 +88,7 @@ def print_json(data: Any) -> None:
 
 
 def short_time(iso: str | None) -> str:
-    """A recorded time (ISO 8601, UTC in the catalog; restic's with nanoseconds) in this host's zone, with the
-    zone: a bare clock time is ambiguous across sites and daylight-saving changes."""
-    if not iso:
-        return "-"
-    from datetime import UTC, datetime
-
-    text = re.sub(r"(\.\d{6})\d+", r"\1", iso.replace("Z", "+00:00"))   # Python reads microseconds at most
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return iso
-    if when.tzinfo is None:   # the catalog writes UTC
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    return zoned_time(iso)
 
 
 def table(*columns: str):  # noqa: ANN201 - rich.table.Table

@@ -27,7 +27,7 @@ from backupctl.drills.charts import PHASE_COLOURS, phase_bars, rto_lines
 from backupctl.drills.model import ERROR, duration_text
 from backupctl.errors import SignatureInvalid, UsageError
 from backupctl.signing import SigningKey, VerifyKey, signature_document, verify_document
-from backupctl.units import human_bytes
+from backupctl.units import human_bytes, zoned_time
 
 FORMAT = "backupctl-drill-report/1"
 FORMATS = ("html", "json", "md")
@@ -271,7 +271,7 @@ def _drill_table(drills: list[dict[str, Any]]) -> str:
     for d in reversed(drills):
         ok = d.get("passed")
         cells = [
-            f'<td class="num">{d["id"]}</td>', f'<td class="num">{escape(d["started"][:19].replace("T", " "))}</td>',
+            f'<td class="num">{d["id"]}</td>', f'<td class="num">{escape(zoned_time(d["started"], local=False))}</td>',
             f"<td>{escape(d['name'])}</td>", f"<td>{escape(d['copy'])}</td>",
             f"<td><code>{escape((d.get('snapshot_id') or '-')[:8])}</code></td>",
             f"<td>{escape(d['scope'])}</td>", f"<td>{escape(d['depth'])}</td>",
@@ -289,7 +289,8 @@ def _drill_table(drills: list[dict[str, Any]]) -> str:
 
 
 def _failure_html(d: dict[str, Any]) -> str:
-    parts = [f'<div class="failure"><h3>#{d["id"]} {escape(d["name"])} — {escape(d["started"][:19].replace("T", " "))}'
+    started = escape(zoned_time(d["started"], local=False))
+    parts = [f'<div class="failure"><h3>#{d["id"]} {escape(d["name"])} — {started}'
              f" ({escape(d['copy'])}, snapshot {escape((d.get('snapshot_id') or '-')[:8])})</h3><ul>"]
     parts += [f"<li>{escape(line)}</li>" for line in explain(d)]
     parts.append("</ul>")
@@ -327,7 +328,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     for d in reversed(data["drills"]):
         phases = ", ".join(f"{p['name']} {p['seconds']:.2f}" for p in d["phases"] if p["status"] == "ok")
         lines.append(
-            f"| {d['id']} | {d['started'][:19].replace('T', ' ')} | {_md(d['name'])} | {_md(d['copy'])} | "
+            f"| {d['id']} | {zoned_time(d['started'], local=False)} | {_md(d['name'])} | {_md(d['copy'])} | "
             f"{(d.get('snapshot_id') or '-')[:8]} | {d['scope']} | {verdict(d)} | {_md(recovery_text(d))} | "
             f"{_md(rto_text(d))} | {minutes(d.get('first_study_seconds'))} | {d.get('files') or 0} | {phases} |")
     lines += ["", "## Failures explained", ""]
@@ -335,7 +336,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     if not failed:
         lines.append("No drill failed in this period.")
     for d in failed:
-        lines.append(f"### #{d['id']} {_md(d['name'])} — {d['started'][:19].replace('T', ' ')}")
+        lines.append(f"### #{d['id']} {_md(d['name'])} — {zoned_time(d['started'], local=False)}")
         lines.append("")
         lines += [f"- {_md(line)}" for line in explain(d)]
         lines += [f"  - `{p['path'] or '-'}`: {p['kind']} ({_md(p['detail'])})" for p in errors_of(d)[:PROBLEMS_SHOWN]]
