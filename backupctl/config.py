@@ -301,6 +301,52 @@ class SmtpConfig(Strict):
     timeout_seconds: float = Field(default=30, gt=0)
 
 
+class AuditRules(Strict):
+    """Anomaly rules evaluated as audit records are written; each match is a Security Alert (docs/audit.md)."""
+
+    watched: list[str] = ["restore", "find", "lookup"]    # words of actions that read patient data
+    working_hours: str = Field(default="07:00-19:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
+    working_days: list[int] = [1, 2, 3, 4, 5]             # ISO weekdays, 1 = Monday
+    timezone: str = "UTC"
+    max_per_hour: int = Field(default=20, ge=1)           # watched actions by one actor in an hour
+    max_failed_auth_per_hour: int = Field(default=3, ge=1)
+    alert_actions: list[str] = ["key export", "kit export"]
+    enabled: bool = True
+
+
+class AuditConfig(Strict):
+    """The tamper-evident audit log: checkpoints in S3, forwarding to an ATNA repository (docs/audit.md)."""
+
+    checkpoint_target: str | None = None      # an s3 target whose Object Lock bucket keeps signed checkpoints
+    forward: str | None = Field(default=None, pattern=r"^(tls|tcp|udp)://[^/\s:]+:\d{1,5}$")
+    ca_bundle: Path | None = None             # CA of the receiver (tls://); default: the system's
+    client_cert: Path | None = None           # PEM with certificate and key, where the repository wants mTLS
+    include_patient_ids: bool = False         # only for a repository cleared for them; else HMAC pseudonyms
+    site: str = "backupctl"                   # AuditEnterpriseSiteID of the DICOM audit messages
+    rules: AuditRules = AuditRules()
+
+
+class ReportConfig(Strict):
+    """The drill report's header and its scheduled delivery (`[report]`)."""
+
+    site: str | None = None                  # shown in the report's header, e.g. "St. Mary's Hospital, PACS"
+    owner: str | None = None                 # who answers for the backups, e.g. "IT operations, J. Smith"
+    period_days: float = Field(default=30, gt=0)   # a scheduled report covers the drills of this many days
+    schedule: str | None = None              # cron: when the report is made and mailed
+    timezone: str = "UTC"
+    email_to: list[str] = []                 # managers who receive it (through [smtp])
+    pdf: bool | None = None                  # a PDF beside the HTML (chromium): true = required, unset = if installed
+
+    @model_validator(mode="after")
+    def _cron(self) -> ReportConfig:
+        if self.schedule is not None:
+            try:
+                validate_cron(self.schedule, self.timezone)
+            except ValueError as exc:
+                raise ValueError(f"schedule: expected {exc}") from None
+        return self
+
+
 class Settings(Strict):
     catalog: CatalogConfig = CatalogConfig()
     staging: StagingConfig = StagingConfig()
@@ -311,6 +357,8 @@ class Settings(Strict):
     scheduler: SchedulerConfig = SchedulerConfig()
     notify: NotifyConfig = NotifyConfig()     # defaults for every job and drill; their [notify] overrides
     smtp: SmtpConfig | None = None
+    audit: AuditConfig = AuditConfig()
+    report: ReportConfig = ReportConfig()
 
     @field_validator("targets")
     @classmethod
@@ -399,6 +447,7 @@ class Job(Strict):
     retention: Retention = Retention()
     tags: list[str] = []
     expected_interval_hours: float | None = Field(default=None, gt=0)
+    rpo_hours: float | None = Field(default=None, gt=0)   # the newest snapshot may be this old at most
     notify: NotifyConfig | None = None
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
@@ -427,6 +476,7 @@ class Drill(Strict):
     studies: list[str] = []
     depth: Literal["hash", "dicom", "pacs"] = "dicom"
     rto_minutes: float = Field(default=60, gt=0)
+    rpo_hours: float | None = Field(default=None, gt=0)   # restored data this old at most; default: the job's
     schedule: str | None = None
     timezone: str = "UTC"
     scratch: Path | None = None              # default: <state>/scratch; never inside a job's source
@@ -643,6 +693,9 @@ def collect_config(path: Path | None = None, secrets: bool = False) -> tuple[Con
             errors += [f"{where}: scratch: {problem}" for problem in
                        scratch_overlaps(base / drill.scratch.expanduser(), base, settings, jobs)]
     errors += _email_without_smtp(path, settings, jobs, drills)
+    checkpoint = settings.audit.checkpoint_target
+    if checkpoint is not None and not isinstance(settings.targets.get(checkpoint), S3TargetConfig):
+        errors.append(f"{display}: audit.checkpoint_target: expected the name of an s3 target (got '{checkpoint}')")
     config = Config(path, settings, jobs, drills, safe_excludes)
     # the rule every secret reader applies (0600/0400, the user's own), checked now rather than at 2 a.m.
     if secrets:
@@ -801,8 +854,11 @@ def _email_without_smtp(path: Path, settings: Settings, jobs: dict[str, Job], dr
     wanting = [(_display(path), settings.notify)]
     wanting += [(_display(path.parent / settings.paths.jobs / f"{n}.toml"), j.notify) for n, j in jobs.items()]
     wanting += [(_display(path.parent / settings.paths.drills / f"{n}.toml"), d.notify) for n, d in drills.items()]
-    return [f"{where}: notify.email_to: needs an [smtp] section in {path.name}"
-            for where, notify in wanting if notify is not None and notify.email_to]
+    problems = [f"{where}: notify.email_to: needs an [smtp] section in {path.name}"
+                for where, notify in wanting if notify is not None and notify.email_to]
+    if settings.report.email_to:
+        problems.append(f"{_display(path)}: report.email_to: needs an [smtp] section in {path.name}")
+    return problems
 
 
 def _load_dir(folder: Path, model: type[Job] | type[Drill], errors: list[str], skip: Path) -> dict[str, Any]:

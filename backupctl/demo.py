@@ -174,6 +174,12 @@ def step_verify(ctx: DemoContext) -> dict[str, Any]:
     return verify_step(ctx.config, ctx.workdir, ctx.progress, ctx.snapshot_id)
 
 
+def step_audit(ctx: DemoContext) -> dict[str, Any]:
+    from backupctl.audit.demo import step_audit as audit_step
+
+    return audit_step(ctx)
+
+
 # The capabilities, in order. Later steps rely on earlier ones (a snapshot, the media copy).
 STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("backup", step_backup),
@@ -184,6 +190,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("drill", step_drill),
     ("pacs", step_pacs),
     ("scheduler", step_scheduler),
+    ("audit", step_audit),
 ]
 
 

@@ -227,6 +227,10 @@ class DrillFailed(BackupctlError):
         self.drill_id = drill_id
 
 
+class ReportError(BackupctlError):
+    """A drill report could not be printed to PDF (no chromium, chromium failed) or mailed."""
+
+
 class CatalogError(BackupctlError):
     """The catalog cannot be opened, migrated or read."""
 

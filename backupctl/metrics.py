@@ -23,6 +23,7 @@ from backupctl.catalog import scheduler as sched_rows
 from backupctl.config import Config
 from backupctl.fsutil import atomic_write_bytes
 from backupctl.health import Freshness, check_freshness, job_freshness, parse_time, replica_freshness
+from backupctl.verify.status import study_coverage_now
 
 log = logging.getLogger("backupctl.metrics")
 PREFIX = "backupctl"
@@ -116,13 +117,28 @@ def catalog_metrics(config: Config) -> list[Metric]:
         drills = check_freshness(config, catalog, "drill", now)
         failures = sched_rows.failure_counts(catalog, "backup")
         scheduled_failures = sched_rows.execution_failure_counts(catalog)
+        coverage = study_coverage_now(config, catalog)
     rto = {name: d.rto_minutes * 60 for name, d in config.drills.items()}
     schedule_failed = CounterMetricFamily(f"{PREFIX}_schedule_failures", "Scheduled executions that failed, "
                                           "were partial, interrupted or missed.", labels=["schedule"])
     for schedule, count in sorted(scheduled_failures.items()):
         schedule_failed.add_metric([schedule], count)
     return [*_job_metrics(jobs, failures), schedule_failed, *_replica_metrics(replicas),
-            *_check_metrics("verify", verify, "check", {}), *_check_metrics("drill", drills, "drill", rto)]
+            *_check_metrics("verify", verify, "check", {}), *_check_metrics("drill", drills, "drill", rto),
+            *_coverage_metrics(coverage)]
+
+
+def _coverage_metrics(coverage: dict[str, Any]) -> list[Metric]:
+    """The studies' coverage: the oldest age since a sound verification, against the bound."""
+    oldest = _gauge("coverage_oldest_unverified_days", "Days the least recently verified study of the newest "
+                    "snapshots went without a sound verification (drill or verify restore).", ["what"])
+    ok = _gauge("coverage_ok", "1 when every study was verified within the bound and none failed its last "
+                "verification, else 0.", ["what"])
+    bound = _gauge("coverage_bound_days", "[verify] max_unverified_days.", ["what"])
+    _add(oldest, ["studies"], coverage["oldest_unverified_days"])
+    _add(ok, ["studies"], 1 if coverage["ok"] else 0)
+    _add(bound, ["studies"], coverage["bound_days"])
+    return [oldest, ok, bound]
 
 
 def scheduler_metrics(info: dict[str, Any]) -> list[Metric]:

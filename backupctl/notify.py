@@ -153,11 +153,16 @@ def ping_url(base: str, event: str, execution: str) -> str:
 
 
 def send_email(smtp: SmtpConfig, config: Config, to: list[str], notice: Notice) -> Delivery:
-    where = f"smtp://{smtp.host}:{smtp.port}"
     msg = EmailMessage()
     msg["From"], msg["To"] = smtp.sender, ", ".join(to)
     msg["Subject"] = notice.text()[:200]
     msg.set_content(json.dumps(notice.payload(), indent=2, default=str))
+    return send_message(smtp, config, msg)
+
+
+def send_message(smtp: SmtpConfig, config: Config, msg: EmailMessage) -> Delivery:
+    """Deliver a composed message through [smtp]; never raises, never logs the password."""
+    where = f"smtp://{smtp.host}:{smtp.port}"
     try:
         password = _smtp_password(smtp, config)
         context = ssl.create_default_context()
@@ -196,7 +201,8 @@ class Notifier:
 
     @classmethod
     def for_schedule(cls, config: Config, kind: str, name: str, stop: threading.Event | None = None) -> Notifier:
-        own = config.job(name).notify if kind == "backup" else config.drill(name).notify
+        own = (config.job(name).notify if kind == "backup" else config.drill(name).notify if kind == "drill"
+               else None)
         return cls(config, config.settings.notify.merged(own), stop)
 
     def send(self, notice: Notice) -> list[Delivery]:

@@ -439,8 +439,11 @@ class Completed:
 def run(argv: Sequence[str | os.PathLike[str]], *, timeout: float | None = None, kill_grace: float = 5.0,
         capture: bool = True, merge_stderr: bool = False, stdout: IO[Any] | None = None, text: bool = True,
         env: Mapping[str, str] | None = None, cwd: Path | str | None = None,
-        on_parent_death: int | None = signal.SIGKILL, secrets: Sequence[str] = ()) -> Completed:
-    """Run `argv` to its end. `capture`: keep stdout and stderr (`merge_stderr`: as one stream in stdout);
+        on_parent_death: int | None = signal.SIGKILL, secrets: Sequence[str] = (),
+        kill_leftovers: bool = False) -> Completed:
+    """Run `argv` to its end. `kill_leftovers`: once it ended, SIGKILL what is left of its process group (a
+    browser's helpers that outlive the browser). `capture`: keep stdout and stderr (`merge_stderr`: as one
+    stream in stdout);
     `stdout`: an open file instead (a command that leaves a daemon behind would hold a pipe open). After
     `timeout` seconds the child's group gets SIGTERM, then SIGKILL after `kill_grace` (0: SIGKILL at once),
     and `returncode` is None. An interruption (Ctrl-C, SIGTERM) stops the group the same way and goes on.
@@ -472,4 +475,6 @@ def run(argv: Sequence[str | os.PathLike[str]], *, timeout: float | None = None,
         child.stop(signal.SIGTERM, kill_grace)
         child.close()
         raise
+    if kill_leftovers:
+        child.signal_group(signal.SIGKILL)
     return Completed(child.argv, code, got_out, got_err, time.monotonic() - began, tuple(secrets))

@@ -139,8 +139,42 @@ def load_signing_key(key_file: Path) -> SigningKey:
     return SigningKey(private, key_file)
 
 
+def public_key_pem(key: VerifyKey) -> bytes:
+    """The public key as PEM (SubjectPublicKeyInfo): what `openssl pkeyutl -pubin -inkey` reads."""
+    return key.public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def fingerprint(key: VerifyKey) -> str:
+    """SHA-256 of the public key's DER form, the figure `openssl pkey -pubin -outform DER | sha256sum` prints,
+    so an auditor can compare a key file with the fingerprint given out of band using openssl alone."""
+    der = key.public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+def _public_pem_file(path: Path) -> VerifyKey | None:
+    """The key of a public PEM file of any name; None when the file is not one (a private key, say)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"public key {path} is not readable ({exc.strerror})") from None
+    if b"PUBLIC KEY-----" not in data:
+        return None
+    try:
+        public = serialization.load_pem_public_key(data)
+    except ValueError as exc:
+        raise UsageError(f"public key {path} is not readable ({type(exc).__name__})") from None
+    if not isinstance(public, Ed25519PublicKey):
+        raise UsageError(f"public key {path} is not an Ed25519 key")
+    return VerifyKey(public, key_id_of(public))
+
+
 def load_verify_key(path: Path) -> VerifyKey:
-    """Load a trusted public key: a `.pub` file, or the private key file (whose public half is used)."""
+    """Load a trusted public key: a public PEM file of any name (`.pub`, a report's exported `.pem`), or the
+    private key file (whose `.pub` beside it, or else its own public half, is used)."""
+    if path.is_file() and not path.name.endswith(".pub"):
+        found = _public_pem_file(path)
+        if found is not None:
+            return found
     candidate = path if path.name.endswith(".pub") else public_key_path(path)
     if candidate.exists():
         try:

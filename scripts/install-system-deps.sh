@@ -19,12 +19,17 @@ declare -A want=(
   [curl]=curl
   [openssl]=openssl
   [/usr/bin/time]=time       # GNU time: peak RSS of restic in the benchmarks
-  [chromium]=chromium        # opens drill reports in tests
+  [chromium]=chromium        # prints drill reports to PDF; opens them in tests
+  [pdftotext]=poppler-utils  # tests read the drill report's PDF
+  [rsyslogd]="rsyslog rsyslog-gnutls"   # the syslog-over-TLS receiver of the audit forwarding tests
   [groff]=groff-base         # renders `backupctl man` in its test
 )
 missing=()
 for bin in "${!want[@]}"; do
-  command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || missing+=("${want[$bin]}")
+  command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || {
+    read -ra pkgs <<<"${want[$bin]}"   # a value may name several packages
+    missing+=("${pkgs[@]}")
+  }
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 

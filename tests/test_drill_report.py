@@ -11,58 +11,24 @@ import pytest
 from backupctl.actions.drill import run_drill
 from backupctl.catalog import drills as drill_rows
 from backupctl.catalog import open_catalog
-from backupctl.catalog import runs as run_rows
-from backupctl.catalog.db import Catalog
-from backupctl.drills.model import ERROR, Check, DrillResult, Phase, Problem, StudyResult
 from backupctl.drills.report import report_data, signed_report, verify_report
 from backupctl.errors import SignatureInvalid, UsageError
 from backupctl.signing import generate_key
 from tests.drill_support import Site
 from tests.helpers import assert_one_line_error, cli
+from tests.report_support import record_drill
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def _record(catalog: Catalog, name: str, *, passed: bool, seconds: float, rto: float = 600.0,
-            sampled: bool = False, legacy: bool = False) -> int:
-    """A finished drill in the catalog, as the drill action records it (`legacy`: as drills were recorded
-    before the checks ran alongside the restore, with a 'hash' and a 'dicom' phase instead of 'verify')."""
-    run_id = run_rows.start_run(catalog, "pacs", kind="drill")
-    r = DrillResult(run_id=run_id, name=name, job="pacs", copy="offline", snapshot_rule="latest",
-                    scope="sample:2" if sampled else "all", depth="dicom", seed=run_id, rto_seconds=rto)
-    drill_rows.start_drill(catalog, r)
-    r.snapshot_id = "ab" * 32
-    checks = [Phase("hash", "ok", seconds * 0.2, bytes=50_000_000, files=40),
-              Phase("dicom", "ok", seconds * 0.2 - 0.4, bytes=50_000_000, files=40)] if legacy else \
-        [Phase("verify", "ok", seconds * 0.4 - 0.4, bytes=10_000_000, files=8)]
-    r.phases = [Phase("fetch", "skipped"), Phase("select", "ok", 0.4, files=1),
-                Phase("restore", "ok", seconds * 0.6, bytes=50_000_000, files=40), *checks,
-                Phase("cleanup", "ok", 0.05)]
-    r.checks = [Check("hash", "pass" if passed else "fail", 40, 0 if passed else 1,
-                      "all 40 file(s) match" if passed else "1 of 40 file(s) failed: hash-mismatch")]
-    if not passed:
-        r.problems = [Problem("hash", ERROR, "hash-mismatch", "/archive/P1/S1/img<1>.dcm", "SHA-256 differs")]
-    r.studies = [StudyResult("1.2.3.4", 40, 50_000_000, passed, 1.5)]
-    r.recovery_seconds = seconds
-    r.rto_basis = "estimate" if sampled else "measured"
-    r.estimated_full_seconds = seconds * 10 if sampled else None
-    r.rto_met = (seconds * 10 if sampled else seconds) <= rto
-    r.checks.append(Check("rto", "pass" if r.rto_met else "fail", 1, int(not r.rto_met), "recovery vs target"))
-    r.first_study_seconds, r.files, r.bytes, r.scratch_removed = 1.5, 40, 50_000_000, True
-    r.status = "success" if r.passed else "failed"
-    drill_rows.save_drill(catalog, r)
-    run_rows.finish_run(catalog, run_id, r.status, error=None if r.passed else "hash: failed")
-    return run_id
 
 
 @pytest.fixture
 def recorded(tmp_path: Path) -> tuple[dict, object]:
     key = generate_key(tmp_path / "signing.key")
     with open_catalog(tmp_path / "catalog.sqlite") as catalog:
-        _record(catalog, "weekly-s3", passed=True, seconds=42.0, legacy=True)
-        _record(catalog, "weekly-s3", passed=False, seconds=55.0)
-        _record(catalog, "daily-sample", passed=True, seconds=12.0, sampled=True, rto=300.0)
+        record_drill(catalog, "weekly-s3", passed=True, seconds=42.0, legacy=True)
+        record_drill(catalog, "weekly-s3", passed=False, seconds=55.0)
+        record_drill(catalog, "daily-sample", passed=True, seconds=12.0, sampled=True, rto=300.0)
         data = report_data(catalog, key_id=key.key_id)
     return data, key
 
@@ -120,7 +86,7 @@ def test_report_html_is_self_contained_and_explains_failures(recorded: tuple[dic
 
 def test_report_since_filters(tmp_path: Path) -> None:
     with open_catalog(tmp_path / "catalog.sqlite") as catalog:
-        _record(catalog, "old", passed=True, seconds=1.0)
+        record_drill(catalog, "old", passed=True, seconds=1.0)
         assert len(report_data(catalog, since="2999-01-01")["drills"]) == 0
         assert len(report_data(catalog, since="2000-01-01")["drills"]) == 1
 
@@ -160,7 +126,7 @@ def test_report_html_opens_in_chromium_with_its_charts_and_verifies(site: Site, 
             bar_rows = page.locator("svg.phase-chart rect.bar").count()
             points = page.locator("svg.rto-chart circle.rto-point").count()
             missed_points = page.locator("svg.rto-chart circle.rto-point.missed").count()
-            targets = page.locator("svg.rto-chart polyline.rto-target").count()
+            targets = page.locator("svg.rto-chart line.rto-target").count()   # one RTO line per drill panel
             table_rows = page.locator("table.drills tbody tr").count()
             chart_box = page.locator("svg.rto-chart").bounding_box()
             failure_text = page.locator(".failure", has_text="report-tight").first.inner_text()

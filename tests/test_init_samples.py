@@ -48,7 +48,7 @@ def test_init_writes_a_commented_config_sample_job_and_drill_that_pass_config_ch
     assert str(site / "restore_drills" / "pacs-weekly.toml") in data["created"]
     text = (site / "backupctl.toml").read_text()
     for section in ("[catalog]", "[staging]", "[paths]", "[signing]", "[verify]", "# [targets.offline]",
-                    "# [targets.vault]", "# [scheduler]", "# [notify]", "# [smtp]"):
+                    "# [targets.vault]", "# [scheduler]", "# [notify]", "# [smtp]", "# [report]", "# [audit]"):
         assert section in text, section
     check = cli(site / "backupctl.toml", "config", "check")
     assert check.returncode == 0, check.stderr
@@ -96,8 +96,10 @@ def test_the_sample_config_shows_every_key_and_every_commented_key_is_valid() ->
     settings = Settings.model_validate(data)   # every commented key, made active, is a valid setting
     assert settings.smtp is not None and settings.notify.email_to
     _assert_every_field_present(Settings, data, "backupctl.toml")
-    for section in ("catalog", "staging", "paths", "signing", "verify", "scheduler", "notify", "smtp"):
+    for section in ("catalog", "staging", "paths", "signing", "verify", "scheduler", "notify", "smtp", "audit",
+                    "report"):
         _assert_every_field_present(type(getattr(settings, section)), data[section], f"[{section}]")
+    _assert_every_field_present(type(settings.audit.rules), data["audit"]["rules"], "[audit.rules]")
     offline, vault = data["targets"]["offline"], data["targets"]["vault"]
     _assert_every_field_present(MediaTargetConfig, offline, "[targets.offline]")
     _assert_every_field_present(S3TargetConfig, vault, "[targets.vault]")

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backupctl import audit
 from backupctl.actions.replicate import ReplicationOutcome, replicate_to
 from backupctl.catalog import Catalog, open_catalog
 from backupctl.catalog import pacs as pacs_rows
@@ -73,6 +74,7 @@ def run_backup(config: Config, job_name: str, progress: Progress | None = None,
         with repository_lock(config.state_dir, restic.repository, config.settings.staging.lock_wait_seconds):
             outcome = _snapshot_job(config, catalog, restic, job, progress)
         outcome.safe_excludes = list(config.safe_excludes.get(job.name, []))
+        audit.note(snapshot=outcome.snapshot_id)
         if replicate:
             outcome.replicas = [replicate_to(config, catalog, t, progress, job=job.name) for t in job.targets]
     return outcome

@@ -43,7 +43,7 @@ from backupctl.drills.model import (
     duration_text,
 )
 from backupctl.drills.scratch import make_scratch, remove_scratch, remove_stale_scratch, scratch_root
-from backupctl.drills.select import Scope, SelectionError, choose_scope, choose_snapshot
+from backupctl.drills.select import Scope, SelectionError, choose_scope, choose_snapshot, snapshot_datetime
 from backupctl.errors import BackupctlError, IntegrityError, Interrupted, ResticError, Terminated, UsageError
 from backupctl.manifest import DICOM, Entry, Manifest
 from backupctl.progress import NullProgress, Progress
@@ -119,7 +119,7 @@ def run_drill(config: Config, name: str, progress: Progress | None = None, *, se
         run_id = run_rows.start_run(catalog, drill.job, kind="drill")
         result = DrillResult(run_id=run_id, name=drill.name, job=drill.job, copy=drill.copy_from,
                              snapshot_rule=drill.snapshot, scope=drill.scope, depth=drill.depth, seed=seed,
-                             rto_seconds=drill.rto_minutes * 60)
+                             rto_seconds=drill.rto_minutes * 60, rpo_seconds=rpo_seconds(config, drill))
         drill_rows.start_drill(catalog, result)
         state = _Drilling(config, catalog, drill, result, PhaseClock(), root, random.Random(seed), progress,
                           trusted)
@@ -238,12 +238,31 @@ def _select(state: _Drilling) -> None:
             state.check("snapshot", False, f"{why} (rule '{drill.snapshot}', copy '{drill.copy_from}')")
         state.snapshot = snap
         state.result.snapshot_id, state.result.snapshot_time = snap.id, snap.time
+        _record_newest(state, snapshots)
         state.changed = frozenset(verify_rows.changed_during_backup(state.catalog, snap.id))
         state.check("snapshot", True, f"{snap.short_id} of {zoned_time(snap.time, local=False)} "
                                       f"(rule '{drill.snapshot}', {len(snapshots)} in the copy)")
         phase.files, phase.detail = len(snapshots), how
         _prepare_manifest(state)
     _check_space(state, state.scope.bytes if state.scope is not None else state.reserved)
+
+
+def rpo_seconds(config: Config, drill: Drill) -> float | None:
+    """The drill's recovery point objective: its own `rpo_hours`, else its job's."""
+    hours = drill.rpo_hours if drill.rpo_hours is not None else config.job(drill.job).rpo_hours
+    return None if hours is None else hours * 3600
+
+
+def _record_newest(state: _Drilling, in_copy: list[Snapshot]) -> None:
+    """The job's newest snapshot, in the catalog and in the copy: a copy that lags it restores older data
+    than the job has, which the report says even when the drill passed."""
+    result = state.result
+    if in_copy:
+        result.copy_newest_snapshot_time = max(in_copy, key=lambda s: snapshot_datetime(s.time)).time
+    known = snapshot_rows.list_snapshots(state.catalog, job=state.drill.job, replicas=False)
+    if known:
+        newest = max(known, key=lambda r: snapshot_datetime(r["time"]))
+        result.job_newest_snapshot_id, result.job_newest_snapshot_time = newest["id"], newest["time"]
 
 
 def _snapshots_in_copy(state: _Drilling) -> tuple[list[Snapshot], str]:

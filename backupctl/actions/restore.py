@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from backupctl import audit
 from backupctl.config import Config
 from backupctl.errors import UsageError
 from backupctl.progress import NullProgress, Progress
@@ -50,6 +51,7 @@ def restore_snapshot(config: Config, snapshot: str, to: Path, *, includes: list[
     with tempfile.TemporaryDirectory(prefix="backupctl-fetch-", dir=_scratch_root(config)) as scratch:
         restic = restic_for_copy(config, copy, Path(scratch))
         snap = restic.snapshot(snapshot)
+        audit.note(snapshot=snap.id)
         to.mkdir(parents=True, exist_ok=True)
         restic.restore(snap.id, to, includes=includes or [], progress=progress)
     files, size = tree_size(to)

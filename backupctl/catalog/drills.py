@@ -12,7 +12,8 @@ _DRILL_COLUMNS = (
     "name", "job", "copy", "snapshot_rule", "snapshot_id", "snapshot_time", "scope", "depth", "seed",
     "rto_seconds", "recovery_seconds", "rto_basis", "rto_met", "first_study_seconds", "first_study_uid", "files",
     "bytes", "archive_files", "archive_bytes", "estimated_full_seconds", "passed", "scratch", "scratch_removed",
-    "manifest_sha256", "key_id",
+    "manifest_sha256", "key_id", "rpo_seconds", "job_newest_snapshot_id", "job_newest_snapshot_time",
+    "copy_newest_snapshot_time",
 )
 
 
@@ -21,9 +22,9 @@ def start_drill(catalog: Catalog, result: DrillResult) -> None:
     with catalog.transaction() as tx:
         tx.execute(
             "INSERT INTO drill_runs (run_id, name, job, copy, snapshot_rule, scope, depth, seed, rto_seconds, "
-            "scratch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "rpo_seconds, scratch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (result.run_id, result.name, result.job, result.copy, result.snapshot_rule, result.scope,
-             result.depth, result.seed, result.rto_seconds, result.scratch),
+             result.depth, result.seed, result.rto_seconds, result.rpo_seconds, result.scratch),
         )
 
 

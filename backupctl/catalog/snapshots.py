@@ -82,3 +82,11 @@ def replicas_of(catalog: Catalog, snapshot_id: str) -> list[dict]:
 
 def known_snapshot_ids(catalog: Catalog) -> set[str]:
     return {r["id"] for r in catalog.query("SELECT id FROM snapshots")}
+
+
+def newest_in_copies(catalog: Catalog, job: str) -> list[dict]:
+    """Per target holding snapshots of `job` (not forgotten): each such snapshot's id, time and target, for the
+    caller to find the newest per copy (restic's times carry their own offsets: compared as times, not text)."""
+    return [dict(r) for r in catalog.query(
+        "SELECT r.target, s.id, s.time FROM replicas r JOIN snapshots s ON s.id = r.snapshot_id "
+        "WHERE s.job = ? AND s.status != 'forgotten'", (job,))]

@@ -10,12 +10,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
 import typer
 
 from backupctl import __version__
+from backupctl.audit.edge import CommandWatch
+from backupctl.cli import audit as audit_cmds
 from backupctl.cli import backup as backup_cmds
 from backupctl.cli import demo as demo_cmds
 from backupctl.cli import dev as dev_cmds
@@ -84,6 +86,7 @@ demo_cmds.register(app)
 s3_cmds.register(app)
 verify_cmds.register(app)
 scheduler_cmds.register(app)
+app.add_typer(audit_cmds.app, name="audit")
 
 
 # the CLI edge's lines (command, exit code) go to the run log only (`logs.attach_run_log`); before the config
@@ -94,26 +97,44 @@ _run_log.addHandler(logging.NullHandler())
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code (used by `main` and by tests)."""
-    log = _run_log
+    """Run the CLI and return its exit code (used by `main` and by tests). Every command's outcome is
+    recorded in the audit log here, the one place all of them pass (backupctl.audit.edge)."""
     args = sys.argv[1:] if argv is None else argv
     OPTIONS.json_wanted = "--json" in args[: args.index("--")] if "--" in args else "--json" in args
     OPTIONS.json_printed = False
+    command = typer.main.get_command(app)
+    watch = CommandWatch(command)
+    code = 1
     try:
-        rc = app(args=argv, prog_name="backupctl", standalone_mode=False)
+        code = _dispatch(command, argv, watch)
+    except BaseException as exc:   # a bug's traceback follows, after its record
+        watch.error = watch.error or exc
+        raise
+    finally:
+        watch.finish(code)
+    return code
+
+
+def _dispatch(command: Any, argv: list[str] | None, watch: CommandWatch) -> int:
+    log = _run_log
+    try:
+        rc = command.main(args=argv, prog_name="backupctl", standalone_mode=False)
     except BackupctlError as exc:
+        watch.error = exc
         if OPTIONS.debug:
             logging.getLogger("backupctl").exception("error")
         log.error("%s: exit %d: %s", OPTIONS.command, exc.exit_code, exc.one_line())
         _json_outcome(exc.exit_code, exc.one_line(), type(exc).__name__, exc.details)
         _print_error(exc.one_line())
         return exc.exit_code
-    except (*_ABORTS, KeyboardInterrupt, Terminated):
+    except (*_ABORTS, KeyboardInterrupt, Terminated) as exc:
         log.warning("%s: interrupted", OPTIONS.command)
+        watch.error = exc
         _json_outcome(130, "interrupted", "Interrupted")
         err.print("interrupted")
         return 130
     except _CLICK_ERRORS as exc:
+        watch.error = exc
         if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
             exc.show()
             return exc.exit_code
@@ -123,6 +144,7 @@ def run(argv: list[str] | None = None) -> int:
         _print_error(exc.format_message(), f" (see {where})")
         return exc.exit_code
     except Exception as exc:
+        watch.error = exc
         # a bug: its traceback follows, but a --json reader still gets its object
         log.error("%s: internal error: %r", OPTIONS.command, exc)
         _json_outcome(1, f"internal error: {exc!r}", type(exc).__name__)

@@ -116,12 +116,17 @@ def demo(
 
 
 def _keep_report(result: dict[str, Any], output_dir: Path) -> None:
-    """The drill report outlives the throw-away work folder: copy it out and point the result at the copy."""
+    """The drill report outlives the throw-away work folder: copy it out with its signature, its PDF and the
+    public key, and point the result at the copies (an auditor checks them there with openssl alone)."""
     drill = result.get("drill") or {}
     report = Path(drill["report"]) if drill.get("report") else None
     if report is None or not report.exists():
         return
     output_dir.mkdir(parents=True, exist_ok=True)
-    kept = output_dir / report.name
-    shutil.copyfile(report, kept)
-    drill["report"] = str(kept.absolute())
+    for key in ("report", "signature", "pdf", "pdf_signature", "public_key"):
+        source = Path(drill[key]) if drill.get(key) else None
+        if source is None or not source.exists():
+            continue
+        kept = output_dir / source.name
+        shutil.copyfile(source, kept)
+        drill[key] = str(kept.absolute())

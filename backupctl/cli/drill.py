@@ -12,9 +12,10 @@ import typer
 
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json, short_time
-from backupctl.errors import DrillFailed, UsageError
+from backupctl.errors import DrillFailed, ReportError, UsageError
 
 if TYPE_CHECKING:
+    from backupctl.config import Config
     from backupctl.drills.model import DrillResult
 
 # Each command imports its actions in its body: a command loads only what it runs (see cli/common.py).
@@ -131,13 +132,15 @@ def show(
     """One drill: phases with durations and throughput, every check, what failed, which studies."""
     from backupctl.catalog import drills as drill_rows
     from backupctl.catalog import open_catalog
-    from backupctl.drills.report import recovery_text, rto_text
+    from backupctl.drills.model import hours_text
+    from backupctl.drills.report import recovery_point, recovery_text, rpo_text, rto_text
 
     config = common.load()
     with open_catalog(config.catalog_path) as catalog:
         d = drill_rows.get_drill(catalog, drill_id)
     if d is None:
         raise UsageError(f"no drill #{drill_id}", hint="list them with `backupctl drill list`")
+    d.update(recovery_point(d))
     if json_output:
         print_json(d)
         return
@@ -150,6 +153,11 @@ def show(
     out.print(f"  recovery {recovery_text(d)}; RTO {rto_text(d)}; first study after "
               f"{d['first_study_seconds']:.1f} s" if d.get("first_study_seconds") is not None else
               f"  recovery {recovery_text(d)}; RTO {rto_text(d)}")
+    out.print(f"  recovery point: restored data {rpo_text(d)}"
+              + (f"; the job's newest snapshot was {hours_text(d['job_newest_age_seconds'])} old"
+                 if d.get("job_newest_age_seconds") is not None else ""))
+    for w in d["warnings"]:
+        out.print(f"  [yellow]warning:[/] {w}")
     table = common.table("phase", "status", "seconds", "files", "bytes", "MB/s")
     for p in d["phases"]:
         table.add_row(p["name"], p["status"], f"{p['seconds']:.3f}", str(p["files"]), human_bytes(p["bytes"]),
@@ -187,57 +195,142 @@ def parse_since(text: str | None) -> str | None:
 
 @app.command("report")
 def report(
-    since: Annotated[str | None, typer.Option("--since", help="Drills since DATE (2024-05-01) or age (30d).")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Drills since DATE (2024-05-01) or age (30d) "
+                                              "[default: all; with --mail, [report] period_days].")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="html, json or md.")] = "html",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: html under "
                                                 "<state>/reports, json/md to stdout).")] = None,
-    verify: Annotated[Path | None, typer.Option("--verify", help="Check a report's SHA-256 and signature.")] = None,
-    public_key: Annotated[Path | None, typer.Option("--public-key", help="Trusted .pub for --verify "
-                                                    "(default: the .pub beside the signing key).")] = None,
+    verify: Annotated[Path | None, typer.Option("--verify", help="Check a report file: its .sig beside it and the "
+                                                "signature inside it. Needs no configuration with --public-key.")]
+    = None,
+    public_key: Annotated[Path | None, typer.Option("--public-key", help="Trusted public key (PEM) for --verify "
+                                                    "(default: the .pub beside the configured signing key).")]
+    = None,
+    pdf: Annotated[bool | None, typer.Option("--pdf/--no-pdf", help="Also print an HTML report to PDF beside it "
+                                             "(chromium, headless) [default: [report] pdf]")] = None,
+    mail: Annotated[bool, typer.Option("--mail", help="Mail the HTML report, its PDF, signatures and public key "
+                                       "to [report] email_to (or --to) through [smtp].")] = False,
+    to: Annotated[list[str] | None, typer.Option("--to", help="Recipient for --mail (repeatable).")] = None,
+    json_output: JsonOpt = False,
 ) -> None:
-    """A signed report of the drills: HTML (charts, no network needed), JSON or Markdown."""
-    from backupctl.catalog import open_catalog
-    from backupctl.drills.report import FORMATS, report_data, signed_report
-    from backupctl.fsutil import atomic_write_bytes
+    """A signed report of the drills: HTML (charts, no network needed), JSON or Markdown. A report written to
+    a file gets a detached signature (FILE.sig) and the public key (PEM) beside it, checkable with openssl."""
+    from backupctl.drills.report import FORMATS
 
     if verify is not None:
-        _verify(verify, public_key)
+        _verify(verify, public_key, json_output)
         return
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt != "html" and (pdf or mail):
+        raise UsageError("--pdf and --mail take the HTML report", hint="use --format html")
     bound = parse_since(since)
     config = common.load()
+    if fmt != "html":
+        _report_text(config, bound, fmt, output, json_output)
+        return
+    from backupctl.drills.delivery import mail_report, make_report
+
+    made = make_report(config, since=bound, output=output, pdf=pdf, period=mail)
+    published = made.published
+    delivery = mail_report(config, made, to or None) if mail else None
+    if json_output:
+        print_json({"ok": delivery is None or delivery.ok, "drills": len(made.data["drills"]),
+                    "verdict": made.data["verdict"], **published.as_dict(),
+                    "mailed": None if delivery is None else delivery.ok})
+    else:
+        out.print(f"wrote {published.report} ({len(made.data['drills'])} drill(s)), its signature "
+                  f"{published.signature.name} and the public key {published.public_key}")
+        if published.pdf:
+            out.print(f"printed {published.pdf} and signed it ({published.pdf.name}.sig)")
+        out.print(f"key {published.key_id}, SHA-256 fingerprint {published.fingerprint}")
+        out.print(f"check with: {published.openssl_command()}")
+        out.print(f"verdict: {made.data['verdict']}")
+        if delivery is not None and delivery.ok:
+            out.print(f"mailed through {delivery.destination}")
+    if delivery is not None and not delivery.ok:
+        raise ReportError(f"the report was written but not mailed ({delivery.destination}: {delivery.error})")
+
+
+@app.command("key")
+def key(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the PEM here (default: stdout).")]
+    = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """The public key reports are checked with: its PEM and SHA-256 fingerprint, to hand to auditors (the
+    fingerprint by another way than the reports themselves)."""
+    from backupctl.fsutil import atomic_write_bytes
+    from backupctl.signing import fingerprint, public_key_pem
+    from backupctl.verify.snapshot_manifest import trusted_key
+
+    trusted = trusted_key(common.load())
+    pem = public_key_pem(trusted)
+    if output is not None:
+        atomic_write_bytes(output, pem)
+    if json_output:
+        print_json({"ok": True, "key_id": trusted.key_id, "fingerprint_sha256": fingerprint(trusted),
+                    "pem": pem.decode("ascii"), "output": str(output) if output else None})
+        return
+    line = f"key {trusted.key_id}, SHA-256 fingerprint {fingerprint(trusted)}"
+    if output is None:   # the PEM alone on stdout, so it can be redirected; the fingerprint beside it
+        sys.stdout.write(pem.decode("ascii"))
+        sys.stdout.flush()
+        common.err.print(line)
+    else:
+        out.print(f"{line}, written to {output}")
+
+
+def _report_text(config: "Config", since: str | None, fmt: str, output: Path | None, json_output: bool) -> None:
+    """A JSON or Markdown report: to stdout, or to a file with its signature and the public key beside it."""
+    from backupctl.catalog import open_catalog
+    from backupctl.drills.delivery import job_targets
+    from backupctl.drills.publish import publish
+    from backupctl.drills.report import report_data, signed_report
     from backupctl.verify.snapshot_manifest import signing_key
+    from backupctl.verify.status import study_coverage_now
 
     key = signing_key(config)
+    settings = config.settings.report
     with open_catalog(config.catalog_path) as catalog:
-        data = report_data(catalog, since=bound, key_id=key.key_id)
+        data = report_data(catalog, since=since, key=key.verify_key, site=settings.site, owner=settings.owner,
+                           coverage=study_coverage_now(config, catalog), jobs=job_targets(config))
     content = signed_report(data, fmt, key)
-    if output is None and fmt == "html":
-        stamp = data["generated"][:19].replace("-", "").replace(":", "")
-        output = config.state_dir / "reports" / f"drills-{stamp}Z.html"
     if output is None:
         sys.stdout.buffer.write(content)
         sys.stdout.flush()
         return
-    atomic_write_bytes(output, content)
-    out.print(f"wrote {output} ({len(data['drills'])} drill(s), signed with key {key.key_id})")
+    published = publish(output, content, key)
+    if json_output:
+        print_json({"ok": True, "drills": len(data["drills"]), **published.as_dict()})
+        return
+    out.print(f"wrote {output} ({len(data['drills'])} drill(s)), its signature {published.signature.name} and the "
+              f"public key {published.public_key}")
+    out.print(f"key {published.key_id}, SHA-256 fingerprint {published.fingerprint}")
+    out.print(f"check with: {published.openssl_command()}")
 
 
-def _verify(path: Path, public_key: Path | None) -> None:
-    from backupctl.drills.report import verify_report
+def _verify(path: Path, public_key: Path | None, json_output: bool) -> None:
+    from backupctl.drills.publish import verify_file
     from backupctl.signing import load_verify_key
 
-    try:
-        content = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     if public_key is not None:
         trusted = load_verify_key(public_key)
     else:
+        from backupctl.errors import ConfigError
         from backupctl.verify.snapshot_manifest import trusted_key
 
-        trusted = trusted_key(common.load())
-    checked = verify_report(content, trusted)
-    out.print(f"{path}: signature OK ({checked.format}, SHA-256 {checked.sha256}, key {checked.key_id}"
-              + (f", generated {checked.generated}" if checked.generated else "") + ")")
+        try:
+            config = common.load()
+        except ConfigError as exc:
+            raise UsageError(f"no trusted key to check {path.name} with: no --public-key, and no configuration "
+                             f"({exc.message})", hint="pass --public-key KEY.pem, the key whose fingerprint "
+                             "you were given") from None
+        trusted = trusted_key(config)
+    checked = verify_file(path, trusted)
+    if json_output:
+        print_json({"ok": True, **checked.as_dict()})
+        return
+    how = " and ".join(w for w, ok in (("detached .sig", checked.detached), ("embedded", checked.embedded)) if ok)
+    out.print(f"{path}: signature OK ({checked.format}, {how}; key {checked.key_id}, SHA-256 fingerprint "
+              f"{checked.fingerprint}" + (f", generated {checked.generated}" if checked.generated else "") + ")")

@@ -232,6 +232,11 @@ def expire_cmd(
         target = _s3_target(config, name, catalog)
         outcome = expire(target, config.staging_repository, dry_run=dry_run,
                          progress=common.progress(json_output))
+    if outcome.refused:
+        import backupctl.audit as audit  # a refused delete on locked data is an anomaly rule's match
+
+        audit.record(config, "s3 delete refused", "refused", target=name,
+                     details={"refused_deletes": len(outcome.refused)})
     if json_output:
         print_json(outcome.as_dict())
     else:

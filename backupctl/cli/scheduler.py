@@ -150,6 +150,7 @@ def status_report(config: "Config") -> dict[str, Any]:
     from backupctl.catalog import open_catalog
     from backupctl.health import check_freshness, job_freshness, replica_freshness
     from backupctl.scheduler.state import read_state, running_daemon
+    from backupctl.verify.status import study_coverage_now
 
     now = datetime.now(UTC)
     pid = running_daemon(config.state_dir)
@@ -160,6 +161,7 @@ def status_report(config: "Config") -> dict[str, Any]:
         verify = check_freshness(config, catalog, "verify", now)
         drills = check_freshness(config, catalog, "drill", now)
         media = media_status(config, catalog)
+        coverage = study_coverage_now(config, catalog)
     scheduled = any(j.schedule for j in config.jobs.values()) or any(d.schedule for d in config.drills.values())
     daemon = {"running": pid is not None, "pid": pid, "needed": scheduled,
               "started": daemon_state.get("started") if pid else None,
@@ -167,13 +169,17 @@ def status_report(config: "Config") -> dict[str, Any]:
     bad = [f for f in (*jobs, *replicas, *verify, *drills) if f.state in ("stale", "never")]
     problems = [f"{f.kind} {f.name}: {f.state}" for f in bad]
     problems += [f"medium {m['target']}/{m['label']}: stale" for m in media if m["state"] == "stale"]
+    if not coverage["ok"]:
+        from backupctl.verify.status import coverage_text
+
+        problems.append(f"study coverage: {coverage_text(coverage)}")
     if scheduled and pid is None:
         problems.append("the scheduler daemon is not running")
     if daemon["reload_error"]:
         problems.append(f"the last reload was refused: {daemon['reload_error']}")
     return {"ok": not problems, "problems": problems, "daemon": daemon, "jobs": [f.as_dict() for f in jobs],
             "replicas": [f.as_dict() for f in replicas], "media": media, "verify": [f.as_dict() for f in verify],
-            "drills": [f.as_dict() for f in drills], "time": now.isoformat()}
+            "drills": [f.as_dict() for f in drills], "coverage": coverage, "time": now.isoformat()}
 
 
 def _state_cell(state: str) -> str:
@@ -234,6 +240,11 @@ def _print_status(report: dict[str, Any]) -> None:
         out.print(table)
     for key, title in (("verify", "verification"), ("drills", "restore drills")):
         out.print(_freshness_table(title, report[key]) if report[key] else f"{title}: none recorded yet")
+    c = report.get("coverage")
+    if c and c["total"]:
+        from backupctl.verify.status import coverage_text
+
+        out.print(f"study coverage: {'[green]ok[/]' if c['ok'] else '[bold red]RED[/]'} ({coverage_text(c)})")
     if report["ok"]:
         out.print("[green]all fresh[/]")
     else:

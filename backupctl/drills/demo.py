@@ -1,15 +1,16 @@
 """The demo's `drill` step: a whole-snapshot drill from the immutable S3 copy (or, without one, from the
-offline disk), then the signed HTML report, checked back with the public key."""
+offline disk), then the signed HTML report and its PDF (when chromium is installed), each with a detached
+signature and the public key beside them, checked back with the public key."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 from backupctl.actions.drill import run_drill
-from backupctl.catalog import open_catalog
 from backupctl.config import load_config
-from backupctl.drills.report import report_data, signed_report, verify_report
-from backupctl.fsutil import atomic_write_bytes
+from backupctl.drills.delivery import make_report
+from backupctl.drills.publish import verify_file
 from backupctl.verify.snapshot_manifest import signing_key
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ snapshot = "latest"
 scope = "all"
 depth = "dicom"
 rto_minutes = 15
+rpo_hours = 24
 schedule = "30 4 * * 0"
 decode_files = 4
 """
@@ -46,13 +48,12 @@ def step_drill(ctx: DemoContext) -> dict[str, Any]:
     ctx.config = config = load_config(ctx.config.path)
     result = run_drill(config, DEMO_DRILL, ctx.progress, seed=7)
     key = signing_key(config)
-    with open_catalog(config.catalog_path) as catalog:
-        content = signed_report(report_data(catalog, key_id=key.key_id), "html", key)
-    path = config.state_dir / "reports" / "drills.html"
-    atomic_write_bytes(path, content)
-    checked = verify_report(path.read_bytes(), key.verify_key)
+    made = make_report(config, period=False, output=config.state_dir / "reports" / "drills.html")
+    published, content = made.published, made.published.report.read_bytes()
+    checked = verify_file(published.report, key.verify_key)
+    pdf_checked = verify_file(published.pdf, key.verify_key) if published.pdf else None
     return {
-        "ok": result.passed, "from": copy, "run_id": result.run_id,
+        "ok": result.passed and checked.detached and checked.embedded, "from": copy, "run_id": result.run_id,
         "snapshot": (result.snapshot_id or "")[:8], "files": result.files, "bytes": result.bytes,
         "phases": {p.name: round(p.seconds, 3) for p in result.phases if p.status != "skipped"},
         "seconds": round(result.recovery_seconds or 0.0, 3),
@@ -60,5 +61,11 @@ def step_drill(ctx: DemoContext) -> dict[str, Any]:
         "rto_minutes": result.rto_seconds / 60, "rto_met": result.rto_met,
         "checks": {c.name: c.status for c in result.checks},
         "failures": result.first_failures(), "scratch_removed": result.scratch_removed,
-        "report": str(path), "report_sha256": checked.sha256, "report_signed_by": checked.key_id,
+        "report": str(published.report), "signature": str(published.signature),
+        "pdf": str(published.pdf) if published.pdf else None,
+        "pdf_signature": str(published.pdf_signature) if published.pdf_signature else None,
+        "public_key": str(published.public_key), "key_fingerprint_sha256": published.fingerprint,
+        "report_sha256": hashlib.sha256(content).hexdigest(), "report_signed_by": checked.key_id,
+        "report_verified": checked.detached and checked.embedded, "verdict": made.data["verdict"],
+        "pdf_verified": pdf_checked.detached if pdf_checked else None,
     }

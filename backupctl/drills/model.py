@@ -135,6 +135,10 @@ class DrillResult:
     rto_seconds: float
     snapshot_id: str | None = None
     snapshot_time: str | None = None
+    rpo_seconds: float | None = None
+    job_newest_snapshot_id: str | None = None      # the job's newest snapshot in the catalog at the drill
+    job_newest_snapshot_time: str | None = None
+    copy_newest_snapshot_time: str | None = None   # the job's newest snapshot in the drilled copy
     phases: list[Phase] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
@@ -195,6 +199,18 @@ def duration_text(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
+def hours_text(seconds: float | None) -> str:
+    """An age or a long target: seconds under a minute, minutes under two hours, hours under two days, then
+    days."""
+    if seconds is None:
+        return "-"
+    if seconds < 7200:
+        return duration_text(seconds)
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:

@@ -52,6 +52,9 @@ class KeyVersions:
         return [v for v in self.versions if v.last_modified <= when]
 
 
+AUDIT_CHECKPOINTS = "backupctl-audit/"   # backupctl.audit.checkpoint.S3_FOLDER
+
+
 def list_versions(bucket: Bucket) -> dict[str, KeyVersions]:
     """Repository-relative key -> its versions, for everything under the target's prefix."""
     found: dict[str, KeyVersions] = {}
@@ -66,6 +69,8 @@ def list_versions(bucket: Bucket) -> dict[str, KeyVersions]:
                 found.setdefault(bucket.rel(item["Key"]), KeyVersions()).versions.append(Version(
                     item["VersionId"], 0, "", _utc(item["LastModified"]), bool(item.get("IsLatest")),
                     delete_marker=True))
+    # the audit log's signed checkpoints share the bucket (at its root); they are not repository files
+    found = {k: v for k, v in found.items() if not k.startswith(AUDIT_CHECKPOINTS)}
     for kv in found.values():
         # newest first; on a tie (servers keep seconds or milliseconds) the one flagged latest wins
         kv.versions.sort(key=lambda v: (v.last_modified, v.is_latest), reverse=True)

@@ -64,11 +64,15 @@ JOB_FUNC = "backupctl.scheduler.runner:run_scheduled_job"
 
 
 def wanted_schedules(config: Config) -> dict[str, tuple[str, str, str, str]]:
-    """schedule id -> (kind, name, cron, timezone) for every job and drill that has a schedule."""
+    """schedule id -> (kind, name, cron, timezone) for every job and drill that has a schedule, and the
+    drill report's."""
     wanted = {schedule_id("backup", n): ("backup", n, j.schedule, j.timezone)
               for n, j in config.jobs.items() if j.schedule}
     wanted.update({schedule_id("drill", n): ("drill", n, d.schedule, d.timezone)
                    for n, d in config.drills.items() if d.schedule})
+    report = config.settings.report
+    if report.schedule:   # the drill report, mailed to [report] email_to
+        wanted[schedule_id("report", "drills")] = ("report", "drills", report.schedule, report.timezone)
     return wanted  # type: ignore[return-value]
 
 

@@ -33,11 +33,13 @@ from backupctl.status import Status
 
 log = logging.getLogger("backupctl.scheduler")
 
-KINDS = ("backup", "drill")
-CHAINS: dict[str, tuple[str, ...]] = {"backup": ("backup", "replicate", "verify"), "drill": ("drill",)}
+KINDS = ("backup", "drill", "report")
+CHAINS: dict[str, tuple[str, ...]] = {"backup": ("backup", "replicate", "verify"), "drill": ("drill",),
+                                      "report": ("report",)}
 STEP_ENTRIES: dict[str, str] = {
     "verify": "backupctl.scheduler.kinds:verify_after_backup",
     "drill": "backupctl.scheduler.kinds:scheduled_drill",
+    "report": "backupctl.drills.delivery:scheduled_report",
 }
 SEVERITY = {"skipped": 0, "success": 1, "partial": 2, "failed": 3, "interrupted": 4}
 EXIT_CODES = {**{s.value: s.exit_code for s in Status if s.final}, "skipped": 0}   # skipped: not a run
@@ -227,7 +229,10 @@ def run_chain(config: Config, kind: str, name: str, progress: Progress) -> Chain
     """Run every step of `kind` for `name` in order, stopping after a failed or interrupted one."""
     if kind not in CHAINS:
         raise BackupctlError(f"unknown schedule kind '{kind}' (kinds: {', '.join(KINDS)})")
-    config.job(name) if kind == "backup" else config.drill(name)  # unknown names are bad input, said early
+    if kind == "backup":
+        config.job(name)  # unknown names are bad input, said early
+    elif kind == "drill":
+        config.drill(name)
     started = time.monotonic()
     steps: list[StepResult] = []
     for step in CHAINS[kind]:

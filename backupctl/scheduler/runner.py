@@ -109,11 +109,23 @@ class Execution:
         level = logging.INFO if outcome.status == "success" else logging.ERROR
         log.log(level, "%s %s: %s in %.1f s%s", self.kind, self.name, outcome.status, seconds,
                 f": {outcome.error}" if outcome.error else "", extra={"run_ids": run_ids, "status": outcome.status})
+        self._audit(outcome, run_ids, seconds)
         if notifier:
             notice = self._notice(event_of(outcome.status), outcome.status, started, seconds=seconds,
                                   error=outcome.error, run_ids=run_ids, steps=outcome.steps, figures=outcome.figures)
             notifier.send(notice)
         return outcome.status
+
+    def _audit(self, outcome: ChildOutcome, run_ids: list[int], seconds: float) -> None:
+        """The daemon's own record of the execution (the child recorded its command at the CLI edge)."""
+        import backupctl.audit as audit
+
+        result = {"success": "ok", "partial": "partial", "interrupted": "interrupted"}.get(outcome.status, "failed")
+        audit.record(self.config, f"scheduled {self.kind}", result, actor=None,
+                     details={"execution": self.execution, "status": outcome.status, "run_ids": run_ids,
+                              "seconds": round(seconds, 1), "child_pid": outcome.pid},
+                     **{"job" if self.kind == "backup" else "drill": self.name})
+        audit.seal(self.config)
 
     def _notifier(self) -> Notifier | None:
         try:

@@ -121,6 +121,28 @@ def coverage_status(config: Config, catalog: Catalog) -> dict[str, Any]:
     }
 
 
+def study_coverage_now(config: Config, catalog: Catalog) -> dict[str, Any]:
+    """The studies' coverage as `drill report`, `status` and the metrics show it: every study of each job's
+    newest snapshot, the age of its last sound verification (a verify restore or a drill: hash and DICOM
+    parse), the oldest of them, against `[verify] max_unverified_days`."""
+    bound = config.settings.verify.max_unverified_days
+    return study_coverage(catalog, datetime.now(UTC).timestamp()).as_dict(bound)
+
+
+def coverage_text(coverage: dict[str, Any]) -> str:
+    """The studies' coverage in one sentence."""
+    bound = coverage["bound_days"]
+    oldest = coverage.get("oldest_unverified_days")
+    text = (f"{coverage['total']} studies in the newest snapshots; the least recently verified went "
+            f"{oldest:.1f} days unverified (bound {bound:g} days)" if oldest is not None
+            else f"{coverage['total']} studies in the newest snapshots")
+    if coverage.get("never_verified"):
+        text += f"; {coverage['never_verified']} never verified yet"
+    if coverage.get("last_failed"):
+        text += f"; {coverage['last_failed']} failed their last verification"
+    return text
+
+
 def _finite(d: dict[str, Any]) -> dict[str, Any]:
     if d["oldest_unverified_days"] == float("inf"):
         d["oldest_unverified_days"] = None   # JSON has no infinity: 'never' is in never_verified
