@@ -12,6 +12,7 @@ import pytest
 from backupctl.config import collect_config, load_config
 from backupctl.errors import ConfigError, SourceOverlap
 from backupctl.manifest import is_excluded
+from backupctl.signing import ensure_key
 from tests.helpers import assert_one_line_error, cli
 
 BASE_TOML = """\
@@ -37,6 +38,7 @@ def write_site(root: Path, job: str = 'sources = ["archive"]\n', config: str = B
     if not password.exists():   # config check reads every secret file the config names (mode, owner)
         password.write_text("not used here\n")
         password.chmod(0o600)
+        ensure_key(root / "secrets" / "signing.key")   # every command's audit record is signed
     (root / "backupctl.toml").write_text(config)
     (root / "jobs" / "pacs.toml").write_text(job)
     return root / "backupctl.toml"
