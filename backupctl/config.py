@@ -773,6 +773,7 @@ def protected_paths(base: Path, settings: Settings, jobs: dict[str, Job]) -> lis
     secret_files += [f for n in notifies for f in (n.webhook_url_file, n.ping_url_file)]
     secret_files += [settings.smtp.password_file if settings.smtp else None]
     secret_files += [j.orthanc.credentials_file for j in jobs.values() if j.orthanc]
+    secret_files += [settings.audit.client_cert]   # the audit forwarding's certificate carries its key
     items += [("the secret file", at(f)) for f in secret_files if f is not None]
     unique: dict[Path, str] = {}
     for what, path in items:

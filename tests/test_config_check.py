@@ -271,3 +271,12 @@ def test_a_misspelt_setting_gets_did_you_mean_at_its_own_level(tmp_path: Path) -
     assert any("targets.offline.rotaton_days: is not a known setting (did you mean rotation_days?)" in e
                for e in errors), errors
     assert any("scheduler.zzz: is not a known setting (check its spelling)" in e for e in errors), errors
+
+
+def test_a_source_holding_a_secret_file_named_in_the_config_is_refused(tmp_path: Path) -> None:
+    keys = tmp_path / "elsewhere"
+    keys.mkdir()
+    config = write_site(tmp_path / "site", f'sources = ["{keys}"]\n',
+                        BASE_TOML + f'[audit]\nclient_cert = "{keys}/atna-client.pem"\n')
+    (error,) = errors_of(config)
+    assert f"{keys} contains the secret file {keys}/atna-client.pem" in error
