@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from backupctl.actions.backup import run_backup
+from backupctl.actions.find_demo import step_dry_run, step_find
 from backupctl.actions.init import initialize
 from backupctl.actions.replicate import replicate_to
 from backupctl.actions.restore import restore_snapshot
@@ -82,6 +83,7 @@ class DemoContext:
     extra_targets: dict[str, str] = field(default_factory=dict)   # name -> TOML table body, added by steps
     # services a step starts for the steps after it (the embedded S3 server): closed when the demo ends
     resources: ExitStack = field(default_factory=ExitStack)
+    job: str = DEMO_JOB
 
 
 def step_backup(ctx: DemoContext) -> dict[str, Any]:
@@ -188,6 +190,8 @@ STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("verify", step_verify),
     ("s3", step_s3),
     ("drill", step_drill),
+    ("find", step_find),            # after the drill: a dry run's expected time comes from its measures
+    ("dry_run", step_dry_run),
     ("pacs", step_pacs),
     ("scheduler", step_scheduler),
     ("audit", step_audit),

@@ -253,3 +253,22 @@ class EmbeddedServerError(BackupctlError):
 
 class ManifestError(IntegrityError):
     """A manifest is missing, malformed, or its signature does not verify."""
+
+
+# control flow inside one capability: caught there, never shown to a user as they are
+
+
+class StopDrill(Exception):
+    """A check failed that later phases depend on; the drill records it and stops early."""
+
+
+class StepUnavailable(Exception):
+    """The capability a step needs is not part of this installation."""
+
+
+class NotDicom(Exception):
+    """The bytes are neither a DICOM Part 10 file nor a dataset stored without file meta."""
+
+
+class SelectionError(Exception):
+    """Nothing to drill: no snapshot matches, or a listed study is not in the snapshot."""

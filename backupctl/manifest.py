@@ -22,7 +22,7 @@ import stat
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
@@ -31,6 +31,7 @@ from typing import Any
 
 from backupctl.errors import ManifestError
 from backupctl.fsutil import atomic_write_bytes, current_umask
+from backupctl.identifiers import IdentifierKey
 from backupctl.process import signals_deferred, worker_pool
 from backupctl.progress import NullProgress, Progress
 from backupctl.repofiles import sha256_file
@@ -129,6 +130,10 @@ class StudySummary:
     bytes: int = 0
     series: set[str] = field(default_factory=set)
     modalities: set[str] = field(default_factory=set)
+    date: str | None = None            # Study Date, YYYYMMDD
+    pid: str | None = None             # keyed digest of the Patient ID (backupctl.identifiers)
+    acc: str | None = None             # keyed digest of the Accession Number
+    name: str | None = None            # the sealed Patient Name
 
 
 @dataclass
@@ -269,11 +274,12 @@ def _children(folder: str, excludes: list[str]) -> list[_Found]:
 # reading one file (runs in the worker processes) ---------------------------------------------------------
 
 _worker_key: bytes = b""
+_worker_ids: IdentifierKey | None = None
 
 
-def _init_worker(patient_key: bytes) -> None:
-    global _worker_key
-    _worker_key = patient_key
+def _init_worker(patient_key: bytes, ids: IdentifierKey | None) -> None:
+    global _worker_key, _worker_ids
+    _worker_key, _worker_ids = patient_key, ids
 
 
 def _hash_once(path: str, buf: bytearray) -> tuple[str, bytes, int, os.stat_result, os.stat_result]:
@@ -298,8 +304,10 @@ def _same_version(a: os.stat_result, b: os.stat_result, read: int) -> bool:
     return a.st_size == b.st_size == read and a.st_mtime_ns == b.st_mtime_ns
 
 
-def read_file_entry(path: str, patient_key: bytes, buf: bytearray | None = None) -> Entry:
-    """Hash one file and, when it is DICOM, parse its header facts. Never raises for a bad file."""
+def read_file_entry(path: str, patient_key: bytes, buf: bytearray | None = None,
+                    ids: IdentifierKey | None = None) -> Entry:
+    """Hash one file and, when it is DICOM, parse its header facts. Never raises for a bad file.
+    With `ids`, the facts include the identifiers `find` looks up, keyed or sealed."""
     from backupctl.dicom.parse import NotDicom, header_facts  # pydicom only where files are parsed
 
     buf = buf if buf is not None else bytearray(READ_BYTES)
@@ -322,16 +330,35 @@ def read_file_entry(path: str, patient_key: bytes, buf: bytearray | None = None)
         entry.kind, entry.error = UNPARSEABLE, str(exc)
         return entry
     patient = facts.pop("patient_id", None)
+    accession = facts.pop("accession", None)
+    name = facts.pop("patient_name", None)
     facts["patient"] = patient_hash(patient_key, patient) if patient else None
+    if ids is not None:   # what `find` looks up: keyed digests, the name sealed (see backupctl.identifiers)
+        facts["pid"] = _keyed(ids, "pid", patient, ids.digest)
+        facts["acc"] = _keyed(ids, "acc", accession, ids.digest)
+        facts["name"] = _keyed(ids, "name", name, ids.seal)
     if patient and patient in path:
         facts["id_in_path"] = "yes"   # the layout names folders by Patient ID: paths themselves identify
     entry.kind, entry.dicom = DICOM, facts
     return entry
 
 
+def _keyed(ids: IdentifierKey, what: str, value: str | None, keyed: Callable[[str], str]) -> str | None:
+    # a study's files share these values and come one after another: key each once per run of equal values
+    if not value:
+        return None
+    last = _last_keyed.get(what)
+    if last is None or last[0] != value or last[2] is not ids:
+        last = _last_keyed[what] = (value, keyed(value), ids)
+    return last[1]
+
+
+_last_keyed: dict[str, tuple[str, str, IdentifierKey]] = {}
+
+
 def _read_batch(paths: list[str]) -> list[Entry]:
     buf = bytearray(READ_BYTES)
-    return [read_file_entry(p, _worker_key, buf) for p in paths]
+    return [read_file_entry(p, _worker_key, buf, _worker_ids) for p in paths]
 
 
 # building ------------------------------------------------------------------------------------------------
@@ -376,8 +403,9 @@ class _Reader:
 
     MAX_WINDOW = 8 * BATCH_FILES
 
-    def __init__(self, key: bytes, workers: int, task: Any, stats: BuildStats) -> None:
-        self.key, self.workers, self.task, self.stats = key, workers, task, stats
+    def __init__(self, key: bytes, workers: int, task: Any, stats: BuildStats,
+                 ids: IdentifierKey | None = None) -> None:
+        self.key, self.workers, self.task, self.stats, self.ids = key, workers, task, stats, ids
         self.pool: Any = None   # a ProcessPoolExecutor once a batch fills
         self.window: deque[Entry | tuple[_Batch, int]] = deque()
         self.batch = _Batch()
@@ -410,9 +438,9 @@ class _Reader:
             return
         if self.pool is None and self.workers > 1 and len(batch.paths) >= BATCH_FILES // 2:
             # only runs that read many files need it; forked, they die with backupctl
-            self.pool = worker_pool(self.workers, _init_worker, (self.key,))
+            self.pool = worker_pool(self.workers, _init_worker, (self.key, self.ids))
         if self.pool is None:   # one core, or so few files that starting workers costs more than it saves
-            self._done(batch, [read_file_entry(p, self.key, self.buf) for p in batch.paths])
+            self._done(batch, [read_file_entry(p, self.key, self.buf, self.ids) for p in batch.paths])
             return
         with signals_deferred():   # the first submit forks the workers
             batch.future = self.pool.submit(_read_batch, batch.paths)
@@ -452,16 +480,16 @@ class _Reader:
 
 def describe_sources(sources: list[Path], key: SigningKey, stats: BuildStats, *, excludes: list[str] = (),
                      previous: Iterable[Entry] = (), workers: int | None = None,
-                     progress: Progress | None = None) -> Iterator[Entry]:
+                     progress: Progress | None = None, ids: IdentifierKey | None = None) -> Iterator[Entry]:
     """Every file under the sources as a manifest entry, in manifest order, reusing `previous` entries (in
-    manifest order too, of the same key) of files whose size, mtime and inode are unchanged."""
+    manifest order too, of the same keys) of files whose size, mtime and inode are unchanged."""
     progress = progress or NullProgress()
     started = time.monotonic()
     stats.workers = workers = workers or os.cpu_count() or 1
     prev = _Previous(previous)
     seen = hashlib.blake2b(digest_size=32)
     with progress.task("manifest: hash + parse", total=None, unit="B") as task:
-        reader = _Reader(key.patient_hash_key(), workers, task, stats)
+        reader = _Reader(key.patient_hash_key(), workers, task, stats, ids)
         try:
             for found in walk_sources(sources, list(excludes)):
                 seen.update(_seen(found))
@@ -495,23 +523,32 @@ def _counted(e: Entry, stats: BuildStats) -> Entry:
     return e
 
 
-def manifest_header(job: str, sources: list[Path], key: SigningKey) -> dict[str, Any]:
+def manifest_header(job: str, sources: list[Path], key: SigningKey,
+                    ids: IdentifierKey | None = None) -> dict[str, Any]:
     # no timestamp: an unchanged archive gives a byte-identical manifest, which restic then skips
-    return {"type": "header", "format": FORMAT, "job": job, "host": os.uname().nodename,
-            "sources": [os.path.abspath(os.fspath(s)) for s in sources], "key_id": key.key_id,
-            "patient_id": "hmac-sha256"}
+    header = {"type": "header", "format": FORMAT, "job": job, "host": os.uname().nodename,
+              "sources": [os.path.abspath(os.fspath(s)) for s in sources], "key_id": key.key_id,
+              "patient_id": "hmac-sha256"}
+    if ids is not None:
+        header["identifiers_key_id"] = ids.key_id
+    return header
+
+
+def same_keys(header: dict[str, Any], key: SigningKey, ids: IdentifierKey | None) -> bool:
+    """True when entries under `header` were made with these keys: entries of other keys carry hashes of
+    other keys (or lack the identifiers `find` needs), never to be mixed with new ones."""
+    return header.get("key_id") == key.key_id and header.get("identifiers_key_id") == (ids.key_id if ids else None)
 
 
 def build_manifest(job: str, sources: list[Path], key: SigningKey, *, excludes: list[str] = (),
                    previous: Manifest | None = None, workers: int | None = None,
-                   progress: Progress | None = None) -> tuple[Manifest, BuildStats]:
+                   progress: Progress | None = None, ids: IdentifierKey | None = None) -> tuple[Manifest, BuildStats]:
     """The whole manifest in memory (tests, benchmarks, small archives); backups stream it instead."""
     stats = BuildStats()
-    # entries of another key carry patient hashes of another key: never mix them
-    prev = previous.entries if previous is not None and previous.key_id == key.key_id else ()
+    prev = previous.entries if previous is not None and same_keys(previous.header, key, ids) else ()
     entries = list(describe_sources(sources, key, stats, excludes=excludes, previous=prev, workers=workers,
-                                    progress=progress))
-    return Manifest(manifest_header(job, sources, key), entries), stats
+                                    progress=progress, ids=ids))
+    return Manifest(manifest_header(job, sources, key, ids), entries), stats
 
 
 # storing ------------------------------------------------------------------------------------------------
@@ -554,6 +591,8 @@ class ManifestIndex:
             self.series[series] = (study, n + 1)
         if e.dicom.get("modality"):
             s.modalities.add(e.dicom["modality"])
+        if s.instances == 1:   # a study's identifiers and date are its first instance's
+            s.date, s.pid, s.acc, s.name = (e.dicom.get(k) for k in ("date", "pid", "acc", "name"))
 
     @classmethod
     def of(cls, entries: Iterable[Entry]) -> ManifestIndex:

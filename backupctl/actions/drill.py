@@ -44,7 +44,7 @@ from backupctl.drills.model import (
 )
 from backupctl.drills.scratch import make_scratch, remove_scratch, remove_stale_scratch, scratch_root
 from backupctl.drills.select import Scope, SelectionError, choose_scope, choose_snapshot, snapshot_datetime
-from backupctl.errors import BackupctlError, IntegrityError, Interrupted, ResticError, Terminated, UsageError
+from backupctl.errors import BackupctlError, IntegrityError, Interrupted, ResticError, StopDrill, Terminated, UsageError
 from backupctl.manifest import DICOM, Entry, Manifest
 from backupctl.progress import NullProgress, Progress
 from backupctl.repository import password_source
@@ -66,10 +66,6 @@ SPACE_MARGIN_BYTES = 64 << 20        # room kept free beyond what the restore ne
 
 # what reading the copy may raise that is a finding of the drill, not a fault of the drill itself
 _ReadFailure = (IntegrityError, ResticError)
-
-
-class StopDrill(Exception):
-    """A check failed that later phases depend on; the drill records it and stops early."""
 
 
 @dataclass
@@ -102,11 +98,15 @@ class _Drilling:
             raise StopDrill(detail)
 
 
-def run_drill(config: Config, name: str, progress: Progress | None = None, *, seed: int | None = None) -> DrillResult:
-    """Run drill `name`; return what it found (also recorded). Raises only for bad input (before anything
-    is recorded) and for an interruption (recorded as interrupted)."""
+def run_drill(config: Config, name: str, progress: Progress | None = None, *, seed: int | None = None,
+              job: str | None = None) -> DrillResult:
+    """Run drill `name` (on `job`'s snapshots instead of the drill's own job, when given); return what it
+    found (also recorded). Raises only for bad input (before anything is recorded) and for an interruption
+    (recorded as interrupted)."""
     progress = progress or NullProgress()
     drill = config.drill(name)
+    if job is not None and job != drill.job:
+        drill = drill.model_copy(update={"job": job})
     config.job(drill.job)
     _check_depth_available(drill)
     password_source(config).restic_env()   # a missing password file is bad input, said before starting

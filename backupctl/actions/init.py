@@ -13,12 +13,13 @@ from backupctl.catalog import open_catalog
 from backupctl.config import Config, collect_config
 from backupctl.errors import ConfigError
 from backupctl.fsutil import atomic_write_text
+from backupctl.identifiers import init_identifier_key
 from backupctl.repository import staging_restic
 from backupctl.secrets import write_private_file
 from backupctl.signing import init_signing_key
 
 # other capabilities add steps here (e.g. the signing key); each returns what it created
-INIT_HOOKS: list[Callable[[Config], list[str]]] = [init_signing_key]
+INIT_HOOKS: list[Callable[[Config], list[str]]] = [init_signing_key, init_identifier_key]
 
 
 # the samples `backupctl init` writes into an empty jobs/ and restore_drills/ folder: (template, file name)

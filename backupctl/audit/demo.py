@@ -36,7 +36,8 @@ def step_audit(ctx: Any) -> dict[str, Any]:
         config.path.write_text(f'{text.rstrip()}\n\n[audit]\nforward = "{receiver.url}"{checkpoint}\n')
     ctx.config = config = load_config(config.path)
     path = str(config.path)
-    commands = [("snapshots", "--json"), ("restore", "latest", "--to", str(ctx.workdir / "audit-restore"), "--json"),
+    restore = ("restore", "latest", "--job", ctx.job, "--to", str(ctx.workdir / "audit-restore"), "--json")
+    commands = [("snapshots", "--json"), restore,
                 ("backup", "run", "no-such-job", "--json"), ("unlock",)]
     codes = [_cli(path, *args).returncode for args in commands]
     report = verify_audit(config)

@@ -61,8 +61,9 @@ class Catalog:
         self.close()
 
 
-def open_catalog(path: Path) -> Catalog:
-    """Open (creating if needed) and migrate the catalog at `path`."""
+def open_database(path: Path) -> Catalog:
+    """Open (creating if needed) and migrate the catalog at `path` (`backupctl.catalog.open_catalog` also
+    closes the runs of dead processes: use that one)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
@@ -74,21 +75,7 @@ def open_catalog(path: Path) -> Catalog:
     conn.execute("PRAGMA busy_timeout=30000")
     catalog = Catalog(conn, path)
     _migrate(catalog)
-    _close_abandoned_runs(catalog)
     return catalog
-
-
-def _close_abandoned_runs(catalog: Catalog) -> None:
-    """Whatever command opens the catalog first after a run's process died marks that run interrupted: no
-    run stays 'running' for a process that is gone."""
-    from backupctl.catalog.runs import mark_abandoned_runs  # runs builds on this module
-
-    try:
-        for run in mark_abandoned_runs(catalog):
-            log.warning("run %d (%s %s) was left running by a process that is gone: marked interrupted",
-                        run["id"], run["kind"], run["job"])
-    except sqlite3.Error as exc:   # a read-only catalog (an auditor's copy) is still readable
-        log.debug("abandoned runs not marked: %s", exc)
 
 
 def _migrate(catalog: Catalog) -> None:
@@ -108,3 +95,19 @@ def _migrate(catalog: Catalog) -> None:
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK") if conn.in_transaction else None
             raise CatalogError(f"catalog migration {name} failed: {exc}") from exc
+
+
+def catalog_image(path: Path) -> bytes:
+    """Every byte of the catalog's content (WAL included) as one database image, through SQLite itself.
+
+    Reading the file directly is not safe while this process holds a connection: closing any other
+    descriptor of the file drops the process's POSIX locks, and another process may then checkpoint and
+    remove the WAL under the open connection."""
+    source = sqlite3.connect(path)
+    image = sqlite3.connect(":memory:")
+    try:
+        source.backup(image)
+        return image.serialize()
+    finally:
+        image.close()
+        source.close()

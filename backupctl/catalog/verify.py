@@ -33,6 +33,9 @@ class StudyRow:
     instances: int
     bytes: int
     modalities: str
+    study_date: str | None = None       # YYYYMMDD
+    patient_digest: str | None = None   # keyed HMAC-SHA-256 of the Patient ID, never the ID
+    accession_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,10 @@ def record_manifest(catalog: Catalog, m: ManifestRecord, studies: Iterable[Study
              m.hashed, m.reused, m.seconds, len(changed), utcnow()))
         tx.execute("DELETE FROM snapshot_studies WHERE snapshot_id=?", (m.snapshot_id,))
         tx.executemany(
-            "INSERT INTO snapshot_studies (snapshot_id, study_uid, series, instances, bytes, modalities) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [(m.snapshot_id, s.study_uid, s.series, s.instances, s.bytes, s.modalities) for s in studies])
+            "INSERT INTO snapshot_studies (snapshot_id, study_uid, series, instances, bytes, modalities, "
+            "study_date, patient_digest, accession_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(m.snapshot_id, s.study_uid, s.series, s.instances, s.bytes, s.modalities, s.study_date,
+              s.patient_digest, s.accession_digest) for s in studies])
         tx.execute("DELETE FROM snapshot_series WHERE snapshot_id=?", (m.snapshot_id,))
         tx.executemany(
             "INSERT INTO snapshot_series (snapshot_id, series_uid, study_uid, instances) VALUES (?, ?, ?, ?)",
@@ -99,7 +103,7 @@ def snapshots_with_series(catalog: Catalog, series_uid: str) -> list[dict[str, A
 
 def studies_of(catalog: Catalog, snapshot_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in catalog.query(
-        "SELECT study_uid, series, instances, bytes, modalities FROM snapshot_studies WHERE snapshot_id=? "
+        "SELECT study_uid, series, instances, bytes, modalities, study_date FROM snapshot_studies WHERE snapshot_id=? "
         "ORDER BY study_uid", (snapshot_id,))]
 
 

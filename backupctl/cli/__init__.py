@@ -22,6 +22,7 @@ from backupctl.cli import backup as backup_cmds
 from backupctl.cli import demo as demo_cmds
 from backupctl.cli import dev as dev_cmds
 from backupctl.cli import drill as drill_cmds
+from backupctl.cli import find as find_cmds
 from backupctl.cli import media as media_cmds
 from backupctl.cli import pacs as pacs_cmds
 from backupctl.cli import s3 as s3_cmds
@@ -78,6 +79,7 @@ def _global(
 
 setup_cmds.register(app)
 backup_cmds.register(app)
+find_cmds.register(app)
 app.add_typer(media_cmds.app, name="media")
 app.add_typer(pacs_cmds.app, name="pacs")
 app.add_typer(dev_cmds.app, name="dev")

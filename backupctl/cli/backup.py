@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from backupctl.cli import common
+from backupctl.cli import find as find_cmds
 from backupctl.cli.common import human_bytes, out, print_json, short_time
 from backupctl.cli.common import table as make_table
 from backupctl.errors import IntegrityError, PartialRun, TargetError, UsageError
@@ -17,13 +18,16 @@ from backupctl.errors import IntegrityError, PartialRun, TargetError, UsageError
 # Each command imports its actions in its body: a command loads only what it runs (see cli/common.py).
 
 backup_app = typer.Typer(help="Run backups.", no_args_is_help=True)
+snapshots_app = typer.Typer(help="List the snapshots the catalog knows; `show ID` for one.")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(backup_app, name="backup")
     app.command("replicate")(replicate)
-    app.command("snapshots")(snapshots)
+    snapshots_app.callback(invoke_without_command=True)(snapshots)
+    snapshots_app.command("show")(find_cmds.show)
+    app.add_typer(snapshots_app, name="snapshots")
     app.command("restore")(restore)
     app.command("runs")(runs)
     app.command("unlock")(unlock)
@@ -105,10 +109,14 @@ def replicate(
 
 
 def snapshots(
+    ctx: typer.Context,
     job: Annotated[str | None, typer.Option("--job", "-j", help="Only this job.")] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """List the snapshots the catalog knows, with where each replica lives."""
+    """List the snapshots the catalog knows, with where each replica lives; `snapshots show ID --studies`
+    lists one snapshot's studies."""
+    if ctx.invoked_subcommand is not None:
+        return
     from backupctl.catalog import open_catalog
     from backupctl.catalog import snapshots as snapshot_rows
 
@@ -146,25 +154,57 @@ def restore(
     as_orthanc: Annotated[Path | None, typer.Option("--as-orthanc", metavar="DIR",
                                                     help="Lay out a whole Orthanc (config, index, storage) "
                                                          "from a snapshot of an orthanc source.")] = None,
+    patient_id: find_cmds.PatientIdOpt = None,
+    accession: find_cmds.AccessionOpt = None,
+    study_date: find_cmds.StudyDateOpt = None,
+    modality: find_cmds.ModalityOpt = None,
+    patient_name: find_cmds.PatientNameOpt = None,
+    job: find_cmds.JobOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be restored, how many bytes, from "
+                                                            "which copy and how long the last drills of "
+                                                            "that copy suggest; restore nothing.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """Restore a snapshot (all of it, --include paths, or --study UIDs) from staging or a replica: into a
-    folder, into a running PACS (--to-pacs), or as a ready-to-start Orthanc (--as-orthanc)."""
+    """Restore a snapshot (all of it, --include paths, --study UIDs, or the studies found by --patient-id,
+    --accession, --study-date, --modality, --patient-name) from staging or a replica: into a folder, into a
+    running PACS (--to-pacs), or as a ready-to-start Orthanc (--as-orthanc)."""
+    from backupctl.actions.find import StudyQuery
+
+    query = StudyQuery(patient_id, accession, study_date, modality, patient_name)
     if sum(x is not None for x in (to_pacs, as_orthanc)) > 1 or (as_orthanc and to):
         raise UsageError("choose one of --to, --to-pacs (optionally with --to) and --as-orthanc")
-    if to is None and to_pacs is None and as_orthanc is None:
+    if to is None and to_pacs is None and as_orthanc is None and not dry_run:
         raise UsageError("say where to restore: --to DIR, --to-pacs URL or --as-orthanc DIR")
-    if study:
-        if to is None or to_pacs or as_orthanc:
-            raise UsageError("--study restores into a folder: give --to DIR (without --to-pacs/--as-orthanc)")
-        restore_study_cmd(snapshot, to, study, from_target, force, json_output)
+    if study or query.given():
+        if study and query.given():
+            raise UsageError("give --study UIDs or search criteria (--patient-id, ...), not both")
+        if to_pacs or as_orthanc or (to is None and not dry_run):
+            raise UsageError("a study restore goes into a folder: give --to DIR (without --to-pacs/--as-orthanc)")
+        restore_study_cmd(snapshot, to, study or [], from_target, force, json_output, query=query, job=job,
+                          dry_run=dry_run)
         return
     if snapshot is None:
-        raise UsageError("name the snapshot to restore (an id, or 'latest'), or give --study UID")
+        raise UsageError("name the snapshot to restore (an id, or 'latest'), or give --study UID or "
+                         "search criteria (--patient-id, --accession, ...)")
     from backupctl.actions.restore import restore_snapshot
 
     config = common.load()
     progress = common.progress(json_output)
+    if snapshot == "latest":   # per job: several jobs need --job
+        from backupctl.actions.find import pick_job
+
+        job = pick_job(config, job)
+    if dry_run or (snapshot == "latest" and (to_pacs is not None or as_orthanc is not None)):
+        from backupctl.actions.find import plan_restore, resolve_snapshot
+        from backupctl.catalog import open_catalog
+
+        with open_catalog(config.catalog_path) as catalog:
+            snapshot = resolve_snapshot(config, catalog, snapshot, job)
+            if dry_run:
+                if from_target != "staging":
+                    config.target(from_target)
+                _print_plan(plan_restore(catalog, snapshot, from_target, includes=include), json_output)
+                return
     if to_pacs is not None:
         _restore_to_pacs(config, snapshot, to_pacs, to, include, from_target, pacs_credentials, concurrency,
                          progress, json_output)
@@ -182,12 +222,27 @@ def restore(
         return
     assert to is not None
     outcome = restore_snapshot(config, snapshot, to, includes=include, copy=from_target, force=force,
-                               progress=progress)
+                               progress=progress, job=job, size_of=lambda sid: _catalog_size(config, sid))
     if json_output:
         print_json({**asdict(outcome), "ok": True})
     else:
         out.print(f"restored {outcome.files} files ({human_bytes(outcome.bytes)}) of snapshot "
                   f"{outcome.snapshot_id[:8]} from {outcome.source} into {outcome.to} in {outcome.seconds:.1f} s")
+        out.print(f"not verified: a whole-snapshot restore is copied, not checked; `backupctl verify --level "
+                  f"restore --snapshot {outcome.snapshot_id[:8]} --from {outcome.source}` checks one against its "
+                  "signed manifest")
+
+
+def _catalog_size(config, snapshot: str) -> int | None:  # noqa: ANN001 - Config
+    """The snapshot's size as the catalog knows it (for the progress bar), or None."""
+    from backupctl.catalog import find as find_rows
+    from backupctl.catalog import open_catalog
+
+    if not config.catalog_path.exists():   # a restore after the catalog was lost: no bar, and no new catalog
+        return None
+    with open_catalog(config.catalog_path) as catalog:
+        rows = find_rows.snapshots_by_prefix(catalog, snapshot)
+    return int(rows[0]["size"]) if len(rows) == 1 and rows[0]["size"] else None
 
 
 def _restore_to_pacs(config, snapshot: str, url: str, keep: Path | None, include: list[str] | None,  # noqa: ANN001
@@ -214,22 +269,59 @@ def _restore_to_pacs(config, snapshot: str, url: str, keep: Path | None, include
                          f"(first: {first['file']}: {first['reason']})")
 
 
-def restore_study_cmd(snapshot: str | None, to: Path, studies: list[str], copy: str, force: bool,
-                      json_output: bool) -> None:
+def _print_plan(plan, json_output: bool, found: dict | None = None) -> None:  # noqa: ANN001 - RestorePlan
+    if json_output:
+        print_json({**({"find": found} if found is not None else {}), "dry_run": plan.as_dict(), "ok": True})
+        return
+    what = f"{len(plan.studies)} study(ies)" if plan.studies else "the whole snapshot"
+    when = f"about {plan.expected_seconds:.0f} s" if plan.expected_seconds is not None else "time unknown"
+    out.print(f"would restore {what} of snapshot {plan.snapshot_id[:8]} (job {plan.job}) from {plan.copy}: "
+              f"{plan.files if plan.files is not None else '?'} files, {human_bytes(plan.bytes)}; {when} "
+              f"({plan.basis})")
+
+
+def restore_study_cmd(snapshot: str | None, to: Path | None, studies: list[str], copy: str, force: bool,
+                      json_output: bool, *, query=None, job: str | None = None,  # noqa: ANN001 - StudyQuery
+                      dry_run: bool = False) -> None:
+    from backupctl.actions.find import plan_restore, resolve_snapshot, snapshot_holding_all
+    from backupctl.catalog import find as find_rows
     from backupctl.catalog import open_catalog
-    from backupctl.verify.study import restore_studies
+    from backupctl.verify.study import newest_snapshot_with, restore_studies
 
     config = common.load()
+    if copy != "staging":
+        config.target(copy)
+    found = None
     with open_catalog(config.catalog_path) as catalog:
-        outcome = restore_studies(config, catalog, studies, to, snapshot=None if snapshot == "latest" else snapshot,
-                                  copy=copy, force=force, progress=common.progress(json_output))
+        sid = resolve_snapshot(config, catalog, snapshot, job) if snapshot else None
+        if query is not None and query.given():
+            result = find_cmds.run_query(config, catalog, query, job, sid, False, copy, None)
+            if not result.matches:
+                if json_output:
+                    print_json({"find": result.as_dict(), "ok": False})
+                raise UsageError("no study in the catalog matches the query: nothing restored",
+                                 hint="check the values with `backupctl find` first")
+            found = result.as_dict()
+            if not json_output:   # what is about to be restored, before anything is
+                find_cmds.print_matches(result)
+            studies = [m.study_uid for m in result.matches]
+            # from a replica: the newest snapshot that copy holds, not the newest staging holds
+            on = None if copy == "staging" else find_rows.snapshots_on(catalog, copy)
+            sid = sid or snapshot_holding_all(result, on, copy)
+        sid = sid or newest_snapshot_with(catalog, studies)
+        if dry_run:
+            _print_plan(plan_restore(catalog, sid, copy, studies), json_output, found)
+            return
+        assert to is not None
+        outcome = restore_studies(config, catalog, studies, to, snapshot=sid, copy=copy, force=force,
+                                  progress=common.progress(json_output))
     if json_output:
-        print_json({**outcome.as_dict(), "ok": outcome.verified})
+        print_json({**({"find": found} if found is not None else {}), **outcome.as_dict(), "ok": outcome.verified})
     else:
         out.print(f"restored {len(studies)} study(ies): {outcome.files} files ({human_bytes(outcome.bytes)}) of "
                   f"snapshot {outcome.snapshot_id[:8]} from {outcome.source} into {outcome.to} in "
-                  f"{outcome.seconds:.1f} s; " + ("verified against the signed manifest" if outcome.verified
-                                                 else "[red]verification FAILED[/]"))
+                  f"{outcome.seconds:.1f} s")
+        out.print(outcome.closing_line())
     if not outcome.verified:
         bad = [f for f in outcome.findings if f.severity == "error"]
         raise IntegrityError(f"restored files fail verification: {bad[0].line()}"

@@ -47,6 +47,15 @@ def _line(key: str, r: dict[str, Any]) -> str:
         met = "met" if r.get("rto_met") else "MISSED"
         return (f"from {r.get('from')}: {r.get('files')} files in {r.get('seconds')} s (first study verified after "
                 f"{r.get('first_study_seconds')} s), RTO {r.get('rto_minutes'):g} min {met}")
+    if key == "find":
+        return (f"by patient ID {(r.get('by_patient_id') or {}).get('studies')} studies, by accession "
+                f"{(r.get('by_accession') or {}).get('studies')}, by name wildcard "
+                f"{(r.get('by_name_wildcard') or {}).get('studies')}; {r.get('restored_files')} files restored, "
+                + ("verified" if r.get("verified") else "NOT verified")
+                + ("; catalog holds no ID in clear" if r.get("catalog_holds_id_in_clear") is False else ""))
+    if key == "dry_run":
+        return (f"from {r.get('from')}: {r.get('files')} files, {hb(r.get('bytes'))}, expected "
+                f"{r.get('expected_seconds')} s, took {r.get('measured_seconds')} s")
     if key == "pacs":
         return (f"{r.get('instances_stored')} instances stored in Orthanc, backed up live with "
                 f"{r.get('downtime_seconds')} s downtime, {r.get('instances_matched')} restored and matched")

@@ -29,6 +29,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
 def run(
     name: Annotated[str, typer.Argument(help="Drill name (restore_drills/NAME.toml).")],
     seed: Annotated[int | None, typer.Option("--seed", help="Repeat the random choices of an earlier drill.")] = None,
+    job: Annotated[str | None, typer.Option("--job", "-j", help="Drill this job's snapshots ('latest' is per "
+                                                                "job) [default: the drill's job].")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Restore from the drill's copy, verify against the signed manifest, time every phase against the RTO.
@@ -36,7 +38,7 @@ def run(
     from backupctl.actions.drill import run_drill
 
     config = common.load()
-    result = run_drill(config, name, common.progress(json_output), seed=seed)
+    result = run_drill(config, name, common.progress(json_output), seed=seed, job=job)
     if json_output:
         print_json({**result.as_dict(), "ok": result.passed})
     else:

@@ -1,4 +1,4 @@
-"""`verify`, `verify --status`, `find --study`, `catalog rebuild`."""
+"""`verify`, `verify --status`, `catalog rebuild`."""
 
 # no `from __future__ import annotations`: typer would eval every string annotation at each start (common.py)
 
@@ -10,7 +10,7 @@ import typer
 from backupctl.cli import common
 from backupctl.cli.common import human_bytes, out, print_json, short_time
 from backupctl.cli.common import table as make_table
-from backupctl.errors import CoverageStale, IntegrityError, UsageError
+from backupctl.errors import CoverageStale, IntegrityError
 from backupctl.verify.findings import ERROR, LEVELS, WARNING, LevelResult
 
 # Each command imports its actions in its body: a command loads only what it runs (see cli/common.py).
@@ -24,7 +24,6 @@ SHOWN_FINDINGS = 20
 
 def register(app: typer.Typer) -> None:
     app.command("verify")(verify)
-    app.command("find")(find)
     app.add_typer(catalog_app, name="catalog")
 
 
@@ -55,6 +54,10 @@ def verify(
         return
     if job is not None:
         config.job(job)
+    elif snapshot == "latest" and "restore" in (level or list(LEVELS)):
+        from backupctl.actions.find import pick_job
+
+        job = pick_job(config, None)   # 'latest' is per job: several jobs need --job
     options = VerifyOptions(snapshot=snapshot, job=job, copy=copy, sample=sample, studies=study or None,
                             public_key=public_key, targets=target or None)
     report = run_verify(config, level or list(LEVELS), options, common.progress(json_output))
@@ -131,34 +134,6 @@ def _status(config: Any, json_output: bool) -> None:
         stale = [c["what"] for c in status["coverage"] if not c["ok"]]
         raise CoverageStale(f"unverified for longer than {status['bound_days']:g} days, or last check failed: "
                             f"{', '.join(stale)}", hint="run `backupctl verify`")
-
-
-def find(
-    study: Annotated[str | None, typer.Option("--study", help="Study Instance UID.")] = None,
-    series: Annotated[str | None, typer.Option("--series", help="Series Instance UID.")] = None,
-    json_output: JsonOpt = False,
-) -> None:
-    """Which snapshots hold a study (or series), newest first, and where their copies live."""
-    if (study is None) == (series is None):
-        raise UsageError("give exactly one of --study UID or --series UID")
-    from backupctl.catalog import open_catalog
-    from backupctl.verify.study import find_series, find_study
-
-    config = common.load()
-    with open_catalog(config.catalog_path) as catalog:
-        rows = find_study(catalog, study) if study else find_series(catalog, series or "")
-    if json_output:
-        print_json({"study": study, "series": series, "snapshots": rows, "ok": bool(rows)})
-    elif rows:
-        table = make_table("snapshot", "job", "time", "series", "instances", "size", "replicas")
-        for r in rows:
-            table.add_row(r["short_id"], r["job"], short_time(r["time"]), str(r.get("series", "-")),
-                          str(r["instances"]), human_bytes(r.get("bytes")),
-                          ", ".join(f"{x['target']}:{x['location']}" for x in r["replicas"]) or "-")
-        out.print(table)
-    if not rows:
-        raise UsageError(f"{'study' if study else 'series'} {study or series} is in no snapshot the catalog knows",
-                         hint="check the UID; `backupctl catalog rebuild` re-indexes from a repository")
 
 
 @catalog_app.command("rebuild")

@@ -50,6 +50,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from backupctl.errors import NotDicom
+
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 PREAMBLE = 128
@@ -70,15 +72,13 @@ FACT_KEYWORDS = {
     "modality": "Modality",
 }
 UID_FACTS = ("sop_class", "sop_instance", "study", "series", "transfer_syntax")
+# read in clear for the caller to hash or seal at once (see backupctl.identifiers); never kept as they are
+IDENTIFIERS = ("patient_id", "accession", "patient_name")
 
 # a preamble is free for applications, so it can hold an executable's header: such a file runs as a program
 # and reads as DICOM (CVE-2019-11687); PS3.10 asks for zeros or a TIFF header there
 _EXECUTABLE_HEADERS = {b"MZ": "a Windows PE (MZ) header", b"\x7fELF": "an ELF header",
                        b"\xcf\xfa\xed\xfe": "a Mach-O header", b"#!": "a script interpreter line"}
-
-
-class NotDicom(Exception):
-    """The bytes are neither a DICOM Part 10 file nor a dataset stored without file meta."""
 
 
 def looks_like_dicom(head: bytes) -> bool:
@@ -185,7 +185,7 @@ def _ascii_text(ds: Dataset, name: str) -> str | None:
 
 
 def facts_of(ds: Dataset, no_meta: bool = False) -> dict[str, str | None]:
-    """The manifest facts of a parsed dataset, plus 'patient_id' in clear for the caller to hash at once.
+    """The manifest facts of a parsed dataset, plus the IDENTIFIERS in clear for the caller to hash at once.
     The Patient ID (LO, in the dataset's character set) is converted by pydicom, never decoded by hand.
     A dataset without file meta gets the transfer syntax it was read in and 'format': 'no-meta'."""
     facts = {name: _ascii_text(ds, name) for name in FACT_KEYWORDS}
@@ -197,7 +197,27 @@ def facts_of(ds: Dataset, no_meta: bool = False) -> dict[str, str | None]:
         meta = getattr(ds, "file_meta", None)
         facts["transfer_syntax"] = _text(meta, "TransferSyntaxUID") if meta is not None else None
     facts["patient_id"] = _text(ds, "PatientID")
+    facts["accession"] = _plain_text(ds, "AccessionNumber")
+    facts["patient_name"] = _plain_text(ds, "PatientName")
+    date = _plain_text(ds, "StudyDate")
+    facts["date"] = date if date and len(date) == 8 and date.isdigit() else None
     return facts
+
+
+_TEXT_TAGS = {kw: tag_for_keyword(kw) for kw in ("AccessionNumber", "PatientName", "StudyDate")}
+
+
+def _plain_text(ds: Dataset, keyword: str) -> str | None:
+    """A text value read from its raw bytes when they are plain ASCII (the same string pydicom would give,
+    without its conversion, which costs more than the rest of the header read); else converted by pydicom
+    in the dataset's character set."""
+    elem = ds.get_item(_TEXT_TAGS[keyword])
+    if elem is None:
+        return None
+    value = elem.value
+    if isinstance(value, bytes) and value.isascii() and b"\x1b" not in value:   # ESC: ISO 2022 code extensions
+        return value.decode("ascii").strip(" \0") or None
+    return _text(ds, keyword)
 
 
 def header_facts(head: bytes, path: Path | str, whole_file: bool) -> dict[str, str | None]:
@@ -593,7 +613,8 @@ def _check_dataset(ds: Dataset, fh: BinaryIO, result: DicomCheck, no_meta: bool,
         result.fail("corrupt", f"an element does not parse ({type(exc).__name__})")
         return
     result.facts = facts_of(ds, no_meta)
-    result.facts.pop("patient_id", None)   # never kept in clear
+    for name in IDENTIFIERS:   # never kept in clear
+        result.facts.pop(name, None)
     _check_meta(ds, result)
     image = _check_pixels(ds, result, syntax)
     if expected:

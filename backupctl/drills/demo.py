@@ -39,12 +39,10 @@ def demo_copy(ctx: DemoContext) -> str:
 
 
 def step_drill(ctx: DemoContext) -> dict[str, Any]:
-    from backupctl.demo import DEMO_JOB
-
     assert ctx.config is not None
     copy = demo_copy(ctx)
     folder = ctx.config.resolve(ctx.config.settings.paths.drills)
-    (folder / f"{DEMO_DRILL}.toml").write_text(DEMO_DRILL_TOML.format(job=DEMO_JOB, copy=copy))
+    (folder / f"{DEMO_DRILL}.toml").write_text(DEMO_DRILL_TOML.format(job=ctx.job, copy=copy))
     ctx.config = config = load_config(ctx.config.path)
     result = run_drill(config, DEMO_DRILL, ctx.progress, seed=7)
     key = signing_key(config)

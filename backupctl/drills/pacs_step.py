@@ -57,7 +57,11 @@ def register(factory: PacsFactory) -> None:
 
 
 def factory() -> PacsFactory | None:
-    if _factory is None:
-        # the PACS capability registers itself on import (backupctl.pacs.drill.OrthancDrillStep)
-        import backupctl.pacs.drill  # noqa: F401
-    return _factory
+    """The scratch PACS of depth 'pacs' drills: a registered one (tests, plugins), else Orthanc's."""
+    if _factory is not None:
+        return _factory
+    try:
+        from backupctl.pacs.drill import OrthancDrillStep
+    except ImportError:   # an installation without the PACS capability
+        return None
+    return OrthancDrillStep

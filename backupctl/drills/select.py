@@ -14,14 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from backupctl.errors import SelectionError
 from backupctl.manifest import DICOM, Entry, Manifest
 from backupctl.restic import Snapshot
 
 _RESTIC_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$")
-
-
-class SelectionError(Exception):
-    """Nothing to drill: no snapshot matches, or a listed study is not in the snapshot."""
 
 
 def snapshot_datetime(text: str) -> datetime:

@@ -365,7 +365,7 @@ def _sample(items: list[str], k: int) -> list[str]:
     return [items[round(i * step)] for i in range(k)]
 
 
-# the drill runner's step interface (backupctl.drills.pacs_step) --------------------------------------
+# the drill runner's step interface (backupctl.drills.pacs_step finds OrthancDrillStep here) -----------
 
 
 @dataclass
@@ -493,16 +493,3 @@ class OrthancDrillStep:
         if self.orthanc is not None:
             self.orthanc.stop()
             self.orthanc = None
-
-
-def register_with_drills() -> bool:
-    """Offer `OrthancDrillStep` to the drill runner (depth 'pacs'), when the runner is installed."""
-    try:
-        from backupctl.drills import pacs_step
-    except ImportError:
-        return False
-    pacs_step.register(OrthancDrillStep)
-    return True
-
-
-register_with_drills()

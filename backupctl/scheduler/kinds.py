@@ -26,7 +26,7 @@ from backupctl.actions.backup import run_backup
 from backupctl.actions.replicate import replicate_to
 from backupctl.catalog import open_catalog
 from backupctl.config import Config
-from backupctl.errors import BackupctlError, Interrupted, PartialSnapshot, Terminated
+from backupctl.errors import BackupctlError, Interrupted, PartialSnapshot, StepUnavailable, Terminated
 from backupctl.logs import log_context
 from backupctl.progress import Progress
 from backupctl.status import Status
@@ -114,10 +114,6 @@ def _replicate(config: Config, name: str, progress: Progress) -> StepResult:
     if failed:
         return StepResult("replicate", "failed", "; ".join(f"{o.target}: {o.error}" for o in failed), figures=figures)
     return StepResult("replicate", "success", figures=figures)
-
-
-class StepUnavailable(Exception):
-    """The capability a step needs is not part of this installation."""
 
 
 def _import_capability(module: str) -> Any:

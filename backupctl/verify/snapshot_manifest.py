@@ -25,6 +25,7 @@ from backupctl.catalog import Catalog
 from backupctl.catalog import verify as verify_rows
 from backupctl.config import MANIFESTS_FOLDER, Config, Job
 from backupctl.errors import IntegrityError
+from backupctl.identifiers import IdentifierKey, identifier_key
 from backupctl.manifest import (
     MANIFEST_DIR_NAME,
     MANIFEST_NAME,
@@ -38,6 +39,7 @@ from backupctl.manifest import (
     find_manifest_dir,
     iter_entries,
     manifest_header,
+    same_keys,
     sources_fingerprint,
     verified_entries,
     verify_bytes,
@@ -89,12 +91,13 @@ def prepare_manifest(config: Config, job: Job, sources: list[Path], progress: Pr
     """Build, sign and write the job's manifest for the snapshot about to be taken, as a stream: the walk,
     the previous manifest and the new one advance together, so memory does not grow with the archive."""
     key = signing_key(config)
+    ids = identifier_key(config)
     folder = manifest_folder(config, job.name)
     stats = BuildStats()
     entries = describe_sources(sources, key, stats, excludes=list(job.excludes),
-                               previous=_previous_entries(folder, key, job.name),
-                               workers=workers or config.settings.verify.workers, progress=progress)
-    written = write_manifest_stream(manifest_header(job.name, sources, key), entries, folder, key)
+                               previous=_previous_entries(folder, key, ids, job.name),
+                               workers=workers or config.settings.verify.workers, progress=progress, ids=ids)
+    written = write_manifest_stream(manifest_header(job.name, sources, key, ids), entries, folder, key)
     if stats.id_in_path:
         log.warning("job %s: %d DICOM files carry their Patient ID in their path; manifests, snapshots and "
                     "findings show paths as they are (the ID itself is never logged)", job.name, stats.id_in_path)
@@ -102,13 +105,13 @@ def prepare_manifest(config: Config, job: Job, sources: list[Path], progress: Pr
                             list(sources), list(job.excludes))
 
 
-def _previous_entries(folder: Path, key: SigningKey, job: str) -> Iterator[Entry]:
+def _previous_entries(folder: Path, key: SigningKey, ids: IdentifierKey, job: str) -> Iterator[Entry]:
     """The entries of the job's previous manifest, if it verifies with this key; else none (all read again)."""
     if not (folder / MANIFEST_NAME).exists():
         return
     try:
         header, entries = verified_entries(folder, key.verify_key)
-        if header.get("key_id") != key.key_id:   # patient hashes of another key: never mix them
+        if not same_keys(header, key, ids):   # hashes of other keys, or no identifiers: never mix them
             return
         yield from entries
     except IntegrityError as exc:  # altered, or another key: read everything again, never trust it
@@ -222,8 +225,8 @@ def record_manifest(catalog: Catalog, snapshot_id: str, folder: str, key_id: str
         seconds=stats.seconds if stats else None)
     verify_rows.record_manifest(
         catalog, rec,
-        [verify_rows.StudyRow(s.study, len(s.series), s.instances, s.bytes, ",".join(sorted(s.modalities)))
-         for s in index.studies.values()],
+        [verify_rows.StudyRow(s.study, len(s.series), s.instances, s.bytes, ",".join(sorted(s.modalities)),
+                              s.date, s.pid, s.acc) for s in index.studies.values()],
         [(se, st, n) for se, (st, n) in index.series.items()], changed)
 
 

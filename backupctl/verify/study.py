@@ -19,7 +19,7 @@ from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.catalog import verify as verify_rows
 from backupctl.config import Config
 from backupctl.errors import UsageError
-from backupctl.progress import NullProgress, Progress
+from backupctl.progress import NullProgress, Progress, watched
 from backupctl.verify.findings import Finding
 from backupctl.verify.restore import restore_entries, scratch_root
 from backupctl.verify.restored import verify_restored_tree
@@ -65,11 +65,31 @@ class StudyRestore:
     seconds: float
     verified: bool
     findings: list[Finding] = field(default_factory=list)
+    dicom_parsed: int = 0
+    decoded: int = 0
+    key_id: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {"snapshot_id": self.snapshot_id, "source": self.source, "to": str(self.to), "studies": self.studies,
                 "files": self.files, "bytes": self.bytes, "seconds": round(self.seconds, 3),
-                "verified": self.verified, "findings": [f.as_dict() for f in self.findings]}
+                "verified": self.verified, "dicom_parsed": self.dicom_parsed, "decoded": self.decoded,
+                "key_id": self.key_id, "checks": self.checks(), "findings": [f.as_dict() for f in self.findings]}
+
+    def checks(self) -> dict[str, list[str]]:
+        """What the restore verified, and what it did not (said, not implied)."""
+        done = [f"SHA-256 of {self.files} files against the signed manifest (key {self.key_id})",
+                f"full DICOM parse of {self.dicom_parsed} files (elements, pixel data length, UIDs)"]
+        if self.decoded:
+            done.append(f"pixel data decoded in {self.decoded} files")
+        not_done = [f"pixel data of {self.dicom_parsed - self.decoded} files not decoded"] \
+            if self.dicom_parsed > self.decoded else []
+        not_done.append("not sent to or queried from a PACS")
+        return {"verified": done, "not_verified": not_done}
+
+    def closing_line(self) -> str:
+        c = self.checks()
+        head = "verified" if self.verified else "verification FAILED; checked"
+        return f"{head}: {'; '.join(c['verified'])}. Not verified: {'; '.join(c['not_verified'])}."
 
 
 def restore_studies(config: Config, catalog: Catalog, studies: list[str], to: Path, *, snapshot: str | None = None,
@@ -92,8 +112,9 @@ def restore_studies(config: Config, catalog: Catalog, studies: list[str], to: Pa
             raise UsageError(f"study {sorted(absent)[0]} is not in snapshot {snap.short_id}",
                              hint="find which snapshots hold it with `backupctl find --study UID`")
         to.mkdir(parents=True, exist_ok=True)
-        restore_entries(restic, snap, manifest, entries, to, progress)
+        with watched(progress, f"restore {len(wanted)} study(ies) from {copy}", to, sum(e.size for e in entries)):
+            restore_entries(restic, snap, manifest, entries, to, NullProgress())
     tree = verify_restored_tree(to, manifest, entries=entries, decode=config.settings.verify.decode_sample,
                                 workers=config.settings.verify.workers, progress=progress)
     return StudyRestore(snap.id, copy, to, sorted(wanted), tree.files, tree.bytes, time.monotonic() - started,
-                        tree.ok, tree.findings)
+                        tree.ok, tree.findings, tree.dicom, tree.decoded, trusted.key_id)
