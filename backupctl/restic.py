@@ -39,7 +39,9 @@ from backupctl.errors import (
     RepositoryNotFound,
     ResticError,
     ResticNotInstalled,
+    UnknownSnapshot,
     WrongPassword,
+    did_you_mean,
 )
 from backupctl.process import Child
 from backupctl.progress import NullProgress, Progress
@@ -449,11 +451,33 @@ class Restic:
         return [_snapshot(s) for s in data]
 
     def snapshot(self, snapshot_id: str) -> Snapshot:
+        """One snapshot by id, unique prefix or 'latest'; an unknown or ambiguous one is bad input (exit 2)."""
+        local = self._local_snapshot_ids()
+        if local is not None and snapshot_id != "latest":
+            # a local repository answers from its file names: an ambiguous prefix is named as such (restic only
+            # says it found nothing), and a typo costs no restic start
+            matches = [i for i in local if i.startswith(snapshot_id)]
+            if len(matches) > 1:
+                width = len(snapshot_id) + 4
+                raise UnknownSnapshot(f"snapshot {snapshot_id} is ambiguous: matches "
+                                      f"{', '.join(m[:width] for m in matches)}", hint="give more digits")
+            if not matches:
+                raise UnknownSnapshot(f"no snapshot {snapshot_id} in {self.repository}"
+                                      f"{did_you_mean(snapshot_id, [i[:len(snapshot_id)] for i in local])}",
+                                      hint="list them with `backupctl snapshots`")
         found = self.snapshots(ids=[snapshot_id])
         if not found:
-            raise ResticError(f"no snapshot {snapshot_id} in {self.repository}",
-                              hint="list them with `backupctl snapshots`")
+            raise UnknownSnapshot(f"no snapshot {snapshot_id} in {self.repository}",
+                                  hint="list them with `backupctl snapshots`")
         return found[0]
+
+    def _local_snapshot_ids(self) -> list[str] | None:
+        """The full ids of a local repository's snapshots, sorted; None when it is not a local folder."""
+        try:
+            with os.scandir(Path(self.repository) / "snapshots") as entries:
+                return sorted(e.name for e in entries if _FULL_ID.match(e.name))
+        except OSError:
+            return None
 
     def backup(self, paths: Sequence[Path], *, excludes: Sequence[str] = (), tags: Sequence[str] = (),
                progress: Progress | None = None, ignore_ctime: bool = False,
