@@ -7,6 +7,15 @@ all of it), 4 a suspect snapshot (saved and kept, but its changes look like rans
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """' (did you mean X?)' when `name` looks like a typo of one known name, else ''."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
 
 class BackupctlError(Exception):
     """Base of every error backupctl expects and explains."""
@@ -108,6 +117,14 @@ class RepositoryLocked(ResticError):
 
 class SourceUnreadable(UsageError):
     """A source path is missing or cannot be read: checked before restic runs."""
+
+
+class UnknownSnapshot(UsageError):
+    """A snapshot id or prefix that names no snapshot, or more than one."""
+
+
+class SourceOverlap(UsageError):
+    """A job's source holds or lies inside backupctl's own state, secrets, media or cache."""
 
 
 class PartialSnapshot(PartialRun, ResticError):

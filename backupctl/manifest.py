@@ -181,7 +181,7 @@ def _restic_pattern_match(pattern: str, path: str) -> bool:
 def _match_parts(parts: list[str], names: list[str]) -> bool:
     if not parts:
         return not names
-    head = parts[0]
+    head = parts[0].replace("[^", "[!")   # restic (Go) negates a class with ^, fnmatch with !
     if head == "**":
         return any(_match_parts(parts[1:], names[i:]) for i in range(len(names) + 1))
     return bool(names) and fnmatchcase(names[0], head) and _match_parts(parts[1:], names[1:])

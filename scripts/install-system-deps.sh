@@ -22,6 +22,7 @@ declare -A want=(
   [chromium]=chromium        # prints drill reports to PDF; opens them in tests
   [pdftotext]=poppler-utils  # tests read the drill report's PDF
   [rsyslogd]="rsyslog rsyslog-gnutls"   # the syslog-over-TLS receiver of the audit forwarding tests
+  [groff]=groff-base         # renders `backupctl man` in its test
 )
 missing=()
 for bin in "${!want[@]}"; do

@@ -112,7 +112,7 @@ def test_a_failing_apt_still_removes_the_policy_it_made(machine):
 
 def test_nothing_missing_means_no_apt_call(machine):
     wanted = ["restic", "storescu", "Orthanc", "radosgw", "ceph-mon", "ceph-osd", "ceph", "curl", "openssl",
-              "chromium", "pdftotext", "rsyslogd"]
+              "chromium", "pdftotext", "rsyslogd", "groff"]
     for name in wanted:
         _stub(machine["bin"] / name, "exit 0\n")
     if not Path("/usr/bin/time").exists():

@@ -58,6 +58,7 @@ class BackupOutcome:
     hook_errors: list[str] = field(default_factory=list)     # failed `after` hooks (snapshot saved anyway)
     pacs: dict | None = None                                  # the Orthanc copy's figures (downtime, ...)
     manifest: dict[str, Any] | None = None   # the signed manifest stored in the snapshot (verify)
+    safe_excludes: list[str] = field(default_factory=list)   # added by backupctl to a system-root source
     suspect: dict[str, Any] | None = None    # ransomware signals against the previous manifest (incident)
 
     @property
@@ -80,6 +81,7 @@ def run_backup(config: Config, job_name: str, progress: Progress | None = None,
     with open_catalog(config.catalog_path) as catalog:
         with repository_lock(config.state_dir, restic.repository, config.settings.staging.lock_wait_seconds):
             outcome = _snapshot_job(config, catalog, restic, job, progress)
+        outcome.safe_excludes = list(config.safe_excludes.get(job.name, []))
         audit.note(snapshot=outcome.snapshot_id)
         if outcome.is_suspect:
             audit.note(suspect=outcome.suspect["summary"])   # type: ignore[index]

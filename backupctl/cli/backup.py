@@ -52,6 +52,8 @@ def backup_run(
     else:
         out.print(f"snapshot {outcome.short_id} of job {job}: {outcome.files} files, {human_bytes(outcome.bytes)}, "
                   f"{human_bytes(outcome.bytes_added)} new, {outcome.seconds:.1f} s")
+        if outcome.safe_excludes:
+            out.print(f"  excluded by backupctl (system root source): {', '.join(outcome.safe_excludes)}")
         if (m := outcome.manifest) and "error" not in m:
             changed = f", [yellow]{m['changed_during_backup']} changed during backup[/]" \
                 if m["changed_during_backup"] else ""
@@ -359,13 +361,24 @@ def runs(
     out.print(table if rows else "no runs yet")
 
 
-def unlock() -> None:
+def unlock(json_output: JsonOpt = False) -> None:
     """Remove stale restic locks (of killed processes) from the staging repository."""
     from backupctl.repository import staging_restic
 
     config = common.load()
+    locks = config.staging_repository / "locks"
+
+    def held() -> list[str]:
+        return sorted(p.name for p in locks.iterdir()) if locks.is_dir() else []
+
+    before = held()
     staging_restic(config).unlock()
-    out.print("stale locks removed (live ones are kept)")
+    after = held()
+    if json_output:
+        print_json({"ok": True, "repository": str(config.staging_repository),
+                    "removed": [x for x in before if x not in after], "kept": after})
+        return
+    out.print(f"{len(before) - len(after)} stale lock(s) removed, {len(after)} live one(s) kept")
 
 
 def forget(

@@ -267,12 +267,22 @@ def _print_status(report: dict[str, Any]) -> None:
 def metrics(
     textfile: Annotated[Path | None, typer.Option("--textfile", help="Write atomically to this file "
                                                   "(node_exporter textfile collector) instead of stdout.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the samples as one JSON object.")] = False,
 ) -> None:
     """Print the Prometheus metrics (text exposition format) computed from the catalog."""
     from backupctl.metrics import render, write_textfile
 
     config = common.load()
     data = render(config)
+    if json_output:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        samples = [{"name": s.name, "labels": s.labels, "value": s.value}
+                   for family in text_string_to_metric_families(data.decode()) for s in family.samples]
+        if textfile is not None:
+            write_textfile(textfile, data)
+        print_json({"ok": True, "textfile": str(textfile) if textfile else None, "samples": samples})
+        return
     if textfile is None:
         sys.stdout.write(data.decode())
     else:

@@ -24,7 +24,7 @@ from typing import Any
 
 from backupctl.catalog import Catalog
 from backupctl.catalog import verify as verify_rows
-from backupctl.config import Config, Job
+from backupctl.config import MANIFESTS_FOLDER, Config, Job
 from backupctl.errors import IntegrityError
 from backupctl.identifiers import IdentifierKey, identifier_key
 from backupctl.incident.suspect import Detector, SuspectReport
@@ -55,7 +55,7 @@ log = logging.getLogger("backupctl.verify")
 
 
 def manifest_folder(config: Config, job: str) -> Path:
-    return config.state_dir / "manifests" / job / MANIFEST_DIR_NAME
+    return config.state_dir / MANIFESTS_FOLDER / job / MANIFEST_DIR_NAME
 
 
 def signing_key(config: Config) -> SigningKey:
