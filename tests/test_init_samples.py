@@ -97,7 +97,7 @@ def test_the_sample_config_shows_every_key_and_every_commented_key_is_valid() ->
     assert settings.smtp is not None and settings.notify.email_to
     _assert_every_field_present(Settings, data, "backupctl.toml")
     for section in ("catalog", "staging", "paths", "signing", "verify", "scheduler", "notify", "smtp", "audit",
-                    "report"):
+                    "report", "suspect"):
         _assert_every_field_present(type(getattr(settings, section)), data[section], f"[{section}]")
     _assert_every_field_present(type(settings.audit.rules), data["audit"]["rules"], "[audit.rules]")
     offline, vault = data["targets"]["offline"], data["targets"]["vault"]
