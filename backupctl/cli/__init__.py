@@ -19,6 +19,7 @@ from backupctl import __version__
 from backupctl.audit.edge import CommandWatch
 from backupctl.cli import audit as audit_cmds
 from backupctl.cli import backup as backup_cmds
+from backupctl.cli import console as console_cmds
 from backupctl.cli import demo as demo_cmds
 from backupctl.cli import dev as dev_cmds
 from backupctl.cli import drill as drill_cmds
@@ -86,6 +87,7 @@ s3_cmds.register(app)
 verify_cmds.register(app)
 scheduler_cmds.register(app)
 app.add_typer(audit_cmds.app, name="audit")
+app.add_typer(console_cmds.app, name="console")
 
 
 def run(argv: list[str] | None = None) -> int:
