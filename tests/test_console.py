@@ -293,14 +293,22 @@ def test_user_add_reads_the_password_from_a_private_file_never_argv(tmp_path: Pa
     refused = cli(config, "console", "user", "add", "anna", "--role", "admin", "--password-file", str(pw))
     assert refused.returncode == 2 and "readable by group or others" in refused.stderr
     pw.chmod(0o600)
+    qr, uri_file = tmp_path / "anna.svg", tmp_path / "anna.uri"
     made = cli(config, "console", "user", "add", "anna", "--role", "admin", "--password-file", str(pw), "--json",
-               check=True)
+               "--qr", str(qr), "--otpauth-file", str(uri_file), check=True)
     out = json.loads(made.stdout)
-    assert out["otpauth_uri"].startswith("otpauth://totp/") and out["totp_secret"] in out["otpauth_uri"]
+    assert out["ok"] and out["user"] == "anna"
+    uri = uri_file.read_text().strip()
+    assert uri.startswith("otpauth://totp/backupctl:anna?") and "secret=" in uri
+    secret = re.search(r"secret=([A-Z2-7]+)", uri).group(1)
+    assert secret not in made.stdout and secret not in made.stderr
+    assert stat.S_IMODE(qr.stat().st_mode) == 0o600 and stat.S_IMODE(uri_file.stat().st_mode) == 0o600
+    assert qr.read_text() == accounts.enrolment_qr(uri) and qr.read_text().startswith("<svg")
     users = config.state_dir / "console" / "users.json"
     assert stat.S_IMODE(users.stat().st_mode) == 0o600
     stored = json.loads(users.read_text())["users"]["anna"]
     assert stored["hash"].startswith("$argon2id$") and PASSWORD not in users.read_text()
+    assert stored["totp"] == secret           # the enrolment handed out is the one the server checks
     bad_role = cli(config, "console", "user", "add", "bob", "--role", "root", "--password-file", str(pw))
     assert bad_role.returncode == 2 and "unknown role" in bad_role.stderr
     loaded = load_config(config.path)

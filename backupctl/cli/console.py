@@ -33,8 +33,9 @@ def serve(
 
     def started(cert, host: str, port: int) -> None:  # noqa: ANN001 - console.tls.Certificate
         made = " (self-signed, made now)" if cert.generated else ""
-        out.print(f"console: https://{host}:{port}/", highlight=False)
-        out.print(f"certificate {cert.cert_file}{made}\nSHA-256 fingerprint {cert.fingerprint}", highlight=False)
+        # plain echo: rich would read ':CD:' in a fingerprint as an emoji code
+        typer.echo(f"console: https://{host}:{port}/\ncertificate {cert.cert_file}{made}\n"
+                   f"SHA-256 fingerprint {cert.fingerprint}")
         sys.stdout.flush()
 
     run(config, host, port, started)
@@ -59,21 +60,35 @@ def user_add(
     role: Annotated[str, typer.Option("--role", help="operator, admin, manager or auditor.")],
     password_file: Annotated[Path | None, typer.Option("--password-file", help="A 0600 file holding the "
                                                        f"password (else {PASSWORD_ENV} or a prompt).")] = None,
+    qr: Annotated[Path | None, typer.Option("--qr", help="Write the TOTP enrolment as a QR code (SVG, mode 600) "
+                                            "to this file, for the user's authenticator app.")] = None,
+    otpauth_file: Annotated[Path | None, typer.Option("--otpauth-file", help="Write the otpauth:// URI (mode "
+                                                      "600) to this file instead of the terminal.")] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Add an account; prints the TOTP secret and its otpauth:// URI once, for the user's authenticator app."""
-    from backupctl.console.accounts import add_user
+    """Add an account with its TOTP second factor. The enrolment (secret, otpauth:// URI) is shown once: on the
+    terminal, or only in the --qr / --otpauth-file files (always so with --json, which never prints it)."""
+    from backupctl.console.accounts import add_user, enrolment_qr
+    from backupctl.fsutil import atomic_write_text
 
     config = common.load()
     made = add_user(config.state_dir, name, role, _password(password_file))
+    if qr is not None:
+        atomic_write_text(qr, enrolment_qr(made.uri), mode=0o600)
+    if otpauth_file is not None:
+        atomic_write_text(otpauth_file, made.uri + "\n", mode=0o600)
     if json_output:
-        # the enrolment secret is the one output of this command: it goes to the terminal, never to a log
-        print_json({"ok": True, "user": made.name, "role": made.role, "totp_secret": made.secret,
-                    "otpauth_uri": made.uri})
+        print_json({"ok": True, "user": made.name, "role": made.role, "qr_file": str(qr) if qr else None,
+                    "otpauth_file": str(otpauth_file) if otpauth_file else None})
         return
     out.print(f"user {made.name} added with role {made.role}", highlight=False)
-    out.print("Enrol the second factor now (shown only once): add it to an authenticator app", highlight=False)
-    out.print(f"  secret: {made.secret}\n  URI:    {made.uri}", highlight=False)
+    if qr is not None:
+        out.print(f"TOTP enrolment QR code written to {qr}: scan it, then delete the file", highlight=False)
+    if otpauth_file is not None:
+        out.print(f"TOTP enrolment URI written to {otpauth_file}", highlight=False)
+    if qr is None and otpauth_file is None:
+        typer.echo("Enrol the second factor now (shown only once) in an authenticator app:\n"
+                   f"  secret: {made.secret}\n  URI:    {made.uri}")
 
 
 @users.command("list")

@@ -89,6 +89,13 @@ def add_user(state_dir: Path, name: str, role: str, password: str) -> Enrolment:
     return Enrolment(name, role, secret, uri)
 
 
+def enrolment_qr(uri: str) -> str:
+    """The otpauth:// URI as a QR code in SVG (drawn here by segno: no script, nothing fetched)."""
+    import segno
+
+    return segno.make(uri, error="m").svg_inline(scale=6, border=4, dark="#000", light="#fff") + "\n"
+
+
 def list_users(state_dir: Path) -> list[dict[str, Any]]:
     data = _read(users_path(state_dir))
     return [{"name": n, "role": u["role"], "locked": u.get("locked_until", 0) > time.time()}

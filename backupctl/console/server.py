@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+import uvicorn
 
 from backupctl.console.tls import Certificate, certificate
 from backupctl.errors import ConsoleError
 
 if TYPE_CHECKING:
-    import uvicorn
-
     from backupctl.config import Config
 
+Started = Callable[[Certificate, str, int], None]
 
-def prepare(config: Config, host: str | None = None, port: int | None = None) -> tuple[uvicorn.Server, Certificate]:
-    """The configured server (not yet started) and its certificate."""
-    import uvicorn
 
+class _Server(uvicorn.Server):
+    """Tells `started` once the socket listens, so the banner never announces a server that failed to bind."""
+
+    def __init__(self, config: uvicorn.Config, cert: Certificate, started: Started | None) -> None:
+        super().__init__(config)
+        self.cert, self.on_started = cert, started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started(self.cert, self.config.host, self.config.port)
+
+
+def serve(config: Config, host: str | None = None, port: int | None = None, started: Started | None = None) -> None:
     from backupctl.console.app import create_app
 
     settings = config.settings.console
@@ -27,22 +40,13 @@ def prepare(config: Config, host: str | None = None, port: int | None = None) ->
     cert = certificate(config.state_dir, config.resolve(settings.cert_file) if settings.cert_file else None,
                        config.resolve(settings.key_file) if settings.key_file else None, host)
     uv = uvicorn.Config(create_app(config), host=host, port=port, ssl_certfile=str(cert.cert_file),
-                        ssl_keyfile=str(cert.key_file), ssl_version=ssl.PROTOCOL_TLS_SERVER,
-                        ssl_ciphers="ECDHE+AESGCM:ECDHE+CHACHA20", proxy_headers=False, server_header=False,
-                        log_level="warning", access_log=False, lifespan="off")
+                        ssl_keyfile=str(cert.key_file), ssl_ciphers="ECDHE+AESGCM:ECDHE+CHACHA20",
+                        proxy_headers=False, server_header=False, log_level="warning", access_log=False,
+                        lifespan="off")
     try:
-        server = uvicorn.Server(uv)
+        _Server(uv, cert, started).run()
     except (OSError, ssl.SSLError) as exc:
         raise ConsoleError(f"the console cannot start: {exc}") from None
-    return server, cert
-
-
-def serve(config: Config, host: str | None = None, port: int | None = None,
-          started: Callable[[Certificate, str, int], None] | None = None) -> None:
-    server, cert = prepare(config, host, port)
-    if started is not None:
-        started(cert, server.config.host, server.config.port)
-    try:
-        server.run()
-    except (OSError, ssl.SSLError) as exc:
-        raise ConsoleError(f"the console cannot start: {exc}") from None
+    except SystemExit:   # uvicorn exits when it cannot bind; it has logged why
+        raise ConsoleError(f"the console cannot listen on {host}:{port}",
+                           hint="another process holds the port, or it needs privileges") from None
