@@ -279,6 +279,40 @@ def test_audit_page_shows_the_sign_ins(server: Server) -> None:
         assert page.status_code == 200 and "console:aude" in page.text and "console login" in page.text
 
 
+def test_manager_opens_a_signed_report_with_its_own_policy_and_nothing_outside_the_folder(server: Server) -> None:
+    from backupctl.drills.delivery import make_report
+
+    made = make_report(server.config, pdf=False)        # what `backupctl drill report` writes
+    name = made.published.report.name
+    secret = server.user("mona", "manager")
+    with server.client() as c:
+        assert sign_in(c, "mona", secret).status_code == 303
+        page = c.get("/drills")
+        assert f'href="/reports/{name}"' in page.text and f'href="/reports/{name}.sig"' in page.text
+        report = c.get(f"/reports/{name}")
+        assert report.status_code == 200 and report.content == made.published.report.read_bytes()
+        csp = report.headers["content-security-policy"]
+        assert "sandbox" in csp and "script" not in csp
+        sig = c.get(f"/reports/{name}.sig")
+        assert sig.status_code == 200 and "attachment" in sig.headers["content-disposition"]
+        for sneaky in ("..%2Fconsole%2Fusers.json", "%2E%2E%2Fconsole%2Fkey.pem", ".hidden.html"):
+            assert c.get(f"/reports/{sneaky}").status_code == 404, sneaky
+    views = [r.details["page"] for r in server.audit() if r.actor == "console:mona" and r.action == "console view"]
+    assert views == ["drills", f"report {name}", f"report {name}.sig"]
+
+
+def test_visitor_sessions_are_capped() -> None:
+    from backupctl.console import sessions
+
+    store = sessions.Sessions(600, 600)
+    signed_in = store.new("u", "admin")
+    first = store.new()
+    for _ in range(sessions.MAX_VISITORS):
+        store.new()
+    assert store.get(first.sid) == (None, False)        # the oldest visitor made room
+    assert store.get(signed_in.sid)[0] is signed_in     # a signed-in session is never dropped for visitors
+
+
 def test_rate_limit_counts_attempts_per_address() -> None:
     limit = RateLimit(3)
     assert [limit.allow("10.0.0.1") for _ in range(4)] == [True, True, True, False]

@@ -230,7 +230,8 @@ class Console:
 
         rows = await run_in_threadpool(read)
         await self._viewed(request, session, "drills")
-        return self.render(request, "drills.html", session, drills=rows, reports=self._reports())
+        keys = sorted(p.name for p in (self.config.state_dir / "reports").glob("report-key-*.pem"))
+        return self.render(request, "drills.html", session, drills=rows, reports=self._reports(), keys=keys)
 
     def _reports(self) -> list[dict[str, Any]]:
         """The signed reports (an HTML or PDF file with its detached `.sig` beside it), newest first."""

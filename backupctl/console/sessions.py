@@ -23,6 +23,9 @@ class Session:
     seen: float = field(default_factory=time.monotonic)
 
 
+MAX_VISITORS = 10_000   # sessions without a user (a sign-in page's CSRF token): beyond this, the oldest go
+
+
 class Sessions:
     def __init__(self, idle_timeout: float, absolute_timeout: float) -> None:
         self.idle, self.absolute = idle_timeout, absolute_timeout
@@ -33,6 +36,10 @@ class Sessions:
         s = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), user, role)
         with self._lock:
             self._expire()
+            if user is None:
+                visitors = [v for v in self._by_id.values() if v.user is None]
+                for old in sorted(visitors, key=lambda v: v.seen)[: max(0, len(visitors) - MAX_VISITORS + 1)]:
+                    del self._by_id[old.sid]
             self._by_id[s.sid] = s
         return s
 
