@@ -176,6 +176,8 @@ def test_lockout_after_repeated_failures_refuses_even_the_right_credentials(serv
     login = [r for r in server.audit() if r.actor == "console:lars" and r.action == "console login"]
     assert [r.details["reason"] for r in login] == ["bad password"] * MAX_FAILURES + ["locked"]
     assert login[MAX_FAILURES - 1].details.get("locked") is True
+    # the audit log's anomaly rule for repeated failed authentication saw them too
+    assert any(r.action == "security alert" and r.actor == "console:lars" for r in server.audit())
 
 
 def test_unknown_user_is_refused_like_a_wrong_password(server: Server) -> None:

@@ -40,7 +40,7 @@ ROUTES: dict[str, frozenset[str]] = {
     "/reports/{name}": frozenset({"manager", "admin"}),
     "/audit": frozenset({"auditor", "admin"}),
 }
-PUBLIC = ("/login", "/logout", "/static")
+SIGN_IN_REFUSED = "ConsoleSignInRefused"   # the audit rules count it with the other failed authentications
 
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
        "base-uri 'none'")
@@ -157,14 +157,16 @@ class Console:
         password, code = str(form.get("password", "")), str(form.get("code", ""))
         client = request.client.host if request.client else "?"
         if not self.limit.allow(client):
-            await run_in_threadpool(self._record, "console login", "refused", name, request, reason="rate limit")
+            await run_in_threadpool(self._record, "console login", "refused", name, request, reason="rate limit",
+                                    error=SIGN_IN_REFUSED)
             return self.render(request, "login.html", session, status=429,
                                note="Too many sign-in attempts from this address; wait a minute.")
         s = self.settings
         result = await run_in_threadpool(accounts.sign_in, self.config.state_dir, name, password, code,
                                          max_failures=s.max_failures, lockout_seconds=s.lockout_seconds)
         await run_in_threadpool(self._record, "console login", "ok" if result.ok else "failed", name, request,
-                                reason=result.reason, locked=result.locked or None)
+                                reason=result.reason, locked=result.locked or None,
+                                error=None if result.ok else SIGN_IN_REFUSED)
         if not result.ok:
             # one message for every refusal: it does not tell which of name, password or code was wrong
             return self.render(request, "login.html", session, status=401,
