@@ -394,3 +394,19 @@ def test_chromium_signs_in_and_sees_the_status_page(server: Server, tmp_path: Pa
     assert background == "rgb(29, 53, 87)"       # the package's stylesheet loaded under the CSP
     assert errors == []                          # no CSP violation or failed load
     assert hosts == {"127.0.0.1"}
+
+
+def test_configured_certificate_is_used_and_a_readable_key_refused(tmp_path: Path) -> None:
+    from backupctl.console.tls import certificate, fingerprint
+    from backupctl.errors import ConfigError, SecretError
+
+    made = certificate(tmp_path / "state", None, None, "127.0.0.1")
+    assert made.generated and certificate(tmp_path / "state", None, None, "127.0.0.1").generated is False
+    given = certificate(tmp_path / "elsewhere", made.cert_file, made.key_file, "127.0.0.1")
+    assert not given.generated and given.fingerprint == fingerprint(made.cert_file)
+    assert not (tmp_path / "elsewhere").exists()            # nothing generated when one is configured
+    made.key_file.chmod(0o644)
+    with pytest.raises(SecretError, match="readable by group or others"):
+        certificate(tmp_path / "elsewhere", made.cert_file, made.key_file, "127.0.0.1")
+    with pytest.raises(ConfigError, match="cert_file and key_file"):
+        make_installation(tmp_path / "half", config_text=CONFIG_TEXT + '[console]\ncert_file = "c.pem"\n')
