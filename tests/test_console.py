@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import ssl
 import stat
 import subprocess
@@ -40,12 +39,6 @@ login_attempts_per_minute = 1000
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Server:
     config: Config
@@ -67,27 +60,20 @@ class Server:
 
 
 def start_server(root: Path, console_text: str) -> Server:
-    """`backupctl console serve` in its own process, as an admin starts it; ready once the port answers."""
+    """`backupctl console serve` in its own process, as an admin starts it, on a port the kernel picks; its
+    banner (address and fingerprint) is printed once it listens."""
     config = make_installation(root, config_text=CONFIG_TEXT + console_text)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "backupctl", "--config", str(config.path), "console", "serve",
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    with open(root / "console.stderr", "w") as stderr:   # a file, not a pipe nobody drains while tests run
+        proc = subprocess.Popen([sys.executable, "-m", "backupctl", "--config", str(config.path), "console",
+                                 "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert proc.stdout is not None
-    head = [proc.stdout.readline() for _ in range(3)]
-    fingerprint = re.search(r"fingerprint ([0-9A-F:]+)", "".join(head))
-    assert fingerprint, (head, proc.stderr.read() if proc.poll() is not None else "")
-    cert = config.state_dir / "console" / "cert.pem"
-    srv = Server(config, f"https://127.0.0.1:{port}", cert, fingerprint.group(1), proc)
-    deadline = time.monotonic() + 30
-    while True:    # the banner is printed before uvicorn listens: wait for the port
-        try:
-            with srv.client() as c:
-                c.get("/login")
-            return srv
-        except httpx.ConnectError:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-            time.sleep(0.05)
+    banner = "".join(proc.stdout.readline() for _ in range(3))
+    url, fingerprint = re.search(r"https://127\.0\.0\.1:\d+", banner), re.search(r"fingerprint ([0-9A-F:]+)", banner)
+    if not (url and fingerprint):
+        proc.kill()
+        raise AssertionError(f"console serve did not start: {banner} {(root / 'console.stderr').read_text()}")
+    return Server(config, url.group(0), config.state_dir / "console" / "cert.pem", fingerprint.group(1), proc)
 
 
 def stop(srv: Server) -> None:

@@ -27,9 +27,13 @@ def serve(
     port: Annotated[int | None, typer.Option("--port", help="Port [default: [console] port, 8443].")] = None,
 ) -> None:
     """Serve the console over HTTPS until interrupted (the certificate's SHA-256 fingerprint is printed)."""
+    from backupctl.console.accounts import list_users
     from backupctl.console.server import serve as run
 
     config = common.load()
+    if not list_users(config.state_dir):
+        common.err.print("warning: no console users yet: nobody can sign in "
+                         "(add one with `backupctl console user add NAME --role admin`)", highlight=False)
 
     def started(cert, host: str, port: int) -> None:  # noqa: ANN001 - console.tls.Certificate
         made = " (self-signed, made now)" if cert.generated else ""

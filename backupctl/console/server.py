@@ -28,7 +28,9 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started and self.on_started is not None:
-            self.on_started(self.cert, self.config.host, self.config.port)
+            # the bound port: with port 0 the kernel chose it
+            port = self.servers[0].sockets[0].getsockname()[1] if self.servers else self.config.port
+            self.on_started(self.cert, self.config.host, port)
 
 
 def serve(config: Config, host: str | None = None, port: int | None = None, started: Started | None = None) -> None:
