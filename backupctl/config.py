@@ -370,6 +370,27 @@ class ReportConfig(Strict):
         return self
 
 
+class ConsoleConfig(Strict):
+    """The web console (`[console]`, docs/console.md): HTTPS only; without cert_file/key_file a self-signed
+    certificate is made under the state folder on first start."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=0, le=65535)
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    idle_timeout_seconds: float = Field(default=900, gt=0)         # a session unused this long ends
+    absolute_timeout_seconds: float = Field(default=28800, gt=0)   # and every session ends after this long
+    max_failures: int = Field(default=5, ge=1)                     # failed sign-ins in a row lock the account
+    lockout_seconds: float = Field(default=900, gt=0)
+    login_attempts_per_minute: int = Field(default=20, ge=1)       # per client address, ok or not
+
+    @model_validator(mode="after")
+    def _pair(self) -> ConsoleConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file: give both or neither")
+        return self
+
+
 class Settings(Strict):
     catalog: CatalogConfig = CatalogConfig()
     staging: StagingConfig = StagingConfig()
@@ -383,6 +404,7 @@ class Settings(Strict):
     audit: AuditConfig = AuditConfig()
     report: ReportConfig = ReportConfig()
     suspect: SuspectConfig = SuspectConfig()
+    console: ConsoleConfig = ConsoleConfig()
 
     @field_validator("targets")
     @classmethod

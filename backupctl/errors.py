@@ -48,6 +48,10 @@ class SecretError(UsageError):
     """A secret file is missing, empty or readable by others."""
 
 
+class ConsoleError(UsageError):
+    """The web console cannot start or an account command was refused (docs/console.md)."""
+
+
 class LockBusy(BackupctlError):
     """Another backupctl process holds the repository lock."""
 

@@ -20,6 +20,7 @@ from backupctl import __version__
 from backupctl.audit.edge import CommandWatch
 from backupctl.cli import audit as audit_cmds
 from backupctl.cli import backup as backup_cmds
+from backupctl.cli import console as console_cmds
 from backupctl.cli import demo as demo_cmds
 from backupctl.cli import dev as dev_cmds
 from backupctl.cli import drill as drill_cmds
@@ -93,6 +94,7 @@ s3_cmds.register(app)
 verify_cmds.register(app)
 scheduler_cmds.register(app)
 app.add_typer(audit_cmds.app, name="audit")
+app.add_typer(console_cmds.app, name="console")
 
 
 # the CLI edge's lines (command, exit code) go to the run log only (`logs.attach_run_log`); before the config
