@@ -202,3 +202,65 @@ def outcome_dict(outcome: Any) -> dict[str, Any]:
     data = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(outcome).items()}
     data["ok"] = getattr(outcome, "ok", True)
     return data
+
+
+# --to-dicom --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DicomRestoreOutcome:
+    snapshot_id: str
+    source: str
+    target: str                       # AET@HOST:PORT
+    dicom_files: int
+    report: dict[str, Any]            # DimseReport as a dict
+    query_back: list[dict[str, Any]]  # per study: expected, found, ok (empty when not asked)
+    restore_seconds: float
+    seconds: float
+    kept: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        r = self.report
+        return (not r["refused"] and r["commitment"] in ("committed", "off")
+                and all(row["ok"] for row in self.query_back))
+
+
+def restore_to_dicom(config: Config, snapshot: str, target: str, *, calling_aet: str = "BACKUPCTL",
+                     includes: list[str] | None = None, copy: str = "staging", keep: Path | None = None,
+                     commitment: bool = True, commitment_port: int | None = None,
+                     commitment_timeout: float = 60.0, query_back: bool = True, retries: int = 3,
+                     progress: Progress | None = None) -> DicomRestoreOutcome:
+    """Restore to scratch (or `keep`), C-STORE every DICOM file to `target` (AET@HOST:PORT), ask for storage
+    commitment, then C-FIND each study back. The target is C-ECHOed before anything is restored."""
+    from dataclasses import asdict
+
+    from backupctl.pacs.dimse import DicomTarget, echo, send_dimse
+
+    progress = progress or NullProgress()
+    peer = DicomTarget.parse(target)
+    echo(peer, calling_aet=calling_aet, retries=min(retries, 1))
+    if keep is not None:
+        check_restore_target(keep, force=False)
+    began = time.monotonic()
+    scratch_root = config.state_dir / "scratch"
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="backupctl-to-dicom-", dir=scratch_root) as tmp:
+        where = keep or Path(tmp) / "restored"
+        restored = restore_snapshot(config, snapshot, where, includes=includes, copy=copy, progress=progress)
+        files = list(iter_dicom_files(where))
+        if not files:
+            raise UsageError(f"snapshot {restored.snapshot_id[:8]} holds no DICOM files"
+                             + (" under the --include paths" if includes else ""))
+        report = send_dimse(files, peer, calling_aet=calling_aet, commitment=commitment,
+                            commitment_port=commitment_port, commitment_timeout=commitment_timeout,
+                            retries=retries, progress=progress)
+        for row in report.refused:
+            row["file"] = str(Path(row["file"]).relative_to(where))
+    rows: list[dict[str, Any]] = []
+    if query_back and report.per_study:
+        from backupctl.pacs.dimse import query_studies
+
+        rows = query_studies(peer, report.per_study, calling_aet=calling_aet)
+    return DicomRestoreOutcome(restored.snapshot_id, copy, str(peer), len(files), asdict(report), rows,
+                               restored.seconds, time.monotonic() - began, str(keep) if keep else None)

@@ -1,0 +1,194 @@
+"""`restore --to-dicom AET@HOST:PORT`: C-STORE, storage commitment and C-FIND query-back against a real
+Orthanc, and against plain DIMSE receivers that take only some syntaxes or refuse some instances (dcmtk's
+storescp, a pynetdicom SCP) standing in for a vendor PACS."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import RLELossless, generate_uid
+
+from backupctl import process
+from backupctl.actions.backup import run_backup
+from backupctl.config import Config
+from backupctl.pacs.orthanc import find_dcmtk, free_port
+from backupctl.pacs.service import ServicePacs
+from tests.helpers import assert_one_line_error, cli, make_installation, wait_for
+from tests.pacs.conftest import PACS_SPEC
+
+pytestmark = pytest.mark.orthanc
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, str, Path]:
+    """12 uncompressed instances in 4 studies, plus one RLE-compressed copy of the first (its own UID)."""
+    root = tmp_path_factory.mktemp("to-dicom")
+    config = make_installation(root, PACS_SPEC)
+    archive = root / "archive"
+    first = sorted(archive.rglob("*.dcm"))[0]
+    ds = dcmread(first)
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.compress(RLELossless)
+    ds.save_as(archive / "rle.dcm", enforce_file_format=True)
+    outcome = run_backup(config, "pacs", replicate=False)
+    return config, outcome.snapshot_id, archive
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServicePacs, int]]:
+    """An Orthanc that knows our AE (BACKUPCTL) with the port its commitment reports go to."""
+    commit_port = free_port()
+    pacs = ServicePacs(tmp_path_factory.mktemp("dimse-orthanc"), aet="ORTHANC", any_modality=True).setup()
+    cfg_path = pacs.config_dir / "orthanc.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["DicomModalities"]["backupctl"] = {"AET": "BACKUPCTL", "Host": "127.0.0.1", "Port": commit_port,
+                                           "AllowStorageCommitment": True, "AllowFind": True}
+    cfg["StorageCommitmentReportsSize"] = 100
+    cfg_path.write_text(json.dumps(cfg))
+    pacs.start()
+    try:
+        yield pacs, commit_port
+    finally:
+        pacs.kill()
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """dcmtk's storescp with its default: uncompressed transfer syntaxes only."""
+    port = free_port()
+    out = tmp_path / "received"
+    out.mkdir()
+    child = process.start([str(find_dcmtk("storescp")), "-aet", "VENDOR", "-od", str(out), "--fork", str(port)])
+    try:
+        echo = [str(find_dcmtk("echoscu")), "-aec", "VENDOR", "127.0.0.1", str(port)]
+        wait_for(lambda: process.run(echo, timeout=5, kill_grace=0).ok, what="storescp answering C-ECHO")
+        yield f"VENDOR@127.0.0.1:{port}", out
+    finally:
+        child.stop(signal.SIGTERM, 5)
+
+
+def _run(config: Config, snapshot_id: str, *args: str) -> tuple[int, dict, str]:
+    result = cli(config, "restore", snapshot_id[:8], *args, "--json", timeout=300)
+    return result.returncode, json.loads(result.stdout), result.stderr
+
+
+def test_orthanc_stores_commits_and_answers_the_query_back(snapshot: tuple[Config, str, Path],
+                                                           orthanc: tuple[ServicePacs, int]) -> None:
+    config, snapshot_id, _ = snapshot
+    pacs, commit_port = orthanc
+    code, out, err = _run(config, snapshot_id, "--to-dicom", f"ORTHANC@127.0.0.1:{pacs.dicom_port}",
+                          "--commitment-port", str(commit_port), "--commitment-timeout", "60")
+    assert code == 0, err
+    report = out["report"]
+    assert out["dicom_files"] == 13 and report["stored"] == 13 and report["refused"] == []
+    assert report["commitment"] == "committed" and report["committed"] == 13
+    assert pacs.client().counts()["instances"] == 13
+    assert len(out["query_back"]) == 4 and all(row["ok"] for row in out["query_back"])
+    assert sum(row["found"] for row in out["query_back"]) == 13
+    assert out["ok"] is True
+
+
+def test_commitment_that_never_arrives_is_one_line_and_a_failure(snapshot: tuple[Config, str, Path],
+                                                                 orthanc: tuple[ServicePacs, int]) -> None:
+    config, snapshot_id, _ = snapshot
+    pacs, _ = orthanc
+    # without our listening port Orthanc's report goes nowhere: "sent" must not be claimed as committed
+    result = cli(config, "restore", snapshot_id[:8], "--to-dicom", f"ORTHANC@127.0.0.1:{pacs.dicom_port}",
+                 "--commitment-timeout", "3", "--no-query-back", timeout=300)
+    assert_one_line_error(result, 1, "no storage commitment report", "none known committed")
+
+
+def test_storescp_gets_the_compressed_file_transcoded(snapshot: tuple[Config, str, Path],
+                                                      storescp: tuple[str, Path]) -> None:
+    config, snapshot_id, _ = snapshot
+    target, received = storescp
+    code, out, err = _run(config, snapshot_id, "--to-dicom", target, "--no-commitment", "--no-query-back")
+    assert code == 0, err
+    report = out["report"]
+    assert report["stored"] == 13 and report["transcoded"] == 1 and report["commitment"] == "off"
+    files = list(received.iterdir())
+    assert len(files) == 13
+    syntaxes = {str(dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID) for f in files}
+    assert RLELossless not in syntaxes
+    human = cli(config, "restore", snapshot_id[:8], "--to-dicom", target, "--no-commitment", "--no-query-back")
+    assert human.returncode == 0 and "storage commitment: off" in human.stdout
+
+
+def test_a_file_that_cannot_be_transcoded_is_refused_with_the_reason(tmp_path: Path,
+                                                                     storescp: tuple[str, Path]) -> None:
+    config = make_installation(tmp_path, PACS_SPEC)
+    archive = tmp_path / "archive"
+    first = sorted(archive.rglob("*.dcm"))[0]
+    ds = dcmread(first)
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.compress(RLELossless)
+    ds.PixelData = ds.PixelData[:40] + b"\xff" * 8      # a corrupt RLE frame: no decoder can undo it
+    ds.save_as(archive / "broken-rle.dcm", enforce_file_format=True)
+    snapshot_id = run_backup(config, "pacs", replicate=False).snapshot_id
+    target, received = storescp
+    code, out, err = _run(config, snapshot_id, "--to-dicom", target, "--no-commitment", "--no-query-back")
+    assert code == 3, err
+    refused = out["report"]["refused"]
+    assert [Path(r["file"]).name for r in refused] == ["broken-rle.dcm"]
+    assert "cannot be decompressed" in refused[0]["reason"]
+    assert len(list(received.iterdir())) == 12
+
+
+@pytest.fixture
+def picky_scp() -> Iterator[str]:
+    """A pynetdicom receiver that takes only CT, and refuses each series' first instance with 0xA700."""
+    from pynetdicom import AE, evt
+
+    def on_store(event: object) -> int:
+        ds = event.dataset                            # type: ignore[attr-defined]
+        return 0xA700 if int(ds.InstanceNumber) == 1 else 0x0000
+
+    ae = AE(ae_title="PICKY")
+    ae.add_supported_context(CT, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    ae.add_supported_context("1.2.840.10008.1.1")
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        yield f"PICKY@127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+
+
+def test_refused_sop_class_and_refusal_status_are_reported(snapshot: tuple[Config, str, Path],
+                                                           picky_scp: str) -> None:
+    config, snapshot_id, archive = snapshot
+    headers = [dcmread(p, stop_before_pixels=True) for p in archive.rglob("*.dcm")]
+    cts = sum(ds.SOPClassUID == CT for ds in headers)
+    firsts = sum(ds.SOPClassUID == CT and int(ds.InstanceNumber) == 1 for ds in headers)
+    code, out, err = _run(config, snapshot_id, "--to-dicom", picky_scp, "--no-commitment", "--no-query-back")
+    assert code == 3, err
+    refused = out["report"]["refused"]
+    by_status = [r for r in refused if r["status"] == "0xA700"]
+    by_class = [r for r in refused if r["status"] is None]
+    assert len(by_status) == firsts and 0 < firsts < cts < 13
+    assert all(r["reason"] == "Refused: Out of Resources" for r in by_status)
+    assert len(by_class) == 13 - cts and all("does not accept SOP class" in r["reason"] for r in by_class)
+    assert out["report"]["stored"] == cts - firsts
+    human = cli(config, "restore", snapshot_id[:8], "--to-dicom", picky_scp, "--no-commitment", "--no-query-back")
+    assert_one_line_error(human, 3, f"refused {len(refused)} of 13 files")
+
+
+def test_bad_targets_are_one_line_errors(snapshot: tuple[Config, str, Path], orthanc: tuple[ServicePacs, int]) -> None:
+    config, snapshot_id, _ = snapshot
+    pacs, _ = orthanc
+    result = cli(config, "restore", snapshot_id[:8], "--to-dicom", "127.0.0.1:104")
+    assert_one_line_error(result, 2, "AET@HOST:PORT")
+    result = cli(config, "restore", snapshot_id[:8], "--to-dicom", f"WRONG@127.0.0.1:{pacs.dicom_port}")
+    assert_one_line_error(result, 1, "rejected the association", "called AE title not recognised")
+    result = cli(config, "restore", snapshot_id[:8], "--to-dicom", f"X@127.0.0.1:{free_port()}")
+    assert_one_line_error(result, 1, "did not answer")
+    assert not any((config.state_dir / "scratch").iterdir())      # nothing restored, nothing left
