@@ -134,13 +134,13 @@ class _Reports:
         self.done = threading.Condition()
         self.by_transaction: dict[str, tuple[int, Any]] = {}
 
-    def handler(self, event: Any) -> int:
+    def handler(self, event: Any) -> tuple[int, None]:
         ds = event.event_information
         uid = str(ds.get("TransactionUID", ""))
         with self.done:
             self.by_transaction[uid] = (int(event.request.EventTypeID or 0), ds)
             self.done.notify_all()
-        return 0x0000
+        return 0x0000, None
 
     def wait(self, uid: str, timeout: float) -> tuple[int, Any] | None:
         with self.done:

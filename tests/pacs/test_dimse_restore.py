@@ -192,3 +192,98 @@ def test_bad_targets_are_one_line_errors(snapshot: tuple[Config, str, Path], ort
     result = cli(config, "restore", snapshot_id[:8], "--to-dicom", f"X@127.0.0.1:{free_port()}")
     assert_one_line_error(result, 1, "did not answer")
     assert not any((config.state_dir / "scratch").iterdir())      # nothing restored, nothing left
+
+
+class CommittingScp:
+    """A pynetdicom PACS: stores everything (aborting the association once, at the third C-STORE), answers
+    storage commitment on the same association, with one instance reported as failed (0x0110)."""
+
+    def __init__(self) -> None:
+        from pynetdicom import AE, evt
+        from pynetdicom.sop_class import StorageCommitmentPushModel
+
+        self.stored: set[str] = set()
+        self.aborted = False
+        ae = AE(ae_title="COMMITTER")
+        for uid in (CT, "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.1.1"):
+            ae.add_supported_context(uid, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+        ae.add_supported_context(StorageCommitmentPushModel, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+        self.port = free_port()
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=[
+            (evt.EVT_C_STORE, self.on_store), (evt.EVT_N_ACTION, self.on_action),
+            (evt.EVT_DIMSE_SENT, self.on_sent)])
+        self.pending: list[object] = []
+
+    def on_store(self, event: object) -> int:
+        if len(self.stored) == 2 and not self.aborted:
+            self.aborted = True
+            event.assoc.abort()                        # type: ignore[attr-defined]
+            return 0x0000
+        self.stored.add(str(event.dataset.SOPInstanceUID))   # type: ignore[attr-defined]
+        return 0x0000
+
+    def on_action(self, event: object) -> tuple[int, None]:
+        from pydicom.dataset import Dataset
+
+        request = event.action_information                # type: ignore[attr-defined]
+        refs = list(request.ReferencedSOPSequence)
+        report = Dataset()
+        report.TransactionUID = request.TransactionUID
+        report.ReferencedSOPSequence = refs[1:]
+        failed = Dataset()
+        failed.ReferencedSOPClassUID = refs[0].ReferencedSOPClassUID
+        failed.ReferencedSOPInstanceUID = refs[0].ReferencedSOPInstanceUID
+        failed.FailureReason = 0x0110
+        report.FailedSOPSequence = [failed]
+        self.pending.append(report)
+        return 0x0000, None
+
+    def on_sent(self, event: object) -> None:
+        import threading
+
+        # the report goes out once the N-ACTION response has: as a PACS does, on the same association
+        if type(event.message).__name__ == "N_ACTION_RSP" and self.pending:   # type: ignore[attr-defined]
+            report = self.pending.pop()
+            threading.Thread(target=event.assoc.send_n_event_report, daemon=True, args=(   # type: ignore[attr-defined]
+                report, 2, "1.2.840.10008.1.20.1", "1.2.840.10008.1.20.1.1")).start()
+
+
+@pytest.fixture
+def committer() -> Iterator[CommittingScp]:
+    scp = CommittingScp()
+    try:
+        yield scp
+    finally:
+        scp.server.shutdown()
+
+
+def test_broken_association_is_retried_and_a_failed_commitment_is_reported(
+        snapshot: tuple[Config, str, Path], committer: CommittingScp) -> None:
+    config, snapshot_id, _ = snapshot
+    code, out, err = _run(config, snapshot_id, "--to-dicom", f"COMMITTER@127.0.0.1:{committer.port}",
+                          "--no-query-back", "--commitment-timeout", "60")
+    assert code == 3, err
+    report = out["report"]
+    assert committer.aborted and report["retries"] >= 1 and report["associations"] >= 3
+    assert report["stored"] == 13 and len(committer.stored) == 13
+    assert report["commitment"] == "partial" and report["committed"] == 12
+    assert [r["reason"] for r in report["not_committed"]] == ["0x0110"]
+    assert "1 instances not committed" in err
+
+
+def test_query_back_reports_a_study_the_pacs_holds_less_of(snapshot: tuple[Config, str, Path],
+                                                           orthanc: tuple[ServicePacs, int]) -> None:
+    from backupctl.pacs.dimse import DicomTarget, query_studies
+
+    config, snapshot_id, _ = snapshot
+    pacs, commit_port = orthanc
+    target = f"ORTHANC@127.0.0.1:{pacs.dicom_port}"
+    code, out, err = _run(config, snapshot_id, "--to-dicom", target, "--commitment-port", str(commit_port))
+    assert code == 0, err
+    expected = {row["study"]: row["expected"] for row in out["query_back"]}
+    client = pacs.client()
+    study = client.find("Study", {"StudyInstanceUID": sorted(expected)[0]})[0]
+    client.request("DELETE", f"/instances/{client.study_instances(study)[0]['ID']}")
+    rows = query_studies(DicomTarget.parse(target), expected)
+    assert [row["ok"] for row in rows] == [False, True, True, True]
+    assert rows[0]["found"] == rows[0]["expected"] - 1
