@@ -215,6 +215,7 @@ class DicomRestoreOutcome:
     dicom_files: int
     report: dict[str, Any]            # DimseReport as a dict
     query_back: list[dict[str, Any]]  # per study: expected, found, ok (empty when not asked)
+    expected_from: str                # "manifest" (the catalog's copy of it) or "files" (no catalog row)
     restore_seconds: float
     seconds: float
     kept: str | None = None
@@ -258,9 +259,26 @@ def restore_to_dicom(config: Config, snapshot: str, target: str, *, calling_aet:
         for row in report.refused:
             row["file"] = str(Path(row["file"]).relative_to(where))
     rows: list[dict[str, Any]] = []
-    if query_back and report.per_study:
+    expected, expected_from = _expected_instances(config, restored.snapshot_id, report.per_study)
+    if query_back and expected:
         from backupctl.pacs.dimse import query_studies
 
-        rows = query_studies(peer, report.per_study, calling_aet=calling_aet)
+        rows = query_studies(peer, expected, calling_aet=calling_aet)
     return DicomRestoreOutcome(restored.snapshot_id, copy, str(peer), len(files), asdict(report), rows,
-                               restored.seconds, time.monotonic() - began, str(keep) if keep else None)
+                               expected_from, restored.seconds, time.monotonic() - began,
+                               str(keep) if keep else None)
+
+
+def _expected_instances(config: Config, snapshot_id: str, in_files: dict[str, int]) -> tuple[dict[str, int], str]:
+    """Instances per restored study as the snapshot's manifest counts them (the catalog keeps its figures), so
+    a file lost between backup and PACS shows; the restored files' own count when the catalog lacks them."""
+    if not config.catalog_path.exists():
+        return in_files, "files"
+    from backupctl.catalog import open_catalog
+    from backupctl.catalog.verify import studies_of
+
+    with open_catalog(config.catalog_path) as catalog:
+        recorded = {r["study_uid"]: int(r["instances"]) for r in studies_of(catalog, snapshot_id)}
+    if not recorded or not set(in_files) <= set(recorded):
+        return in_files, "files"
+    return {study: recorded[study] for study in in_files}, "manifest"

@@ -92,7 +92,7 @@ def test_orthanc_stores_commits_and_answers_the_query_back(snapshot: tuple[Confi
     assert report["commitment"] == "committed" and report["committed"] == 13
     assert pacs.client().counts()["instances"] == 13
     assert len(out["query_back"]) == 4 and all(row["ok"] for row in out["query_back"])
-    assert sum(row["found"] for row in out["query_back"]) == 13
+    assert sum(row["found"] for row in out["query_back"]) == 13 and out["expected_from"] == "manifest"
     assert out["ok"] is True
 
 
