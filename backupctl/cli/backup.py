@@ -163,6 +163,14 @@ def restore(
                                                       help="Seconds to wait for the commitment report.")] = 60.0,
     query_back: Annotated[bool, typer.Option("--query-back/--no-query-back",
                                              help="C-FIND each restored study on the PACS (--to-dicom).")] = True,
+    tls_ca: Annotated[Path | None, typer.Option("--tls-ca", metavar="FILE",
+                                                help="DICOM TLS for --to-dicom: the CA (PEM) the PACS's "
+                                                     "certificate must chain to.")] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", metavar="FILE",
+                                                  help="DICOM TLS: our certificate (PEM), for a PACS that "
+                                                       "asks for one.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", metavar="FILE",
+                                                 help="DICOM TLS: the key of --tls-cert (PEM, 0600).")] = None,
     as_orthanc: Annotated[Path | None, typer.Option("--as-orthanc", metavar="DIR",
                                                     help="Lay out a whole Orthanc (config, index, storage) "
                                                          "from a snapshot of an orthanc source.")] = None,
@@ -228,8 +236,15 @@ def restore(
                          progress, json_output)
         return
     if to_dicom is not None:
+        tls = None
+        if tls_ca or tls_cert or tls_key:
+            from backupctl.pacs.dimse import tls_context
+
+            if tls_key and not tls_cert:
+                raise UsageError("--tls-key needs --tls-cert")
+            tls = tls_context(tls_ca, tls_cert, tls_key)
         _restore_to_dicom(config, snapshot, to_dicom, to, include, from_target, calling_aet, commitment,
-                          commitment_port, commitment_timeout, query_back, progress, json_output)
+                          commitment_port, commitment_timeout, query_back, tls, progress, json_output)
         return
     if as_orthanc is not None:
         from backupctl.pacs.restore import outcome_dict, restore_as_orthanc
@@ -293,13 +308,14 @@ def _restore_to_pacs(config, snapshot: str, url: str, keep: Path | None, include
 
 def _restore_to_dicom(config, snapshot: str, target: str, keep: Path | None,  # noqa: ANN001, PLR0913
                       include: list[str] | None, copy: str, calling_aet: str, commitment: bool,
-                      commitment_port: int | None, commitment_timeout: float, query_back: bool, progress,
+                      commitment_port: int | None, commitment_timeout: float, query_back: bool, tls, progress,  # noqa: ANN001
                       json_output: bool) -> None:
     from backupctl.pacs.restore import outcome_dict, restore_to_dicom
 
     done = restore_to_dicom(config, snapshot, target, calling_aet=calling_aet, includes=include, copy=copy,
                             keep=keep, commitment=commitment, commitment_port=commitment_port,
-                            commitment_timeout=commitment_timeout, query_back=query_back, progress=progress)
+                            commitment_timeout=commitment_timeout, query_back=query_back, tls=tls,
+                            progress=progress)
     r = done.report
     if json_output:
         print_json(outcome_dict(done))

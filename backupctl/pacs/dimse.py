@@ -15,6 +15,7 @@ know for our AE title. Only instances the PACS committed count as "committed".
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections import Counter
@@ -160,12 +161,29 @@ def _ae(calling_aet: str, contexts: list[tuple[str, list[str]]], *, commitment: 
     return ae
 
 
+def tls_context(ca: Path | None, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    """DICOM TLS (the secure transport connection profile): the PACS's certificate checked against `ca` (the
+    system's trust store without it) and its host name; `cert`/`key` present ours when the PACS asks."""
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot load the TLS CA file {ca}: {getattr(exc, 'strerror', None) or exc}") from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        if cert is not None:
+            ctx.load_cert_chain(str(cert), str(key) if key else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot load the TLS certificate {cert}: {getattr(exc, 'strerror', None) or exc}") from None
+    return ctx
+
+
 def _associate(ae: Any, target: DicomTarget, *, handlers: list[Any], retries: int,
-               report: DimseReport | None = None) -> Any:
+               report: DimseReport | None = None, tls: ssl.SSLContext | None = None) -> Any:
     """An established association, retrying refusals that may pass (unreachable, transient rejection)."""
     delay = 1.0
     for attempt in range(retries + 1):
-        assoc = ae.associate(target.host, target.port, ae_title=target.aet, evt_handlers=handlers)
+        assoc = ae.associate(target.host, target.port, ae_title=target.aet, evt_handlers=handlers,
+                             tls_args=(tls, target.host) if tls else None)
         if assoc.is_established:
             if report is not None:
                 report.associations += 1
@@ -178,7 +196,7 @@ def _associate(ae: Any, target: DicomTarget, *, handlers: list[Any], retries: in
                                         hint="check the called AE title and that the PACS knows ours")
             why = f"rejected the association (transient): {reason}"
         else:
-            why = _unreachable(target) or ("aborted the association" if assoc.is_aborted
+            why = _unreachable(target, tls) or ("aborted the association" if assoc.is_aborted
                                            else "did not answer (not a DICOM port?)")
         if attempt == retries:
             raise DicomNetworkError(f"{target} {why}" + (f" after {retries + 1} attempts" if retries else ""))
@@ -190,12 +208,21 @@ def _associate(ae: Any, target: DicomTarget, *, handlers: list[Any], retries: in
     raise AssertionError("unreachable")
 
 
-def _unreachable(target: DicomTarget) -> str | None:
-    """Why a TCP connection fails (pynetdicom reports it as an abort), or None when it succeeds."""
+def _unreachable(target: DicomTarget, tls: ssl.SSLContext | None = None) -> str | None:
+    """Why a TCP connection (and TLS handshake) fails (pynetdicom reports both as an abort), or None."""
     import socket
 
     try:
-        with socket.create_connection((target.host, target.port), timeout=10):
+        with socket.create_connection((target.host, target.port), timeout=10) as sock:
+            if tls is not None:
+                try:
+                    with tls.wrap_socket(sock, server_hostname=target.host):
+                        return None
+                except ssl.SSLCertVerificationError as exc:
+                    raise DicomNetworkError(f"{target}: TLS certificate not trusted: {exc.verify_message}",
+                                            hint="check the CA file (--tls-ca) and the PACS's host name") from None
+                except (ssl.SSLError, OSError) as exc:
+                    return f"failed the TLS handshake: {getattr(exc, 'reason', None) or exc}"
             return None
     except OSError as exc:
         return f"did not answer: {exc.strerror or type(exc).__name__}"
@@ -208,14 +235,14 @@ def _rejection(source: int, diagnostic: int) -> str:
     return reasons.get((source, diagnostic), f"source {source}, reason {diagnostic}")
 
 
-def echo(target: DicomTarget, *, calling_aet: str, retries: int = 0) -> None:
+def echo(target: DicomTarget, *, calling_aet: str, retries: int = 0, tls: ssl.SSLContext | None = None) -> None:
     """C-ECHO: the target answers DICOM and accepts our AE title, before anything is restored."""
     from pynetdicom import AE
 
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     ae.add_requested_context(VERIFICATION)
-    assoc = _associate(ae, target, handlers=[], retries=retries)
+    assoc = _associate(ae, target, handlers=[], retries=retries, tls=tls)
     try:
         if not assoc.accepted_contexts:
             raise DicomNetworkError(f"{target} refused the Verification SOP class (C-ECHO)")
@@ -229,7 +256,7 @@ def echo(target: DicomTarget, *, calling_aet: str, retries: int = 0) -> None:
 
 def send_dimse(paths: list[Path], target: DicomTarget, *, calling_aet: str = "BACKUPCTL",
                commitment: bool = True, commitment_port: int | None = None, commitment_timeout: float = 60.0,
-               retries: int = 3, progress: Progress | None = None) -> DimseReport:
+               retries: int = 3, progress: Progress | None = None, tls: ssl.SSLContext | None = None) -> DimseReport:
     """C-STORE every file, then ask for storage commitment of what was stored (unless `commitment` is off)."""
     from pynetdicom import evt
 
@@ -247,10 +274,10 @@ def send_dimse(paths: list[Path], target: DicomTarget, *, calling_aet: str = "BA
     if commitment and commitment_port is not None:
         server = _listen(calling_aet, commitment_port, reports)
     try:
-        stored = _store_all(ae, target, instances, report, handlers, retries, progress)
+        stored = _store_all(ae, target, instances, report, handlers, retries, progress, tls)
         if commitment and stored:
             _commit(ae, target, stored, report, reports, handlers, retries, commitment_timeout,
-                    listening=server is not None)
+                    listening=server is not None, tls=tls)
         elif commitment:
             report.commitment = "committed"          # nothing stored: nothing to commit
     finally:
@@ -276,13 +303,13 @@ def _listen(calling_aet: str, port: int, reports: _Reports) -> Any:
 
 
 def _store_all(ae: Any, target: DicomTarget, instances: list[Instance], report: DimseReport,
-               handlers: list[Any], retries: int, progress: Progress) -> list[Instance]:
+               handlers: list[Any], retries: int, progress: Progress, tls: ssl.SSLContext | None) -> list[Instance]:
     stored: list[Instance] = []
     pending = list(instances)
     failures = 0
     with progress.task(f"C-STORE to {target}", total=len(instances), unit="files") as task:
         while pending:
-            assoc = _associate(ae, target, handlers=handlers, retries=retries, report=report)
+            assoc = _associate(ae, target, handlers=handlers, retries=retries, report=report, tls=tls)
             try:
                 while pending and assoc.is_established:
                     inst = pending[0]
@@ -353,7 +380,8 @@ def _status_text(code: int) -> str:
 
 
 def _commit(ae: Any, target: DicomTarget, stored: list[Instance], report: DimseReport, reports: _Reports,
-            handlers: list[Any], retries: int, timeout: float, *, listening: bool) -> None:
+            handlers: list[Any], retries: int, timeout: float, *, listening: bool,
+            tls: ssl.SSLContext | None = None) -> None:
     from pydicom.dataset import Dataset
     from pydicom.uid import generate_uid
 
@@ -366,7 +394,7 @@ def _commit(ae: Any, target: DicomTarget, stored: list[Instance], report: DimseR
         item.ReferencedSOPInstanceUID = inst.sop_instance
         items.append(item)
     request.ReferencedSOPSequence = items
-    assoc = _associate(ae, target, handlers=handlers, retries=retries, report=report)
+    assoc = _associate(ae, target, handlers=handlers, retries=retries, report=report, tls=tls)
     try:
         if not any(c.abstract_syntax == COMMITMENT_SOP_CLASS for c in assoc.accepted_contexts):
             raise DicomNetworkError(f"{target} does not offer storage commitment; {len(stored)} instances were "
@@ -402,13 +430,13 @@ def _commit(ae: Any, target: DicomTarget, stored: list[Instance], report: DimseR
 
 
 def query_studies(target: DicomTarget, expected: dict[str, int], *, calling_aet: str = "BACKUPCTL",
-                  retries: int = 1) -> list[dict[str, Any]]:
+                  retries: int = 1, tls: ssl.SSLContext | None = None) -> list[dict[str, Any]]:
     """C-FIND at STUDY level for each study: NumberOfStudyRelatedInstances against `expected`."""
     from pydicom.dataset import Dataset
 
     ae = _ae(calling_aet, [(STUDY_FIND, [EXPLICIT_LE, IMPLICIT_LE])], commitment=False)
     rows: list[dict[str, Any]] = []
-    assoc = _associate(ae, target, handlers=[], retries=retries)
+    assoc = _associate(ae, target, handlers=[], retries=retries, tls=tls)
     try:
         if not assoc.accepted_contexts:
             raise DicomNetworkError(f"{target} refused C-FIND (Study Root); no query-back possible")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -231,7 +232,7 @@ def restore_to_dicom(config: Config, snapshot: str, target: str, *, calling_aet:
                      includes: list[str] | None = None, copy: str = "staging", keep: Path | None = None,
                      commitment: bool = True, commitment_port: int | None = None,
                      commitment_timeout: float = 60.0, query_back: bool = True, retries: int = 3,
-                     progress: Progress | None = None) -> DicomRestoreOutcome:
+                     tls: ssl.SSLContext | None = None, progress: Progress | None = None) -> DicomRestoreOutcome:
     """Restore to scratch (or `keep`), C-STORE every DICOM file to `target` (AET@HOST:PORT), ask for storage
     commitment, then C-FIND each study back. The target is C-ECHOed before anything is restored."""
     from dataclasses import asdict
@@ -240,7 +241,7 @@ def restore_to_dicom(config: Config, snapshot: str, target: str, *, calling_aet:
 
     progress = progress or NullProgress()
     peer = DicomTarget.parse(target)
-    echo(peer, calling_aet=calling_aet, retries=min(retries, 1))
+    echo(peer, calling_aet=calling_aet, retries=min(retries, 1), tls=tls)
     if keep is not None:
         check_restore_target(keep, force=False)
     began = time.monotonic()
@@ -255,7 +256,7 @@ def restore_to_dicom(config: Config, snapshot: str, target: str, *, calling_aet:
                              + (" under the --include paths" if includes else ""))
         report = send_dimse(files, peer, calling_aet=calling_aet, commitment=commitment,
                             commitment_port=commitment_port, commitment_timeout=commitment_timeout,
-                            retries=retries, progress=progress)
+                            retries=retries, progress=progress, tls=tls)
         for row in report.refused:
             row["file"] = str(Path(row["file"]).relative_to(where))
     rows: list[dict[str, Any]] = []
@@ -263,7 +264,7 @@ def restore_to_dicom(config: Config, snapshot: str, target: str, *, calling_aet:
     if query_back and expected:
         from backupctl.pacs.dimse import query_studies
 
-        rows = query_studies(peer, expected, calling_aet=calling_aet)
+        rows = query_studies(peer, expected, calling_aet=calling_aet, tls=tls)
     return DicomRestoreOutcome(restored.snapshot_id, copy, str(peer), len(files), asdict(report), rows,
                                expected_from, restored.seconds, time.monotonic() - began,
                                str(keep) if keep else None)

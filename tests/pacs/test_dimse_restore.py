@@ -287,3 +287,65 @@ def test_query_back_reports_a_study_the_pacs_holds_less_of(snapshot: tuple[Confi
     rows = query_studies(DicomTarget.parse(target), expected)
     assert [row["ok"] for row in rows] == [False, True, True, True]
     assert rows[0]["found"] == rows[0]["expected"] - 1
+
+
+def _make_ca(folder: Path, name: str) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it (openssl): (ca, cert, key)."""
+    folder.mkdir()
+    ca_key, ca, key, csr, cert = (folder / n for n in ("ca.key", "ca.pem", "server.key", "server.csr",
+                                                       "server.pem"))
+    ext = folder / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    for argv in (
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2",
+         "-subj", f"/CN={name} test CA"],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+         "-days", "2", "-extfile", ext],
+    ):
+        done = process.run(argv, timeout=60)
+        assert done.ok, done.tail()
+    return ca, cert, key
+
+
+@pytest.fixture
+def tls_scp(tmp_path: Path) -> Iterator[tuple[str, Path, Path, list[str]]]:
+    """A pynetdicom PACS behind DICOM TLS; yields (target, its CA, another CA, stored UIDs)."""
+    import ssl
+
+    from pynetdicom import AE, evt
+
+    ca, cert, key = _make_ca(tmp_path / "pki", "PACS")
+    other_ca, _, _ = _make_ca(tmp_path / "other", "OTHER")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(str(cert), str(key))
+    stored: list[str] = []
+
+    def on_store(event: object) -> int:
+        stored.append(str(event.dataset.SOPInstanceUID))     # type: ignore[attr-defined]
+        return 0x0000
+
+    ae = AE(ae_title="TLSPACS")
+    for uid in (CT, "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.1.1"):
+        ae.add_supported_context(uid, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, ssl_context=server_ctx,
+                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        yield f"TLSPACS@127.0.0.1:{port}", ca, other_ca, stored
+    finally:
+        server.shutdown()
+
+
+def test_dicom_tls_stores_with_the_trusted_ca_and_refuses_an_untrusted_certificate(
+        snapshot: tuple[Config, str, Path], tls_scp: tuple[str, Path, Path, list[str]]) -> None:
+    config, snapshot_id, _ = snapshot
+    target, ca, other_ca, stored = tls_scp
+    result = cli(config, "restore", snapshot_id[:8], "--to-dicom", target, "--no-commitment", "--no-query-back",
+                 "--tls-ca", str(other_ca))
+    assert_one_line_error(result, 1, "TLS certificate not trusted")
+    assert stored == []
+    code, out, err = _run(config, snapshot_id, "--to-dicom", target, "--no-commitment", "--no-query-back",
+                          "--tls-ca", str(ca))
+    assert code == 0, err
+    assert out["report"]["stored"] == 13 and len(set(stored)) == 13
