@@ -203,6 +203,10 @@ class DowntimeExceeded(OrthancError):
     """The PACS stayed stopped longer than the job's `max_downtime_seconds`; the copy was discarded."""
 
 
+class DicomNetworkError(BackupctlError):
+    """A DICOM peer (DIMSE) was unreachable, rejected the association, or refused a request."""
+
+
 class HookFailed(BackupctlError):
     """A job's before/after hook exited non-zero or timed out."""
 
