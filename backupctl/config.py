@@ -333,7 +333,7 @@ class AuditRules(Strict):
     timezone: str = "UTC"
     max_per_hour: int = Field(default=20, ge=1)           # watched actions by one actor in an hour
     max_failed_auth_per_hour: int = Field(default=3, ge=1)
-    alert_actions: list[str] = ["key export", "kit export"]
+    alert_actions: list[str] = ["keys export-kit", "keys import-kit"]   # recovery kits hold every key
     enabled: bool = True
 
 
