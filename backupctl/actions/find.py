@@ -306,13 +306,14 @@ def plan_restore(catalog: Catalog, snapshot_id: str, copy: str, studies: list[st
     if not history:
         plan.basis = (plan.basis + "; " if plan.basis else "") + f"no drill has restored from {copy} yet: no estimate"
         return plan
-    # the drills' own extrapolation: restore and verify scale with bytes, fetch and select happen once
+    # the drills' own figures: restore and verify scale with bytes; what even the smallest restore pays before
+    # its first study is verified (fetch, select, restic's start) is paid once
     rate = sum(h["bytes"] for h in history) / sum(h["seconds"] for h in history)
-    once = sum(h["once_seconds"] for h in history) / len(history)
+    firsts = [h["first_study_seconds"] for h in history if h.get("first_study_seconds")]
+    once = (sum(firsts) / len(firsts)) if firsts else sum(h["once_seconds"] for h in history) / len(history)
     if size is not None:
         plan.expected_seconds = once + size / rate
     basis = (f"{rate / 1e6:.1f} MB/s restored and verified by the last {len(history)} drill(s) from {copy}, "
-             f"plus {once:.1f} s to fetch the copy and select (a small restore takes longer: restic's start-up "
-             "weighs more)")
+             f"plus {once:.1f} s those drills took to verify their first study (fetch, select, restic's start)")
     plan.basis = (plan.basis + "; " if plan.basis else "") + basis
     return plan

@@ -67,10 +67,11 @@ def snapshots_on(catalog: Catalog, target: str) -> set[str]:
 
 def drill_restore_history(catalog: Catalog, copy: str, limit: int = 5) -> list[dict[str, Any]]:
     """Per drill of the last `limit` that read `copy` and restored something: the bytes restored, the
-    seconds of restore + verify (which scale with bytes) and of fetch + select (which happen once). What a
+    seconds of restore + verify (which scale with bytes), of fetch + select (which happen once) and until the
+    first study was verified (what even the smallest restore pays: restic's start included). What a
     restore from that copy is expected to take is measured there, not assumed."""
     rows = catalog.query(
-        "SELECT d.run_id, r.bytes, "
+        "SELECT d.run_id, r.bytes, d.first_study_seconds, "
         "SUM(CASE WHEN p.phase IN ('restore', 'verify') THEN p.seconds ELSE 0 END) AS seconds, "
         "SUM(CASE WHEN p.phase IN ('fetch', 'select') THEN p.seconds ELSE 0 END) AS once_seconds "
         "FROM drill_runs d JOIN drill_phases r ON r.run_id = d.run_id AND r.phase = 'restore' "

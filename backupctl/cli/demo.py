@@ -119,6 +119,9 @@ def demo(
         report = (result.get("drill") or {}).get("report")
         if report:
             out.print(f"drill report: {report}")
+        recovery = (result.get("incident") or {}).get("report")
+        if recovery and not keep:
+            out.print(f"incident recovery report: {recovery}")
         out.print(f"{verdict} in {result['seconds']:.1f} s{where}")
     if not result["ok"]:
         raise typer.Exit(1)
@@ -128,14 +131,20 @@ def _keep_report(result: dict[str, Any], output_dir: Path) -> None:
     """The drill report outlives the throw-away work folder: copy it out with its signature, its PDF and the
     public key, and point the result at the copies (an auditor checks them there with openssl alone)."""
     drill = result.get("drill") or {}
-    report = Path(drill["report"]) if drill.get("report") else None
-    if report is None or not report.exists():
-        return
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for key in ("report", "signature", "pdf", "pdf_signature", "public_key"):
-        source = Path(drill[key]) if drill.get(key) else None
+    _keep(drill, ("report", "signature", "pdf", "pdf_signature", "public_key"), output_dir)
+    incident = result.get("incident") or {}
+    _keep(incident.get("reports") or {}, ("json", "md", "review"), output_dir / "incident")
+    if incident.get("reports", {}).get("md"):
+        incident["report"] = incident["reports"]["md"]
+
+
+def _keep(paths: dict[str, Any], keys: tuple[str, ...], folder: Path) -> None:
+    """Copy the files `paths` names under `keys` into `folder`, and point `paths` at the copies."""
+    for key in keys:
+        source = Path(paths[key]) if paths.get(key) else None
         if source is None or not source.exists():
             continue
-        kept = output_dir / source.name
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = folder / source.name
         shutil.copyfile(source, kept)
-        drill[key] = str(kept.absolute())
+        paths[key] = str(kept.absolute())

@@ -68,7 +68,7 @@ def step_incident(ctx: Any) -> dict[str, Any]:
         "recovered": {"snapshot": (rec.snapshot or "")[:8], "files": rec.files, "identical": not differing,
                       "seconds": round(rec.seconds, 3), "within_rto": rec.as_dict()["within_rto"],
                       "phases": {p.name: p.seconds for p in rec.phases}},
-        "report_verified": checked.sha256 is not None, "report": rec.reports.get("md"),
+        "report_verified": checked.sha256 is not None, "report": rec.reports.get("md"), "reports": rec.reports,
         "thawed": thawed["lifted"],
         "seconds": round(time.monotonic() - started, 3),
     }

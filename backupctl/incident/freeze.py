@@ -111,7 +111,7 @@ def freeze(config: Config, reason: str, job: str | None = None) -> dict[str, Any
                             run_rows.RunFigures(files=len(held) - len(failures)),
                             error=(f"{len(failures)} holds not set: {failures[0]}" if failures else None)
                             or f"frozen: {reason}")
-    log.warning("incident frozen (%s): %d object versions on legal hold, pruning and expiry paused", reason,
+    log.info("incident frozen (%s): %d object versions on legal hold, pruning and expiry paused", reason,
                 len(held) - len(failures))
     audit.note(reason=reason, held=len(held) - len(failures), targets=sorted(plan))
     return {"ok": not failures, "frozen": True, "since": state["since"], "reason": reason, "jobs": jobs,
@@ -144,6 +144,6 @@ def thaw(config: Config, reason: str) -> dict[str, Any]:
     atomic_write_text(kept, json.dumps({**state, "thawed": utcnow(), "thaw_reason": reason}, indent=1) + "\n",
                       mode=0o600)
     done.unlink()
-    log.warning("incident thawed (%s): %d legal holds lifted", reason, len(state["held"]))
+    log.info("incident thawed (%s): %d legal holds lifted", reason, len(state["held"]))
     audit.note(reason=reason, lifted=len(state["held"]), frozen_since=state["since"])
     return {"ok": True, "frozen": False, "reason": reason, "lifted": len(state["held"]), "since": state["since"]}
