@@ -21,8 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from backupctl.catalog import media as media_rows
+from backupctl.catalog import open_catalog
 from backupctl.config import Config
 from backupctl.process import pid_running
+from backupctl.targets.media import TMP_SUFFIX, init_medium
+from tests.drill_support import build_site
 from tests.helpers import cli, make_installation, wait_for
 
 pytestmark = pytest.mark.slow
@@ -133,22 +137,17 @@ PHASES: dict[str, tuple[Callable[[int, Path], bool], int]] = {
 }
 
 
-@pytest.mark.parametrize("phase", list(PHASES))
-def test_kill_9_of_backup_run_leaves_no_child_and_blocks_nothing(tmp_path: Path, phase: str) -> None:
-    mark, bulk_bytes = PHASES[phase]
-    site = _site(tmp_path, bulk_bytes)
-    gates = tmp_path / "tmp"
-    env = {**os.environ, "TMPDIR": str(gates), "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-m", "backupctl", "--config", str(site.path), "backup", "run", "pacs",
-            "--no-replicate"]
-    reaper = subprocess.Popen([sys.executable, "-c", REAPER, str(tmp_path / "killed-run.log"), *argv],
-                              stdout=subprocess.PIPE, text=True, env=env)
+def _kill_at(log: Path, argv: list[str], env: dict[str, str], mark: Callable[[int], bool], what: str) -> int:
+    """Start `argv` under the reaper, wait for `mark(pid)`, `kill -9` that process alone, then prove that
+    every descendant it had is gone within 5 s. Returns the killed pid."""
+    reaper = subprocess.Popen([sys.executable, "-c", REAPER, str(log), *argv], stdout=subprocess.PIPE, text=True,
+                              env=env)
     try:
         assert reaper.stdout is not None
         backupctl = int(reaper.stdout.readline())
-        wait_for(lambda: mark(backupctl, gates), timeout=120, interval=0.02, what=phase)
+        wait_for(lambda: mark(backupctl) or not pid_running(backupctl), timeout=120, interval=0.002, what=what)
         children = _descendants(backupctl)
-        assert any(_comm(c) == "restic" for c in children)
+        assert pid_running(backupctl), f"the command ended before {what}: {log.read_text()[-2000:]}"
         os.kill(backupctl, signal.SIGKILL)          # the process alone: its group gets nothing
 
         names = {c: _comm(c) for c in children}
@@ -161,6 +160,28 @@ def test_kill_9_of_backup_run_leaves_no_child_and_blocks_nothing(tmp_path: Path,
                 os.kill(pid, signal.SIGKILL)
             reaper.kill()
             reaper.wait()
+    return backupctl
+
+
+def _runs_of(config: Config, pid: int) -> dict[str, str]:
+    """The status of each run (by kind) of process `pid` (opening the catalog marks the runs of dead
+    processes)."""
+    with open_catalog(config.catalog_path) as catalog:
+        return {r["kind"]: r["status"] for r in catalog.query("SELECT * FROM runs WHERE pid=?", (pid,))}
+
+
+def _argv(config: Config, *args: str) -> list[str]:
+    return [sys.executable, "-m", "backupctl", "--config", str(config.path), *args]
+
+
+@pytest.mark.parametrize("phase", list(PHASES))
+def test_kill_9_of_backup_run_leaves_no_child_and_blocks_nothing(tmp_path: Path, phase: str) -> None:
+    mark, bulk_bytes = PHASES[phase]
+    site = _site(tmp_path, bulk_bytes)
+    gates = tmp_path / "tmp"
+    env = {**os.environ, "TMPDIR": str(gates), "PYTHONPATH": str(ROOT)}
+    argv = _argv(site, "backup", "run", "pacs", "--no-replicate")
+    backupctl = _kill_at(tmp_path / "killed-run.log", argv, env, lambda pid: mark(pid, gates), phase)
 
     left = list(gates.glob(f"backupctl-gate-{backupctl}.*"))
     assert left, "the killed run's gate is there before the next run (else this test proves nothing)"
@@ -171,4 +192,80 @@ def test_kill_9_of_backup_run_leaves_no_child_and_blocks_nothing(tmp_path: Path,
     assert f"took over the lock of dead pid {backupctl} (command backupctl" in after.stderr
     assert not list(gates.glob("backupctl-gate-*"))
     verify = cli(site, "verify", "--level", "repo", env={"TMPDIR": str(gates)})
+    assert verify.returncode == 0, verify.stderr + verify.stdout
+    assert _runs_of(site, backupctl) == {"backup": "interrupted"}
+
+
+# media sync ----------------------------------------------------------------------------------------------
+
+
+def _partials(disk: Path) -> list[Path]:
+    return [Path(folder, n) for folder, _, names in os.walk(disk) for n in names if n.endswith(TMP_SUFFIX)]
+
+
+def test_kill_9_during_media_sync_leaves_no_partial_file_after_the_next_run(tmp_path: Path) -> None:
+    """The mark: a `.backupctl-partial` file on the disk. Random bytes make restic write packs that take the
+    copy long enough for the mark to be seen while it lasts."""
+    config = make_installation(tmp_path)
+    for i in range(6):
+        (tmp_path / "archive" / f"noise{i}.bin").write_bytes(os.urandom(8 << 20))
+    cfg = config.target("offline")
+    medium = init_medium(cfg.model_copy(update={"mount": config.resolve(cfg.mount)}), "offline", "DISK-A")
+    with open_catalog(config.catalog_path) as catalog:
+        media_rows.register_medium(catalog, "offline", medium.label, medium.media_id, medium.created)
+    disk = tmp_path / "disk"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    backupctl = _kill_at(tmp_path / "killed-run.log", _argv(config, "backup", "run", "pacs"), env,
+                         lambda _pid: bool(_partials(disk)), "a partial file on the disk")
+    assert _partials(disk), "the killed sync left its partial files (else this test proves nothing)"
+
+    after = cli(config, "backup", "run", "pacs")
+    assert after.returncode == 0, after.stderr
+    assert "removed" in after.stderr and "partial file(s) left by an interrupted sync" in after.stderr
+    assert not _partials(disk)
+    assert _runs_of(config, backupctl) == {"backup": "success", "replicate:offline": "interrupted"}
+    verify = cli(config, "verify", "--level", "repo")
+    assert verify.returncode == 0, verify.stderr + verify.stdout
+    replicas = cli(config, "verify", "--level", "replicas")
+    assert replicas.returncode == 0, replicas.stderr + replicas.stdout
+
+
+# restore drills ------------------------------------------------------------------------------------------
+
+
+def _restic_restores(pid: int) -> bool:
+    restic = _restic(pid)
+    if restic is None:
+        return False
+    try:
+        return b"restore" in Path(f"/proc/{restic}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def _checks_forked(pid: int) -> bool:
+    return any(_comm(c).startswith("python") for c in _children(pid))
+
+
+DRILL_PHASES: dict[str, Callable[[int], bool]] = {
+    "drill restore (restic restores)": _restic_restores,
+    "drill checks (workers forked)": _checks_forked,
+}
+
+
+@pytest.mark.parametrize("phase", list(DRILL_PHASES))
+def test_kill_9_of_a_drill_leaves_no_child_and_blocks_nothing(tmp_path: Path, phase: str) -> None:
+    site = build_site(tmp_path)
+    config = site.define("killed", 'job = "pacs"\nscope = "all"\nrto_minutes = 30\n')
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    drill = _kill_at(tmp_path / "killed-drill.log", _argv(config, "drill", "run", "killed"), env,
+                     DRILL_PHASES[phase], phase)
+    assert [p for p in site.scratch_root.iterdir() if f"-{drill}-" in p.name], \
+        "the killed drill's scratch is there before the next drill (else this test proves nothing)"
+
+    again = cli(config, "drill", "run", "killed")
+    assert again.returncode == 0, again.stderr
+    assert not [p for p in site.scratch_root.iterdir() if f"-{drill}-" in p.name]
+    assert _runs_of(config, drill) == {"drill": "interrupted"}
+    verify = cli(config, "verify", "--level", "repo")
     assert verify.returncode == 0, verify.stderr + verify.stdout
