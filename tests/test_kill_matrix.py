@@ -16,23 +16,30 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from backupctl.catalog import media as media_rows
 from backupctl.catalog import open_catalog
-from backupctl.config import Config
+from backupctl.config import Config, load_config
 from backupctl.process import pid_running
+from backupctl.repofiles import list_repository
+from backupctl.s3.bucket import init_bucket
+from backupctl.s3.client import connect
+from backupctl.s3.server import EmbeddedS3
 from backupctl.targets.media import TMP_SUFFIX, init_medium
 from tests.drill_support import build_site
-from tests.helpers import cli, make_installation, wait_for
+from tests.helpers import CONFIG_TEXT, cli, make_installation, wait_for
+from tests.pacs.support import LivePacs
+from tests.s3.conftest import BIG_PACK_BYTES, Engine, _credentials_file, s3_target_toml, unique_bucket
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD_BYTES = 1 << 30
+INDEX_BULK_BYTES = 256 << 20
 
 REAPER = """\
 import ctypes, os, subprocess, sys
@@ -269,3 +276,86 @@ def test_kill_9_of_a_drill_leaves_no_child_and_blocks_nothing(tmp_path: Path, ph
     assert _runs_of(config, drill) == {"drill": "interrupted"}
     verify = cli(config, "verify", "--level", "repo")
     assert verify.returncode == 0, verify.stderr + verify.stdout
+
+
+# S3 upload -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    folder = tmp_path_factory.mktemp("moto")
+    server = EmbeddedS3(log=folder / "moto.log")
+    endpoint = server.start()
+    try:
+        yield Engine("moto", endpoint, _credentials_file(folder, "testing-writer", "testing-secret"))
+    finally:
+        server.stop()
+
+
+def test_kill_9_during_s3_upload_then_the_next_run_completes_the_copy(tmp_path: Path, moto: Engine) -> None:
+    """The mark: the first object in the bucket. One upload at a time and a pack of random bytes above
+    boto3's multipart size keep the upload going long after it."""
+    bucket = unique_bucket("kill")
+    config = make_installation(tmp_path, config_text=CONFIG_TEXT + s3_target_toml(moto, bucket, concurrency=1))
+    (tmp_path / "jobs" / "pacs.toml").write_text(
+        (tmp_path / "jobs" / "pacs.toml").read_text().replace('targets = ["offline"]', 'targets = ["vault"]'))
+    (tmp_path / "archive" / "noise.bin").write_bytes(os.urandom(BIG_PACK_BYTES))
+    config = load_config(config.path)
+    init_bucket(connect("vault", config.target("vault"), config.resolve))
+    client = connect("vault", config.target("vault"), config.resolve).client
+
+    def uploaded() -> int:
+        return int(client.list_objects_v2(Bucket=bucket).get("KeyCount", 0))
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    backupctl = _kill_at(tmp_path / "killed-run.log", _argv(config, "backup", "run", "pacs"), env,
+                         lambda _pid: uploaded() > 0, "the first object in the bucket")
+    before = uploaded()
+    staged = list_repository(config.staging_repository)
+    assert 0 < before < len(staged), "the killed upload left the bucket part-filled (else this proves nothing)"
+
+    after = cli(config, "backup", "run", "pacs")
+    assert after.returncode == 0, after.stderr
+    assert _runs_of(config, backupctl) == {"backup": "success", "replicate:vault": "interrupted"}
+    verify = cli(config, "verify", "--level", "repo")
+    assert verify.returncode == 0, verify.stderr + verify.stdout
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, MaxKeys=1000).get("Contents", [])}
+    assert keys == {f.rel for f in list_repository(config.staging_repository)}
+    audit = cli(config, "s3", "audit", "vault")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+# Orthanc stopped for the copy ----------------------------------------------------------------------------
+
+
+@pytest.mark.orthanc
+def test_kill_9_while_orthanc_is_stopped_for_the_copy_and_the_next_run_starts_it(tmp_path: Path) -> None:
+    """The mark: the Orthanc pid gone. A large extra `index*` file (copied while Orthanc is stopped, like its
+    SQLite companions) keeps it stopped long enough to be seen so; Orthanc ignores it."""
+    config = make_installation(tmp_path)
+    pacs = LivePacs(tmp_path / "pacs").setup()
+    pacs.start()
+    try:
+        assert pacs.storescu(tmp_path / "archive").ok
+        with open(pacs.storage / "index.bulk", "wb") as fh:
+            fh.truncate(INDEX_BULK_BYTES)
+        (tmp_path / "jobs" / "pacs.toml").write_text(pacs.job_toml())
+        config = load_config(config.path)
+        running = pacs.pid()
+        assert running is not None
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        backupctl = _kill_at(tmp_path / "killed-run.log", _argv(config, "backup", "run", "pacs", "--no-replicate"),
+                             env, lambda _pid: not pid_running(running), "Orthanc stopped for the copy")
+        assert pacs.pid() is None, "the killed run left Orthanc stopped (else this test proves nothing)"
+
+        (pacs.storage / "index.bulk").unlink()      # the next run need not copy it again
+        after = cli(config, "backup", "run", "pacs", "--no-replicate")
+        assert after.returncode == 0, after.stderr
+        assert "left stopped by an interrupted run" in after.stderr
+        assert pacs.pid() is not None
+        assert pacs.client().counts()["instances"] == len(list((tmp_path / "archive").rglob("*.dcm")))
+        assert _runs_of(config, backupctl) == {"backup": "interrupted"}
+        verify = cli(config, "verify", "--level", "repo")
+        assert verify.returncode == 0, verify.stderr + verify.stdout
+    finally:
+        pacs.kill()
