@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -292,37 +294,77 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
         server.stop()
 
 
-def test_kill_9_during_s3_upload_then_the_next_run_completes_the_copy(tmp_path: Path, moto: Engine) -> None:
-    """The mark: the first object in the bucket. One upload at a time and a pack of random bytes above
-    boto3's multipart size keep the upload going long after it."""
+def _s3_site(root: Path, moto: Engine, retention_days: int = 1) -> Config:
+    """Job `pacs` replicated to bucket `vault` one object at a time, with a pack of random bytes above
+    boto3's multipart size (so one upload outlasts the mark by far)."""
     bucket = unique_bucket("kill")
-    config = make_installation(tmp_path, config_text=CONFIG_TEXT + s3_target_toml(moto, bucket, concurrency=1))
-    (tmp_path / "jobs" / "pacs.toml").write_text(
-        (tmp_path / "jobs" / "pacs.toml").read_text().replace('targets = ["offline"]', 'targets = ["vault"]'))
-    (tmp_path / "archive" / "noise.bin").write_bytes(os.urandom(BIG_PACK_BYTES))
+    config = make_installation(root, config_text=CONFIG_TEXT + s3_target_toml(
+        moto, bucket, concurrency=1, retention_days=retention_days))
+    job = root / "jobs" / "pacs.toml"
+    job.write_text(job.read_text().replace('targets = ["offline"]', 'targets = ["vault"]'))
+    (root / "archive" / "noise.bin").write_bytes(os.urandom(BIG_PACK_BYTES))
     config = load_config(config.path)
     init_bucket(connect("vault", config.target("vault"), config.resolve))
+    return config
+
+
+def _keys(config: Config) -> set[str]:
     client = connect("vault", config.target("vault"), config.resolve).client
+    listed = client.list_objects_v2(Bucket=config.target("vault").bucket, MaxKeys=1000)
+    return {o["Key"] for o in listed.get("Contents", [])}
 
-    def uploaded() -> int:
-        return int(client.list_objects_v2(Bucket=bucket).get("KeyCount", 0))
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    backupctl = _kill_at(tmp_path / "killed-run.log", _argv(config, "backup", "run", "pacs"), env,
-                         lambda _pid: uploaded() > 0, "the first object in the bucket")
-    before = uploaded()
-    staged = list_repository(config.staging_repository)
-    assert 0 < before < len(staged), "the killed upload left the bucket part-filled (else this proves nothing)"
+def _extended(config: Config) -> int:
+    """Objects whose lock a run has moved later, as the run records them one by one."""
+    try:
+        with sqlite3.connect(f"file:{config.catalog_path}?mode=ro", uri=True, timeout=1) as conn:
+            return int(conn.execute("SELECT count(*) FROM s3_objects WHERE extended IS NOT NULL").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0       # busy: the run is writing
 
+
+def _after_a_killed_s3_run(config: Config, backupctl: int) -> None:
     after = cli(config, "backup", "run", "pacs")
     assert after.returncode == 0, after.stderr
     assert _runs_of(config, backupctl) == {"backup": "success", "replicate:vault": "interrupted"}
     verify = cli(config, "verify", "--level", "repo")
     assert verify.returncode == 0, verify.stderr + verify.stdout
-    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, MaxKeys=1000).get("Contents", [])}
-    assert keys == {f.rel for f in list_repository(config.staging_repository)}
+    assert _keys(config) == {f.rel for f in list_repository(config.staging_repository)}
     audit = cli(config, "s3", "audit", "vault")
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_kill_9_during_s3_upload_then_the_next_run_completes_the_copy(tmp_path: Path, moto: Engine) -> None:
+    """The mark: the first object in the bucket."""
+    config = _s3_site(tmp_path, moto)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    backupctl = _kill_at(tmp_path / "killed-run.log", _argv(config, "backup", "run", "pacs"), env,
+                         lambda _pid: bool(_keys(config)), "the first object in the bucket")
+    staged = list_repository(config.staging_repository)
+    assert 0 < len(_keys(config)) < len(staged), "the bucket is part-filled (else this test proves nothing)"
+    _after_a_killed_s3_run(config, backupctl)
+
+
+def test_kill_9_during_s3_lock_extension_then_the_next_run_extends_the_rest(tmp_path: Path, moto: Engine) -> None:
+    """A longer retention makes the next run extend the lock of every object already in the bucket. The mark:
+    the first extension recorded in the catalog."""
+    config = _s3_site(tmp_path, moto)
+    first = cli(config, "backup", "run", "pacs")
+    assert first.returncode == 0, first.stderr
+    config.path.write_text(config.path.read_text().replace("retention_days = 1", "retention_days = 30"))
+    config = load_config(config.path)
+    stored = len(_keys(config))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    backupctl = _kill_at(tmp_path / "killed-run.log", _argv(config, "backup", "run", "pacs"), env,
+                         lambda _pid: _extended(config) > 0, "the first lock extension")
+    assert 0 < _extended(config) < stored, "some locks were extended, not all (else this test proves nothing)"
+    _after_a_killed_s3_run(config, backupctl)
+    assert _extended(config) == stored
+    client = connect("vault", config.target("vault"), config.resolve).client
+    required = datetime.now(UTC) + timedelta(days=29)
+    for key in _keys(config):
+        head = client.head_object(Bucket=config.target("vault").bucket, Key=key)
+        assert head["ObjectLockRetainUntilDate"] > required, key
 
 
 # Orthanc stopped for the copy ----------------------------------------------------------------------------
