@@ -371,9 +371,12 @@ def test_kill_9_during_s3_lock_extension_then_the_next_run_extends_the_rest(tmp_
 
 
 @pytest.mark.orthanc
-def test_kill_9_while_orthanc_is_stopped_for_the_copy_and_the_next_run_starts_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("recovery", ["backup run", "pacs check"])
+def test_kill_9_while_orthanc_is_stopped_for_the_copy_and_the_next_command_starts_it(tmp_path: Path,
+                                                                                     recovery: str) -> None:
     """The mark: the Orthanc pid gone. A large extra `index*` file (copied while Orthanc is stopped, like its
-    SQLite companions) keeps it stopped long enough to be seen so; Orthanc ignores it."""
+    SQLite companions) keeps it stopped long enough to be seen so; Orthanc ignores it. The next run of the
+    job, or `pacs check` of it, starts the Orthanc the killed run stopped."""
     config = make_installation(tmp_path)
     pacs = LivePacs(tmp_path / "pacs").setup()
     pacs.start()
@@ -391,9 +394,14 @@ def test_kill_9_while_orthanc_is_stopped_for_the_copy_and_the_next_run_starts_it
         assert pacs.pid() is None, "the killed run left Orthanc stopped (else this test proves nothing)"
 
         (pacs.storage / "index.bulk").unlink()      # the next run need not copy it again
+        if recovery == "pacs check":
+            checked = cli(config, "pacs", "check", "pacs")
+            assert checked.returncode == 0, checked.stderr
+            assert "left stopped by an interrupted run" in checked.stderr
+            assert pacs.pid() is not None
         after = cli(config, "backup", "run", "pacs", "--no-replicate")
         assert after.returncode == 0, after.stderr
-        assert "left stopped by an interrupted run" in after.stderr
+        assert ("left stopped by an interrupted run" in after.stderr) == (recovery == "backup run")
         assert pacs.pid() is not None
         assert pacs.client().counts()["instances"] == len(list((tmp_path / "archive").rglob("*.dcm")))
         assert _runs_of(config, backupctl) == {"backup": "interrupted"}
