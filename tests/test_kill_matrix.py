@@ -1,9 +1,13 @@
-"""`kill -9` of `backupctl backup run` alone (not its group) at a phase: every child it started dies with it,
-and the next run needs no `unlock` and finds no left-over gate.
+"""`kill -9` of `backupctl backup run` (or `drill run`) alone, not its group, at each phase of a run: every
+child it started dies with it, the next run of the same command and `verify --level repo` pass without
+`unlock`, the killed run is `interrupted` in the catalog, no partial file stays on the disk, Orthanc runs.
 
-The phases are reached by their own marks, read from /proc: restic holding the start gate's FIFO while a
-manifest worker hashes (the manifest is still being built), and restic holding a source file open (restic
-reads). A sparse file keeps either phase busy for seconds without taking disk space.
+Each phase is reached by its own mark, never a timer: restic holding the start gate's FIFO while a manifest
+worker hashes (the manifest is still being built); restic holding a source file open (restic reads); a
+`.backupctl-partial` file on the disk (media sync); the first object in the bucket (S3 upload); the first
+extension recorded in the catalog (S3 lock extension); restic `restore` running (drill restore); check
+workers forked (drill checks); the Orthanc pid gone (Orthanc stopped for the copy). Sparse files keep a phase
+busy for seconds without taking disk space; random bytes where the phase copies what restic stored.
 
 backupctl runs under a small reaper (PR_SET_CHILD_SUBREAPER) that stands in for the init of a real host: this
 machine's PID 1 does not reap orphans, and restic decides that a lock is stale by signalling its pid, which a
