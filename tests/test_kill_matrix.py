@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,13 +40,15 @@ from backupctl.targets.media import TMP_SUFFIX, init_medium
 from tests.drill_support import build_site
 from tests.helpers import CONFIG_TEXT, cli, make_installation, wait_for
 from tests.pacs.support import LivePacs
-from tests.s3.conftest import BIG_PACK_BYTES, Engine, _credentials_file, s3_target_toml, unique_bucket
+from tests.s3.conftest import Engine, _credentials_file, s3_target_toml, unique_bucket
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD_BYTES = 1 << 30
 INDEX_BULK_BYTES = 256 << 20
+S3_NOISE_BYTES = 64 << 20       # random: several packs, each uploaded in parts
+PART_BYTES = 5 << 20
 
 REAPER = """\
 import ctypes, os, subprocess, sys
@@ -299,14 +302,14 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
 
 
 def _s3_site(root: Path, moto: Engine, retention_days: int = 1) -> Config:
-    """Job `pacs` replicated to bucket `vault` one object at a time, with a pack of random bytes above
-    boto3's multipart size (so one upload outlasts the mark by far)."""
+    """Job `pacs` replicated to bucket `vault` one object at a time, with packs of random bytes uploaded in
+    parts (so the uploads outlast the mark by far)."""
     bucket = unique_bucket("kill")
     config = make_installation(root, config_text=CONFIG_TEXT + s3_target_toml(
-        moto, bucket, concurrency=1, retention_days=retention_days))
+        moto, bucket, concurrency=1, retention_days=retention_days, multipart_threshold_mib=5, part_size_mib=5))
     job = root / "jobs" / "pacs.toml"
     job.write_text(job.read_text().replace('targets = ["offline"]', 'targets = ["vault"]'))
-    (root / "archive" / "noise.bin").write_bytes(os.urandom(BIG_PACK_BYTES))
+    (root / "archive" / "noise.bin").write_bytes(os.urandom(S3_NOISE_BYTES))
     config = load_config(config.path)
     init_bucket(connect("vault", config.target("vault"), config.resolve))
     return config
@@ -338,15 +341,40 @@ def _after_a_killed_s3_run(config: Config, backupctl: int) -> None:
     assert audit.returncode == 0, audit.stdout + audit.stderr
 
 
+def _multipart_uploads(config: Config, client: Any) -> list[dict]:
+    return list(client.list_multipart_uploads(Bucket=config.target("vault").bucket).get("Uploads", []))
+
+
+def _parts_to_go(config: Config, client: Any) -> bool:
+    """A multipart upload with one part stored or more and at least one to go: a kill now lands in the
+    middle of the file."""
+    bucket = config.target("vault").bucket
+    for upload in _multipart_uploads(config, client):
+        size = (config.staging_repository / upload["Key"]).stat().st_size
+        try:
+            parts = len(client.list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                        .get("Parts", []))
+        except client.exceptions.NoSuchUpload:
+            continue        # completed meanwhile
+        if parts >= 1 and parts * PART_BYTES < size:
+            return True
+    return False
+
+
 def test_kill_9_during_s3_upload_then_the_next_run_completes_the_copy(tmp_path: Path, moto: Engine) -> None:
-    """The mark: the first object in the bucket."""
+    """The mark: a multipart upload half-way (a pack with parts stored and parts to go). An unfinished
+    multipart upload holds no version, yet the provider keeps (and bills) its parts until it is aborted: the
+    next run aborts it."""
     config = _s3_site(tmp_path, moto)
+    client = connect("vault", config.target("vault"), config.resolve).client
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     backupctl = _kill_at(tmp_path / "killed-run.log", _argv(config, "backup", "run", "pacs"), env,
-                         lambda _pid: bool(_keys(config)), "the first object in the bucket")
+                         lambda _pid: _parts_to_go(config, client), "a multipart upload half-way")
     staged = list_repository(config.staging_repository)
-    assert 0 < len(_keys(config)) < len(staged), "the bucket is part-filled (else this test proves nothing)"
+    assert len(_keys(config)) < len(staged), "the bucket is part-filled (else this test proves nothing)"
+    assert _multipart_uploads(config, client), "the killed run left its multipart upload (else this proves nothing)"
     _after_a_killed_s3_run(config, backupctl)
+    assert _multipart_uploads(config, client) == []
 
 
 def test_kill_9_during_s3_lock_extension_then_the_next_run_extends_the_rest(tmp_path: Path, moto: Engine) -> None:
