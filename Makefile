@@ -4,7 +4,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: demo test test-fast bench lint system-deps venv clean
+PREFIX ?= /usr/local
+
+.PHONY: demo test test-fast bench lint system-deps venv clean install man
 
 demo: system-deps venv
 	$(BIN)/backupctl demo
@@ -24,6 +26,17 @@ bench: system-deps venv
 
 lint: venv
 	$(BIN)/ruff check .
+
+# `backupctl` on the PATH: a symlink to the venv's entry point (the venv stays where it is). Idempotent.
+install: venv
+	@install -d $(DESTDIR)$(PREFIX)/bin
+	@ln -sfn $(abspath $(BIN))/backupctl $(DESTDIR)$(PREFIX)/bin/backupctl
+	@echo "$(DESTDIR)$(PREFIX)/bin/backupctl -> $(abspath $(BIN))/backupctl"
+
+# The man page, generated from the command tree (`backupctl man`).
+man: venv
+	@mkdir -p man
+	$(BIN)/backupctl man > man/backupctl.1.tmp && mv man/backupctl.1.tmp man/backupctl.1
 
 system-deps:
 	@scripts/install-system-deps.sh

@@ -9,21 +9,51 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import typing
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from backupctl.errors import ConfigError
+from backupctl.errors import ConfigError, did_you_mean
 
 CONFIG_ENV = "BACKUPCTL_CONFIG"
 DEFAULT_CONFIG = Path("backupctl.toml")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# a configuration file larger than this is refused unread: real ones are a few KiB, and a huge file is a
+# mistake (a log or an archive given as --config) that would otherwise be parsed into memory
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are valid TOML floats; no duration, size or count here means either
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # fields where "" has a documented meaning (none); everywhere else "" is a mistake, not a value: an empty
+    # path would resolve to the config's own folder, an empty name to nothing
+    empty_allowed: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_empty(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for key, value in data.items():
+            if key in cls.empty_allowed or key not in cls.model_fields:
+                continue
+            if isinstance(value, str) and not value.strip():
+                raise PydanticCustomError("empty", "{key}: expected a non-empty value", {"key": key})
+            if isinstance(value, list) and any(isinstance(v, str) and not v.strip() for v in value):
+                raise PydanticCustomError("empty", "{key}: expected a list without empty entries", {"key": key})
+        return data
 
 
 def _check_name(value: str) -> str:
@@ -57,7 +87,7 @@ class StagingConfig(Strict):
     password_file: Path | None = Path("secrets/restic-password")
     password_env: str | None = None          # name of an environment variable holding the password
     cache_dir: Path | None = None
-    lock_wait_seconds: float = 0.0           # wait this long for another backupctl run on the repo
+    lock_wait_seconds: float = Field(default=0.0, ge=0)   # wait this long for another backupctl run on the repo
 
     @model_validator(mode="after")
     def _one_password_source(self) -> StagingConfig:
@@ -85,6 +115,28 @@ class VerifyConfig(Strict):
     decode_sample: int = Field(default=20, ge=0)              # DICOM files whose pixel data is decoded
     workers: int | None = Field(default=None, ge=1, le=64)    # processes hashing/parsing (default: all cores)
     scratch: Path | None = None                               # where `verify restore` restores (default: state)
+
+
+class SuspectConfig(Strict):
+    """When a new snapshot is called suspect (ransomware-like changes against the previous manifest). Shares
+    are of the previous snapshot's files (DICOM instances for the DICOM signals); a share fires only from
+    `min_files` files on, so a small archive's ordinary day never fires."""
+
+    enabled: bool = True
+    min_files: int = Field(default=5, ge=1)
+    rewritten_share: float = Field(default=0.02, gt=0, le=1)      # instances rewritten beyond a header fix
+    header_correction_share: float = Field(default=0.5, gt=0, le=1)   # even corrections, when this many
+    lost_dicom_share: float = Field(default=0.005, gt=0, le=1)    # lost DICM / no longer parse
+    uid_changed_share: float = Field(default=0.02, gt=0, le=1)
+    entropy_share: float = Field(default=0.02, gt=0, le=1)        # changed files whose entropy jumped
+    entropy_rise: float = Field(default=0.5, gt=0, le=8)          # bits/byte above the file's own past
+    entropy_floor: float = Field(default=7.5, ge=0, le=8)         # ... reaching at least this
+    renamed_share: float = Field(default=0.05, gt=0, le=1)
+    deleted_share: float = Field(default=0.30, gt=0, le=1)
+    encrypted_extension_files: int = Field(default=3, ge=1)       # new files named like encrypted ones
+    ransom_notes: int = Field(default=1, ge=1)
+    executable_preambles: int = Field(default=1, ge=1)            # DICOM/PE or ELF polyglots, new or changed
+    keep_clean: int = Field(default=7, ge=1)   # `forget` keeps this many newest clean snapshots while one is open
 
 
 class MediaTargetConfig(Strict):
@@ -134,6 +186,8 @@ S3_MAX_SINGLE_PUT_MIB = 5 * 1024
 class S3TargetConfig(Strict):
     """An S3 bucket with Object Lock: the immutable copy."""
 
+    empty_allowed: ClassVar[frozenset[str]] = frozenset({"prefix"})
+
     type: Literal["s3"]
     endpoint: str | None = None              # None = AWS
     region: str = "us-east-1"
@@ -141,6 +195,7 @@ class S3TargetConfig(Strict):
     prefix: str = ""
     credentials: S3Credentials = S3Credentials()
     expire_credentials: S3Credentials | None = None   # may delete expired versions; the writer may not
+    hold_credentials: S3Credentials | None = None     # may set/lift legal holds (`incident freeze`); the writer may not
     lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
     retention_days: float = Field(default=30, gt=0)
     # extra lock time given to data/index/keys when they are locked or extended, so a daily run does not
@@ -191,6 +246,8 @@ LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 class SchedulerConfig(Strict):
     """`backupctl scheduler run`: catch-up policy, stopping, locks, metrics and logs of the daemon."""
+
+    empty_allowed: ClassVar[frozenset[str]] = frozenset({"metrics_textfile", "metrics_listen"})
 
     misfire_grace_seconds: float = Field(default=6 * 3600, ge=1)   # a run missed by less still runs (once)
     stop_grace_seconds: float = Field(default=300, ge=0)           # SIGTERM: let running jobs finish this long
@@ -276,7 +333,7 @@ class AuditRules(Strict):
     timezone: str = "UTC"
     max_per_hour: int = Field(default=20, ge=1)           # watched actions by one actor in an hour
     max_failed_auth_per_hour: int = Field(default=3, ge=1)
-    alert_actions: list[str] = ["key export", "kit export"]
+    alert_actions: list[str] = ["keys export-kit", "keys import-kit"]   # recovery kits hold every key
     enabled: bool = True
 
 
@@ -313,6 +370,27 @@ class ReportConfig(Strict):
         return self
 
 
+class ConsoleConfig(Strict):
+    """The web console (`[console]`, docs/console.md): HTTPS only; without cert_file/key_file a self-signed
+    certificate is made under the state folder on first start."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=0, le=65535)
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    idle_timeout_seconds: float = Field(default=900, gt=0)         # a session unused this long ends
+    absolute_timeout_seconds: float = Field(default=28800, gt=0)   # and every session ends after this long
+    max_failures: int = Field(default=5, ge=1)                     # failed sign-ins in a row lock the account
+    lockout_seconds: float = Field(default=900, gt=0)
+    login_attempts_per_minute: int = Field(default=20, ge=1)       # per client address, ok or not
+
+    @model_validator(mode="after")
+    def _pair(self) -> ConsoleConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file: give both or neither")
+        return self
+
+
 class Settings(Strict):
     catalog: CatalogConfig = CatalogConfig()
     staging: StagingConfig = StagingConfig()
@@ -325,6 +403,8 @@ class Settings(Strict):
     smtp: SmtpConfig | None = None
     audit: AuditConfig = AuditConfig()
     report: ReportConfig = ReportConfig()
+    suspect: SuspectConfig = SuspectConfig()
+    console: ConsoleConfig = ConsoleConfig()
 
     @field_validator("targets")
     @classmethod
@@ -484,12 +564,15 @@ class Drill(Strict):
 class Config:
     """The whole validated configuration: settings, jobs and drills, with paths made absolute."""
 
-    def __init__(self, path: Path, settings: Settings, jobs: dict[str, Job], drills: dict[str, Drill]):
+    def __init__(self, path: Path, settings: Settings, jobs: dict[str, Job], drills: dict[str, Drill],
+                 safe_excludes: dict[str, list[str]] | None = None):
         self.path = path
         self.base = path.parent
         self.settings = settings
         self.jobs = jobs
         self.drills = drills
+        # per job: what backupctl excludes from a system-root source, in words (the patterns are in `excludes`)
+        self.safe_excludes = safe_excludes or {}
 
     def resolve(self, p: Path) -> Path:
         p = p.expanduser()
@@ -516,7 +599,7 @@ class Config:
             return self.jobs[name]
         except KeyError:
             known = ", ".join(sorted(self.jobs)) or "none"
-            raise ConfigError(f"no job named '{name}' (jobs: {known})",
+            raise ConfigError(f"no job named '{name}'{did_you_mean(name, self.jobs)} (jobs: {known})",
                               hint=f"add {self.settings.paths.jobs}/{name}.toml") from None
 
     def drill(self, name: str) -> Drill:
@@ -524,15 +607,15 @@ class Config:
             return self.drills[name]
         except KeyError:
             known = ", ".join(sorted(self.drills)) or "none"
-            raise ConfigError(f"no drill named '{name}' (drills: {known})") from None
+            raise ConfigError(f"no drill named '{name}'{did_you_mean(name, self.drills)} (drills: {known})") from None
 
     def target(self, name: str) -> MediaTargetConfig | S3TargetConfig:
         try:
             return self.settings.targets[name]
         except KeyError:
             known = ", ".join(sorted(self.settings.targets)) or "none"
-            raise ConfigError(f"no target named '{name}' (targets: {known})",
-                              hint=f"add [targets.{name}] to {self.path.name}") from None
+            raise ConfigError(f"no target named '{name}'{did_you_mean(name, self.settings.targets)} "
+                              f"(targets: {known})", hint=f"add [targets.{name}] to {self.path.name}") from None
 
 
 def config_path(explicit: Path | None) -> Path:
@@ -542,14 +625,39 @@ def config_path(explicit: Path | None) -> Path:
     return Path(env) if env else DEFAULT_CONFIG
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds, through Optional, lists and Annotated."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The setting names valid where `loc` (a pydantic error location, without its last part) points."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if part in ("media", "s3"):          # the tag of a discriminated target
+            current = MediaTargetConfig if part == "media" else S3TargetConfig
+        elif current is not None and isinstance(part, str) and part in current.model_fields:
+            current = _model_in(current.model_fields[part].annotation) or current
+    return list(current.model_fields) if current is not None else []
+
+
+def _describe(err: dict[str, Any], model: type[BaseModel] | None = None) -> str:
     loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in ("media", "s3")))
     msg = err["msg"].removeprefix("Value error, ")
     kind = err["type"]
+    if kind == "empty":   # raised for the model, so the field's name comes in the message
+        return f"{loc}.{err['msg']}" if loc else err["msg"]
     if kind == "missing":
         msg = "is required"
     elif kind == "extra_forbidden":
-        msg = "is not a known setting (check its spelling)"
+        hint = did_you_mean(str(err["loc"][-1]), _fields_at(model, err["loc"][:-1])) if model else ""
+        msg = f"is not a known setting{hint or ' (check its spelling)'}"
     elif "input" in err and kind not in ("value_error",):
         msg = f"{msg} (got {err['input']!r})"
     elif kind == "value_error":
@@ -560,6 +668,10 @@ def _describe(err: dict[str, Any]) -> str:
 def _read_toml(path: Path, display: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{display}: {size} bytes; a configuration file over 1 MiB is refused",
+                                  hint="is this the right file?")
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{display}: file not found",
@@ -574,7 +686,7 @@ def _validate(model: type[BaseModel], data: dict[str, Any], display: str, errors
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors.extend(f"{display}: {_describe(e)}" for e in exc.errors())
+        errors.extend(f"{display}: {_describe(e, model)}" for e in exc.errors())
         return None
 
 
@@ -598,19 +710,31 @@ def collect_config(path: Path | None = None, secrets: bool = False) -> tuple[Con
     if settings is None:
         return None, errors
     base = path.parent
-    jobs = _load_dir(base / settings.paths.jobs, Job, errors)
-    drills = _load_dir(base / settings.paths.drills, Drill, errors)
+    errors += _folder_problems(path, settings)
+    jobs = _load_dir(base / settings.paths.jobs, Job, errors, skip=path)
+    drills = _load_dir(base / settings.paths.drills, Drill, errors, skip=path)
     for job in jobs.values():
         for t in job.targets:
             if t not in settings.targets:
                 errors.append(f"{_display(base / settings.paths.jobs / (job.name + '.toml'))}: targets: "
-                              f"'{t}' is not a target of {path.name} (known: {', '.join(settings.targets) or 'none'})")
+                              f"'{t}' is not a target of {path.name}{did_you_mean(t, settings.targets)} "
+                              f"(known: {', '.join(settings.targets) or 'none'})")
+    safe_excludes: dict[str, list[str]] = {}
+    for name, job in list(jobs.items()):
+        where = _display(base / settings.paths.jobs / (name + ".toml"))
+        problems, added, shown = guard_sources(base, settings, jobs, job)
+        errors += [f"{where}: sources: {problem}" for problem in problems]
+        if added:
+            safe_excludes[name] = shown
+            jobs[name] = job.model_copy(update={"excludes": [*job.excludes, *added]})
     for drill in drills.values():
         where = _display(base / settings.paths.drills / (drill.name + ".toml"))
         if drill.job not in jobs:
-            errors.append(f"{where}: job: '{drill.job}' is not a job in {settings.paths.jobs}/")
+            errors.append(f"{where}: job: '{drill.job}' is not a job in {settings.paths.jobs}/"
+                          f"{did_you_mean(drill.job, jobs)}")
         if drill.copy_from != "staging" and drill.copy_from not in settings.targets:
-            errors.append(f"{where}: copy_from: expected 'staging' or a target name (got '{drill.copy_from}')")
+            errors.append(f"{where}: copy_from: expected 'staging' or a target name (got '{drill.copy_from}')"
+                          f"{did_you_mean(drill.copy_from, ['staging', *settings.targets])}")
         if drill.scratch is not None:
             errors += [f"{where}: scratch: {problem}" for problem in
                        scratch_overlaps(base / drill.scratch.expanduser(), base, settings, jobs)]
@@ -618,13 +742,25 @@ def collect_config(path: Path | None = None, secrets: bool = False) -> tuple[Con
     checkpoint = settings.audit.checkpoint_target
     if checkpoint is not None and not isinstance(settings.targets.get(checkpoint), S3TargetConfig):
         errors.append(f"{display}: audit.checkpoint_target: expected the name of an s3 target (got '{checkpoint}')")
-    config = Config(path, settings, jobs, drills)
+    config = Config(path, settings, jobs, drills, safe_excludes)
     # the rule every secret reader applies (0600/0400, the user's own), checked now rather than at 2 a.m.
     if secrets:
         from backupctl.secrets import secret_file_problems
 
         errors += [f"{display}: {problem}" for problem in secret_file_problems(config)]
     return config, errors
+
+
+def _folder_problems(path: Path, settings: Settings) -> list[str]:
+    """`paths.jobs` and `paths.drills` must be folders of their own: the config's folder holds backupctl.toml,
+    which must never be read as a job or a drill."""
+    base = path.parent.resolve()
+    jobs, drills = (Path(os.path.realpath(base / p.expanduser())) for p in (settings.paths.jobs, settings.paths.drills))
+    problems = [f"{_display(path)}: paths.{key}: expected a folder of its own, not the folder of {path.name}"
+                for key, folder in (("jobs", jobs), ("drills", drills)) if folder == base]
+    if jobs == drills:
+        problems.append(f"{_display(path)}: paths.drills: expected a folder other than paths.jobs ({jobs})")
+    return problems
 
 
 def scratch_overlaps(scratch: Path, base: Path, settings: Settings, jobs: dict[str, Job]) -> list[str]:
@@ -642,6 +778,122 @@ def scratch_overlaps(scratch: Path, base: Path, settings: Settings, jobs: dict[s
     return problems
 
 
+# A source of one of these is a whole system (or a whole top-level tree of it): it is allowed, since a bare-
+# metal backup is a real need, but only with the excludes below; any other source that holds backupctl's own
+# state is refused, since its owner surely did not mean to put keys and repositories into the snapshots.
+SYSTEM_ROOTS = ("/", "/boot", "/etc", "/home", "/media", "/mnt", "/opt", "/root", "/srv", "/usr", "/var")
+# pseudo and volatile filesystems: never data, and /proc alone would make restic read every process's memory map
+SYSTEM_EXCLUDES = ("/proc", "/sys", "/dev", "/run", "/tmp")
+# <state>/manifests/<job>/.backupctl-manifest holds the signed manifest a backup adds to its snapshot
+MANIFESTS_FOLDER = "manifests"
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path.expanduser()))
+
+
+def protected_paths(base: Path, settings: Settings, jobs: dict[str, Job]) -> list[tuple[str, Path]]:
+    """What no snapshot may hold: backupctl's own state and secrets, the media it writes, restic's cache.
+
+    Each is (what, absolute path, symlinks resolved)."""
+    def at(p: Path) -> Path:
+        return _real(p if p.expanduser().is_absolute() else base / p)
+
+    staging, state = settings.staging, settings.paths.state
+    items: list[tuple[str, Path]] = [
+        ("the staging repository", at(staging.repository)),
+        ("the catalog", at(settings.catalog.path)),
+        ("the state folder", at(state)),
+        ("the restic cache", at(staging.cache_dir) if staging.cache_dir else at(state) / "restic-cache"),
+    ]
+    secret_files = [staging.password_file, settings.signing.key_file]
+    for key in list(secret_files):
+        if key is not None and at(key).parent != _real(base):   # a folder of secrets, not the config's folder
+            items.append(("the secrets folder", at(key).parent))
+    for name, target in settings.targets.items():
+        if isinstance(target, MediaTargetConfig):
+            items.append((f"the mount of media target {name}", at(target.mount)))
+        else:
+            secret_files += [c.file for c in (target.credentials, target.expire_credentials) if c is not None]
+    notifies = [settings.notify, *(j.notify for j in jobs.values() if j.notify)]
+    secret_files += [f for n in notifies for f in (n.webhook_url_file, n.ping_url_file)]
+    secret_files += [settings.smtp.password_file if settings.smtp else None]
+    secret_files += [j.orthanc.credentials_file for j in jobs.values() if j.orthanc]
+    secret_files += [settings.audit.client_cert]   # the audit forwarding's certificate carries its key
+    items += [("the secret file", at(f)) for f in secret_files if f is not None]
+    unique: dict[Path, str] = {}
+    for what, path in items:
+        unique.setdefault(path, what)
+    return [(what, path) for path, what in unique.items()]
+
+
+def guard_sources(base: Path, settings: Settings, jobs: dict[str, Job],
+                  job: Job) -> tuple[list[str], list[str], list[str]]:
+    """(problems, excludes to add, what they exclude in words) for `job`'s sources (see SYSTEM_ROOTS).
+
+    A source inside a protected path, or holding one without being a system root, is a problem naming both
+    paths; a system-root source gets restic excludes for the protected paths and pseudo-filesystems in it."""
+    protected = protected_paths(base, settings, jobs)
+    problems: list[str] = []
+    added: list[str] = []
+    shown: list[str] = []
+    for source in job.sources:
+        given = source.expanduser() if source.expanduser().is_absolute() else base / source
+        real = _real(given)
+        # one line per source: the closest protected path around it, else the first one it holds
+        around = [(what, path) for what, path in protected if real.is_relative_to(path)]
+        held = [(what, path) for what, path in protected if path.is_relative_to(real)]
+        if around:
+            what, path = max(around, key=lambda item: len(item[1].parts))
+            problems.append(f"{given} lies inside {what} {path}; backupctl never backs up its own state")
+        elif held and str(real) not in SYSTEM_ROOTS:
+            what, path = held[0]
+            problems.append(f"{given} contains {what} {path}; list the folders beside it as sources instead")
+        if str(real) in SYSTEM_ROOTS:
+            inside = [Path(p) for p in SYSTEM_EXCLUDES if Path(p).is_relative_to(real)]
+            inside += [path for _, path in protected if path.is_relative_to(real)]
+            # the repository inside the state folder goes with the state
+            inside = [p for p in inside if not any(p != q and p.is_relative_to(q) for q in inside)]
+            for path in inside:
+                words, patterns = _exclude_patterns(path, base, settings, jobs, job)
+                if words not in shown:
+                    shown.append(words)
+                added += [p for p in patterns if p not in added and p not in job.excludes]
+    return problems, added, shown
+
+
+def _exclude_patterns(path: Path, base: Path, settings: Settings, jobs: dict[str, Job],
+                      job: Job) -> tuple[str, list[str]]:
+    """The restic patterns that keep `path` out of a snapshot, and how to say so."""
+    def at(p: Path) -> Path:
+        return _real(p if p.expanduser().is_absolute() else base / p)
+
+    if path == at(settings.catalog.path):   # SQLite's companions hold the same rows
+        return str(path), [str(path), f"{path}-wal", f"{path}-shm", f"{path}-journal"]
+    if path == at(settings.paths.state):
+        # the job's signed manifest is written under the state and handed to restic as a target of its own,
+        # and restic applies excludes to targets too: everything of the state but that folder's chain
+        manifests = path / MANIFESTS_FOLDER
+        return (f"{path} (all but {MANIFESTS_FOLDER}/{job.name})",
+                [*_all_but(path, MANIFESTS_FOLDER), *(str(manifests / other) for other in jobs if other != job.name)])
+    return str(path), [str(path)]
+
+
+def _all_but(folder: Path, keep: str) -> list[str]:
+    """restic patterns for every entry of `folder` except `keep` (restic 0.14 has no negated patterns; a
+    name differs from `keep` at its first differing character, or is a proper prefix of it, or is longer)."""
+    assert re.fullmatch(r"[A-Za-z0-9_]+", keep), keep   # no character that is special in a class
+    base = glob_escape(str(folder))
+    patterns = [f"{base}/{keep[:i]}[^{keep[i]}]*" for i in range(len(keep))]
+    patterns += [f"{base}/{keep[:i]}" for i in range(1, len(keep))]
+    return [*patterns, f"{base}/{keep}?*"]
+
+
+def glob_escape(text: str) -> str:
+    """`text` as a restic pattern matching only itself."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
 def _email_without_smtp(path: Path, settings: Settings, jobs: dict[str, Job], drills: dict[str, Drill]) -> list[str]:
     """`email_to` anywhere needs an [smtp] section: say so now, not when the first failure is to be mailed."""
     if settings.smtp is not None:
@@ -656,11 +908,13 @@ def _email_without_smtp(path: Path, settings: Settings, jobs: dict[str, Job], dr
     return problems
 
 
-def _load_dir(folder: Path, model: type[Job] | type[Drill], errors: list[str]) -> dict[str, Any]:
+def _load_dir(folder: Path, model: type[Job] | type[Drill], errors: list[str], skip: Path) -> dict[str, Any]:
     found: dict[str, Any] = {}
     if not folder.is_dir():
         return found
     for file in sorted(folder.glob("*.toml")):
+        if file.resolve() == skip.resolve():
+            continue
         display = _display(file)
         try:
             data = _read_toml(file, display)

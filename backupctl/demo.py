@@ -28,6 +28,7 @@ from backupctl.config import Config
 from backupctl.dicom.synth import ArchiveSpec, write_archive
 from backupctl.drills.demo import step_drill
 from backupctl.errors import BackupctlError
+from backupctl.incident.demo import step_incident
 from backupctl.pacs.demo import demo_pacs
 from backupctl.progress import Progress
 from backupctl.repofiles import list_repository, name_matches_content
@@ -195,6 +196,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("pacs", step_pacs),
     ("scheduler", step_scheduler),
     ("audit", step_audit),
+    ("incident", step_incident),
 ]
 
 

@@ -1,10 +1,20 @@
 """The package's exception tree. The CLI edge (`backupctl.cli`) turns each into one line and an exit code.
 
 Exit codes: 2 bad input (config, arguments), 1 a failed run, 3 a partial run (something was saved but not
-all of it), 130 interrupted. Messages are one line: what is wrong, then how to fix it.
+all of it), 4 a suspect snapshot (saved and kept, but its changes look like ransomware; see docs/incident.md),
+130 interrupted. Messages are one line: what is wrong, then how to fix it.
 """
 
 from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """' (did you mean X?)' when `name` looks like a typo of one known name, else ''."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 class BackupctlError(Exception):
@@ -38,6 +48,10 @@ class SecretError(UsageError):
     """A secret file is missing, empty or readable by others."""
 
 
+class ConsoleError(UsageError):
+    """The web console cannot start or an account command was refused (docs/console.md)."""
+
+
 class LockBusy(BackupctlError):
     """Another backupctl process holds the repository lock."""
 
@@ -57,6 +71,25 @@ class PartialRun(BackupctlError):
     """Something was saved, but not everything (e.g. restic exit 3: some files unreadable)."""
 
     exit_code = 3
+
+
+class SuspectSnapshot(BackupctlError):
+    """The snapshot is saved, kept and tagged `suspect`: its changes against the previous one look like
+    ransomware (encrypted, renamed or deleted files, ransom notes, executable preambles)."""
+
+    exit_code = 4
+
+
+class IncidentOpen(BackupctlError):
+    """Refused while a suspect snapshot is open (expiry and pruning pause during an incident)."""
+
+
+class NoCleanSnapshot(BackupctlError):
+    """No snapshot before the first suspect one passes verification."""
+
+
+class KitError(UsageError):
+    """A recovery kit cannot be opened: wrong passphrase, damaged or not a kit."""
 
 
 # restic --------------------------------------------------------------------------------------------------
@@ -88,6 +121,14 @@ class RepositoryLocked(ResticError):
 
 class SourceUnreadable(UsageError):
     """A source path is missing or cannot be read: checked before restic runs."""
+
+
+class UnknownSnapshot(UsageError):
+    """A snapshot id or prefix that names no snapshot, or more than one."""
+
+
+class SourceOverlap(UsageError):
+    """A job's source holds or lies inside backupctl's own state, secrets, media or cache."""
 
 
 class PartialSnapshot(PartialRun, ResticError):
@@ -160,6 +201,10 @@ class OrthancHttpError(OrthancError):
 
 class DowntimeExceeded(OrthancError):
     """The PACS stayed stopped longer than the job's `max_downtime_seconds`; the copy was discarded."""
+
+
+class DicomNetworkError(BackupctlError):
+    """A DICOM peer (DIMSE) was unreachable, rejected the association, or refused a request."""
 
 
 class HookFailed(BackupctlError):

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
 from typing import Any, TextIO
 
 CONTEXT_ENV = "BACKUPCTL_LOG_CONTEXT"
@@ -77,6 +79,10 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's API
+        # local time with its offset: a line read months later, or on another host, is still unambiguous
+        return datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
+
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         fields = _fields(record)
@@ -93,3 +99,41 @@ def setup_logging(fmt: str = "text", level: int = logging.INFO, stream: TextIO |
     # APScheduler's own lines ("Running job", "skipped: maximum number of running instances", "missed by")
     # repeat ours, which carry the job and execution ids; keep its errors (e.g. a job it cannot restore)
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
+
+
+# the log of runs started by hand (`<state>/log/backupctl.log`): what stderr showed, kept after the terminal closed
+RUN_LOG_NAME = "backupctl.log"
+RUN_LOGGER = "backupctl.run"
+RUN_LOG_MAX_BYTES = 5 * 1024 * 1024
+RUN_LOG_BACKUPS = 5
+
+
+def run_log_path(state_dir: Path) -> Path:
+    return state_dir / "log" / RUN_LOG_NAME
+
+
+def attach_run_log(state_dir: Path, level: int = logging.INFO) -> Path | None:
+    """Also write the `backupctl` loggers' records to `<state>/log/backupctl.log`, rotated by size. Once per
+    process; None when the folder cannot be written (a read-only copy of the state must not stop a command)."""
+    path = run_log_path(state_dir)
+    logger = logging.getLogger("backupctl")
+    if any(isinstance(h, RotatingFileHandler) and Path(h.baseFilename) == path.absolute() for h in logger.handlers):
+        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        handler = RotatingFileHandler(path, maxBytes=RUN_LOG_MAX_BYTES, backupCount=RUN_LOG_BACKUPS,
+                                      encoding="utf-8")
+        os.chmod(path, 0o600)   # run lines name studies and paths: for the backup user only
+    except OSError:
+        return None
+    handler.setFormatter(TextFormatter())
+    handler.setLevel(level)
+    logger.addHandler(handler)
+    # the CLI edge's own lines (command, exit code, error) go to this file only: stderr already shows the error
+    edge = logging.getLogger(RUN_LOGGER)
+    edge.propagate = False
+    edge.setLevel(logging.INFO)
+    edge.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > level:
+        logger.setLevel(level)
+    return path

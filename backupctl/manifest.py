@@ -32,6 +32,7 @@ from typing import Any
 from backupctl.errors import ManifestError
 from backupctl.fsutil import atomic_write_bytes, current_umask
 from backupctl.identifiers import IdentifierKey
+from backupctl.incident.entropy import byte_entropy, executable_preamble
 from backupctl.process import signals_deferred, worker_pool
 from backupctl.progress import NullProgress, Progress
 from backupctl.repofiles import sha256_file
@@ -74,6 +75,7 @@ class Entry:
     sha256: str | None = None
     dicom: dict[str, str | None] | None = None   # facts; 'patient' is the keyed hash
     error: str | None = None
+    entropy: float | None = None   # bits per byte of a sample of the first block, against the file's own past
     # its serialized line, when read from a manifest to be written again unchanged (no re-encoding)
     line: bytes | None = field(default=None, compare=False, repr=False)
 
@@ -84,12 +86,14 @@ class Entry:
             data["dicom"] = self.dicom
         if self.error is not None:
             data["error"] = self.error
+        if self.entropy is not None:
+            data["entropy"] = self.entropy
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Entry:
         return cls(data["path"], int(data["size"]), int(data["mtime_ns"]), int(data.get("ino", 0)),
-                   data["kind"], data.get("sha256"), data.get("dicom"), data.get("error"))
+                   data["kind"], data.get("sha256"), data.get("dicom"), data.get("error"), data.get("entropy"))
 
     @property
     def study(self) -> str | None:
@@ -177,7 +181,7 @@ def _restic_pattern_match(pattern: str, path: str) -> bool:
 def _match_parts(parts: list[str], names: list[str]) -> bool:
     if not parts:
         return not names
-    head = parts[0]
+    head = parts[0].replace("[^", "[!")   # restic (Go) negates a class with ^, fnmatch with !
     if head == "**":
         return any(_match_parts(parts[1:], names[i:]) for i in range(len(names) + 1))
     return bool(names) and fnmatchcase(names[0], head) and _match_parts(parts[1:], names[1:])
@@ -321,7 +325,7 @@ def read_file_entry(path: str, patient_key: bytes, buf: bytearray | None = None,
                          error="kept changing while it was read")
     except OSError as exc:
         return Entry(path, 0, 0, 0, UNREADABLE, error=f"cannot read: {exc.strerror}")
-    entry = Entry(path, read, after.st_mtime_ns, after.st_ino, OTHER, digest)
+    entry = Entry(path, read, after.st_mtime_ns, after.st_ino, OTHER, digest, entropy=byte_entropy(head))
     try:
         facts = header_facts(head, path, whole_file=read <= len(head))
     except NotDicom:
@@ -339,6 +343,8 @@ def read_file_entry(path: str, patient_key: bytes, buf: bytearray | None = None,
         facts["name"] = _keyed(ids, "name", name, ids.seal)
     if patient and patient in path:
         facts["id_in_path"] = "yes"   # the layout names folders by Patient ID: paths themselves identify
+    if (preamble := executable_preamble(head)) is not None:
+        facts["preamble"] = preamble   # a DICOM/executable polyglot (CVE-2019-11687)
     entry.kind, entry.dicom = DICOM, facts
     return entry
 

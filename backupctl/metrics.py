@@ -118,6 +118,7 @@ def catalog_metrics(config: Config) -> list[Metric]:
         failures = sched_rows.failure_counts(catalog, "backup")
         scheduled_failures = sched_rows.execution_failure_counts(catalog)
         coverage = study_coverage_now(config, catalog)
+        suspects = _incident_metrics(config, catalog)
     rto = {name: d.rto_minutes * 60 for name, d in config.drills.items()}
     schedule_failed = CounterMetricFamily(f"{PREFIX}_schedule_failures", "Scheduled executions that failed, "
                                           "were partial, interrupted or missed.", labels=["schedule"])
@@ -125,7 +126,7 @@ def catalog_metrics(config: Config) -> list[Metric]:
         schedule_failed.add_metric([schedule], count)
     return [*_job_metrics(jobs, failures), schedule_failed, *_replica_metrics(replicas),
             *_check_metrics("verify", verify, "check", {}), *_check_metrics("drill", drills, "drill", rto),
-            *_coverage_metrics(coverage)]
+            *_coverage_metrics(coverage), *suspects]
 
 
 def _coverage_metrics(coverage: dict[str, Any]) -> list[Metric]:
@@ -139,6 +140,21 @@ def _coverage_metrics(coverage: dict[str, Any]) -> list[Metric]:
     _add(ok, ["studies"], 1 if coverage["ok"] else 0)
     _add(bound, ["studies"], coverage["bound_days"])
     return [oldest, ok, bound]
+
+
+def _incident_metrics(config: Config, catalog: Any) -> list[Metric]:
+    from backupctl.incident.freeze import frozen_state
+    from backupctl.incident.state import open_suspects
+
+    suspect = _gauge("job_suspect_snapshots", "Open suspect snapshots of the job (ransomware-like changes; "
+                     "see docs/incident.md).", ["job"])
+    open_rows = open_suspects(catalog)
+    for job in sorted(config.jobs):
+        suspect.add_metric([job], sum(1 for r in open_rows if r["job"] == job))
+    frozen = _gauge("incident_frozen", "1 while an incident is frozen (legal holds set, pruning and expiry "
+                    "paused).", [])
+    frozen.add_metric([], 1 if frozen_state(config) is not None else 0)
+    return [suspect, frozen]
 
 
 def scheduler_metrics(info: dict[str, Any]) -> list[Metric]:

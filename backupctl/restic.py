@@ -39,7 +39,9 @@ from backupctl.errors import (
     RepositoryNotFound,
     ResticError,
     ResticNotInstalled,
+    UnknownSnapshot,
     WrongPassword,
+    did_you_mean,
 )
 from backupctl.process import Child
 from backupctl.progress import NullProgress, Progress
@@ -226,17 +228,23 @@ class StartGate:
         finally:
             os.close(fd)                           # end of file: restic goes on (or fails on the pattern)
 
+    @property
+    def passed(self) -> bool:
+        """The gate was opened (the work done, or restic turned away)."""
+        return self._release.is_set()
+
     def pass_when_done(self, proc: Child, stop: Callable[[Child], None]) -> None:
         try:
             self.work()
             self.done_at = time.monotonic()
             self._release.set()
         except BaseException:
-            self.failed = True
-            self._turn_away(proc, stop)
+            self.turn_away(proc, stop)
             raise
 
-    def _turn_away(self, proc: Child, stop: Callable[[Child], None]) -> None:
+    def turn_away(self, proc: Child, stop: Callable[[Child], None]) -> None:
+        """The work failed (or never began): restic ends at the gate, before reading a source."""
+        self.failed = True
         if self._release.is_set():      # restic is past the gate already: stop it as Ctrl-C would
             stop(proc)
             return
@@ -331,14 +339,17 @@ class Restic:
         the gate closes it."""
         argv = self._argv(args)
         full_env = {**self._env(), **(env or {})}
-        # restic dies with backupctl: a restic left running would hold the repository lock for nobody, and
-        # one waiting at the start gate would wait forever
-        proc = process.start(argv, env=full_env, stdout=process.PIPE, stderr=process.PIPE,
-                             secrets=[full_env.get("RESTIC_PASSWORD", "")])
-        if stop is not None:
-            threading.Thread(target=self._stop_when_set, args=(stop, proc), daemon=True).start()
+        proc: Child | None = None
         lines: list[str] = []
         try:
+            # restic dies with backupctl: a restic left running would hold the repository lock for nobody, and
+            # one waiting at the start gate would wait forever. An interruption while it is being started takes
+            # effect once there is a child to stop (else restic would run on, unknown to us)
+            with process.signals_deferred():
+                proc = process.start(argv, env=full_env, stdout=process.PIPE, stderr=process.PIPE,
+                                     secrets=[full_env.get("RESTIC_PASSWORD", "")])
+            if stop is not None:
+                threading.Thread(target=self._stop_when_set, args=(stop, proc), daemon=True).start()
             if gate is not None:
                 gate.pass_when_done(proc, self._stop)
             for line in proc.lines():
@@ -348,7 +359,12 @@ class Restic:
                     lines.append(line)
             proc.wait()
         except BaseException:
-            self._stop(proc)
+            if proc is None:
+                raise           # restic cannot run, or the interruption came before it was started
+            if gate is not None and not gate.failed and not gate.passed:
+                gate.turn_away(proc, self._stop)   # interrupted before the work began: as if the work failed
+            else:
+                self._stop(proc)
             if gate is not None and gate.failed:
                 raise           # the work's own error (or interruption); restic was turned away at the gate
             raise Interrupted("interrupted; restic was stopped and its lock removed") from None
@@ -435,11 +451,42 @@ class Restic:
         return [_snapshot(s) for s in data]
 
     def snapshot(self, snapshot_id: str) -> Snapshot:
+        """One snapshot by id, unique prefix or 'latest'; an unknown or ambiguous one is bad input (exit 2)."""
+        local = self._local_snapshot_ids()
+        if local is not None and snapshot_id != "latest":
+            # a local repository answers from its file names: an ambiguous prefix is named as such (restic only
+            # says it found nothing), and a typo costs no restic start
+            matches = [i for i in local if i.startswith(snapshot_id)]
+            if len(matches) > 1:
+                width = len(snapshot_id) + 4
+                raise UnknownSnapshot(f"snapshot {snapshot_id} is ambiguous: matches "
+                                      f"{', '.join(m[:width] for m in matches)}", hint="give more digits")
+            if not matches:
+                raise UnknownSnapshot(f"no snapshot {snapshot_id} in {self.repository}"
+                                      f"{did_you_mean(snapshot_id, [i[:len(snapshot_id)] for i in local])}",
+                                      hint="list them with `backupctl snapshots`")
         found = self.snapshots(ids=[snapshot_id])
         if not found:
-            raise ResticError(f"no snapshot {snapshot_id} in {self.repository}",
-                              hint="list them with `backupctl snapshots`")
+            raise UnknownSnapshot(f"no snapshot {snapshot_id} in {self.repository}",
+                                  hint="list them with `backupctl snapshots`")
         return found[0]
+
+    def _local_snapshot_ids(self) -> list[str] | None:
+        """The full ids of a local repository's snapshots, sorted; None when it is not a local folder."""
+        try:
+            with os.scandir(Path(self.repository) / "snapshots") as entries:
+                return sorted(e.name for e in entries if _FULL_ID.match(e.name))
+        except OSError:
+            return None
+
+    def add_tag(self, snapshot: Snapshot, tag: str) -> Snapshot:
+        """Add a tag to a snapshot. restic rewrites the snapshot under a new id (the old one is `original`):
+        the snapshot returned is the new one."""
+        self.run(["tag", "--add", tag, snapshot.id])
+        for data in self._json(["snapshots", "--tag", tag]) or []:
+            if data.get("original") == snapshot.id or data.get("id") == snapshot.id:
+                return _snapshot(data)
+        raise ResticError(f"snapshot {snapshot.short_id} not found after tagging it {tag!r}")
 
     def backup(self, paths: Sequence[Path], *, excludes: Sequence[str] = (), tags: Sequence[str] = (),
                progress: Progress | None = None, ignore_ctime: bool = False,
@@ -638,6 +685,12 @@ class Restic:
             if isinstance(msg, list):
                 return msg
         return []
+
+
+    def forget_snapshots(self, ids: Sequence[str], *, prune: bool = True) -> None:
+        """Forget exactly these snapshots (a plan already decided), then prune."""
+        if ids:
+            self.run(["forget", *ids, *(["--prune"] if prune else [])])
 
 
 _TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from backupctl.catalog import Catalog
 from backupctl.catalog import pacs as pacs_rows
-from backupctl.config import Config, Job
-from backupctl.errors import BackupctlError, SourceUnreadable
+from backupctl.config import Config, Job, guard_sources
+from backupctl.errors import BackupctlError, SourceOverlap, SourceUnreadable
 from backupctl.progress import Progress
 
 
@@ -26,6 +26,11 @@ def check_sources(config: Config, job: Job) -> list[Path]:
         from backupctl.pacs.source import resolve_orthanc  # http/ssl: only jobs with a PACS source load them
 
         resolve_orthanc(config, job)
+    # checked again here although loading the config did: a long-running scheduler loaded it hours ago, and a
+    # symlink or a mount may have moved since
+    problems, _, _ = guard_sources(config.base, config.settings, config.jobs, job)
+    if problems:
+        raise SourceOverlap(f"job {job.name}: source {problems[0]}")
     paths = [config.resolve(p) for p in job.sources]
     for path in paths:
         if not path.exists():

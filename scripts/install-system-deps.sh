@@ -22,10 +22,13 @@ declare -A want=(
   [chromium]=chromium        # prints drill reports to PDF; opens them in tests
   [pdftotext]=poppler-utils  # tests read the drill report's PDF
   [rsyslogd]="rsyslog rsyslog-gnutls"   # the syslog-over-TLS receiver of the audit forwarding tests
+  [groff]=groff-base         # renders `backupctl man` in its test
+  [/usr/lib/postgresql/15/bin/pg_ctl]=postgresql   # the PostgreSQL index of a production-like Orthanc
+  [/usr/share/doc/orthanc-postgresql/copyright]=orthanc-postgresql   # a plugin: no command of its own
 )
 missing=()
 for bin in "${!want[@]}"; do
-  command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || {
+  command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || { [[ $bin == /* ]] && [ -e "$bin" ]; } || {
     read -ra pkgs <<<"${want[$bin]}"   # a value may name several packages
     missing+=("${pkgs[@]}")
   }

@@ -240,7 +240,7 @@ def test_refused_deletes_exports_and_repeated_wrong_passwords_alert():
     refused = Record(seq=1, time=tuesday.isoformat(), action="s3 delete refused", outcome="refused", actor="bob",
                      host="h", pid=1, prev="0" * 64, details={"refused_deletes": 2})
     assert [m.rule for m in evaluate(rules, refused, [refused])] == ["refused-delete"]
-    assert [m.rule for m in evaluate(rules, _record("key export", tuesday), [])] == ["export"]
+    assert [m.rule for m in evaluate(rules, _record("keys export-kit", tuesday), [])] == ["export"]
     wrong = [Record(seq=i, time=(tuesday + timedelta(minutes=i)).isoformat(), action="backup run",
                     outcome="refused", actor="mallory", host="h", pid=1, prev="0" * 64,
                     details={"error": "WrongPassword"}) for i in range(4)]
@@ -479,7 +479,7 @@ def test_the_demo_audit_step_verifies_forwards_and_catches_a_tampered_copy(tmp_p
     vault = config.target("vault")
     init_bucket(connect("vault", vault, config.resolve))  # type: ignore[arg-type]
     assert run_backup(config, "pacs", replicate=False).snapshot_id
-    ctx = DemoContext(workdir=tmp_path, progress=default_progress(quiet=True), config=config)
+    ctx = DemoContext(workdir=tmp_path, progress=default_progress(quiet=True), config=config, job="pacs")
     with ctx.resources:
         result = step_audit(ctx)
     assert result["ok"], result

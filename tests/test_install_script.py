@@ -112,11 +112,12 @@ def test_a_failing_apt_still_removes_the_policy_it_made(machine):
 
 def test_nothing_missing_means_no_apt_call(machine):
     wanted = ["restic", "storescu", "Orthanc", "radosgw", "ceph-mon", "ceph-osd", "ceph", "curl", "openssl",
-              "chromium", "pdftotext", "rsyslogd"]
+              "chromium", "pdftotext", "rsyslogd", "groff"]
     for name in wanted:
         _stub(machine["bin"] / name, "exit 0\n")
-    if not Path("/usr/bin/time").exists():
-        pytest.skip("GNU time is checked at its absolute path")
+    for path in ("/usr/bin/time", "/usr/lib/postgresql/15/bin/pg_ctl", "/usr/share/doc/orthanc-postgresql/copyright"):
+        if not Path(path).exists():
+            pytest.skip(f"{path} is checked at its absolute path")
     result = _run(machine)
     assert result.returncode == 0, result.stderr
     assert not machine["calls"].exists()

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from backupctl import process
 from backupctl.actions.backup import run_backup
 from backupctl.config import Config
 from backupctl.errors import BackupctlError, ResticError, WrongPassword
+from backupctl.process import pid_running
 from backupctl.repository import staging_restic
 from backupctl.restic import Restic
 from backupctl.secrets import PasswordSource
@@ -75,7 +77,6 @@ def test_restic_reads_the_sources_only_once_the_work_before_it_is_done(installat
 
     summary = restic.backup([source], before_reading=work_once_restic_waits)
     assert summary.total_files == 1 and summary.snapshot is not None
-    assert summary.waited_seconds > 0
     out = tmp_path / "restored"
     restic.run(["restore", summary.snapshot.id, "--target", str(out)])
     assert (out / source.relative_to("/") / "written-while-restic-waits.txt").read_text() == "complete"
@@ -166,3 +167,26 @@ def test_the_lock_of_a_killed_restic_is_removed_by_our_next_operation_that_locks
     else:
         fresh.restore(first.snapshot.id, tmp_path / "restored")
     assert not _locks(installation)
+
+
+def test_an_interruption_while_restic_is_being_started_turns_it_away_at_the_gate(
+        installation: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    restic = staging_restic(installation)
+    before = _snapshot_files(installation)
+    started: list[int] = []
+    real_start = process.start
+
+    def start_then_ctrl_c(*args: object, **kwargs: object) -> process.Child:
+        child = real_start(*args, **kwargs)  # type: ignore[arg-type]
+        started.append(child.pid)
+        signal.raise_signal(signal.SIGINT)   # Ctrl-C in the instant restic has just been started
+        return child
+
+    monkeypatch.setattr(process, "start", start_then_ctrl_c)
+    worked: list[bool] = []
+    with pytest.raises(KeyboardInterrupt):
+        restic.backup([installation.base], before_reading=lambda: worked.append(True))
+    assert started and not worked
+    assert not pid_running(started[0])       # stopped and reaped, not left running on its own
+    assert _snapshot_files(installation) == before
+    assert not _locks(installation) and not _gates()

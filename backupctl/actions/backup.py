@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -18,6 +19,8 @@ from backupctl.catalog import snapshots as snapshot_rows
 from backupctl.config import Config, Job
 from backupctl.errors import BackupctlError, Interrupted, PartialSnapshot, Terminated
 from backupctl.hooks import JobHooks
+from backupctl.incident.state import alert_suspect, save_report
+from backupctl.incident.suspect import SUSPECT_TAG
 from backupctl.locking import repository_lock
 from backupctl.progress import NullProgress, Progress
 from backupctl.repository import staging_restic
@@ -55,6 +58,12 @@ class BackupOutcome:
     hook_errors: list[str] = field(default_factory=list)     # failed `after` hooks (snapshot saved anyway)
     pacs: dict | None = None                                  # the Orthanc copy's figures (downtime, ...)
     manifest: dict[str, Any] | None = None   # the signed manifest stored in the snapshot (verify)
+    safe_excludes: list[str] = field(default_factory=list)   # added by backupctl to a system-root source
+    suspect: dict[str, Any] | None = None    # ransomware signals against the previous manifest (incident)
+
+    @property
+    def is_suspect(self) -> bool:
+        return bool(self.suspect and self.suspect["suspect"])
 
     @property
     def replicated_ok(self) -> bool:
@@ -72,7 +81,10 @@ def run_backup(config: Config, job_name: str, progress: Progress | None = None,
     with open_catalog(config.catalog_path) as catalog:
         with repository_lock(config.state_dir, restic.repository, config.settings.staging.lock_wait_seconds):
             outcome = _snapshot_job(config, catalog, restic, job, progress)
+        outcome.safe_excludes = list(config.safe_excludes.get(job.name, []))
         audit.note(snapshot=outcome.snapshot_id)
+        if outcome.is_suspect:
+            audit.note(suspect=outcome.suspect["summary"])   # type: ignore[index]
         if replicate:
             outcome.replicas = [replicate_to(config, catalog, t, progress, job=job.name) for t in job.targets]
     return outcome
@@ -104,11 +116,16 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
                 prepared = built[0]
                 summary = sources_only(summary, prepared)
                 changed = _changes(restic, summary, prepared)   # while a prepared copy of the sources exists
+                summary = _mark_suspect(config, restic, job, summary, prepared)
             except PartialSnapshot as partial:
                 # saved, but some files were unreadable
                 prepared = built[0]
                 summary, status = sources_only(partial.summary, prepared), Status.PARTIAL
                 partial.message, partial.hint = partial_message(summary)   # the sources' count, not the manifest's
+                summary = _mark_suspect(config, restic, job, summary, prepared)
+                if prepared.suspect is not None and prepared.suspect.suspect:
+                    alert_suspect(config, job, summary.snapshot.short_id if summary.snapshot else None, run_id,
+                                  prepared.suspect)
                 _record(catalog, run_id, job, summary, status, time.monotonic() - started, partial.one_line())
                 manifest = _record_manifest(catalog, restic, summary, prepared, progress,
                                             _changes(restic, summary, prepared))
@@ -143,7 +160,30 @@ def _snapshot_job(config: Config, catalog: Catalog, restic: Restic, job: Job, pr
         outcome.manifest["restic_waited_seconds"] = round(summary.waited_seconds, 3)
     if job.orthanc is not None:
         outcome.pacs = pacs_rows.copy_for_run(catalog, run_id)
+    if prepared.suspect is not None and prepared.suspect.compared:
+        outcome.suspect = prepared.suspect.as_dict()
+        if prepared.suspect.suspect:
+            alert_suspect(config, job, outcome.short_id, run_id, prepared.suspect)
     return outcome
+
+
+def _mark_suspect(config: Config, restic: Restic, job: Job, summary: BackupSummary,
+                  prepared: PreparedManifest) -> BackupSummary:
+    """A suspect snapshot is kept (it is evidence) and tagged `suspect` in the repository, so every copy of it
+    says so; its signals are kept beside the catalog."""
+    report = prepared.suspect
+    if report is None or not report.suspect or summary.snapshot is None:
+        return summary
+    snap = summary.snapshot
+    log.info("job %s: snapshot %s is suspect: %s", job.name, snap.short_id, report.summary())
+    try:
+        snap = restic.add_tag(snap, SUSPECT_TAG)
+    except BackupctlError as exc:   # the catalog still says suspect (below); the repository tag is missing
+        log.error("snapshot %s: could not tag it %r in the repository: %s", snap.short_id, SUSPECT_TAG,
+                  exc.one_line())
+        snap = dataclasses.replace(snap, tags=[*snap.tags, SUSPECT_TAG])
+    save_report(config, snap.id, job.name, report)
+    return dataclasses.replace(summary, snapshot=snap)
 
 
 def _parent(catalog: Catalog, restic: Restic, job: Job, targets: list[Path]) -> str | None:

@@ -50,6 +50,7 @@ from backupctl.progress import NullProgress, Progress
 from backupctl.repository import password_source
 from backupctl.restic import Restic, Snapshot, job_tag
 from backupctl.signing import VerifyKey
+from backupctl.units import zoned_time
 from backupctl.verify.alongside import AlongsideChecker, Outcome
 from backupctl.verify.findings import Finding
 from backupctl.verify.restore import include_patterns
@@ -239,7 +240,7 @@ def _select(state: _Drilling) -> None:
         state.result.snapshot_id, state.result.snapshot_time = snap.id, snap.time
         _record_newest(state, snapshots)
         state.changed = frozenset(verify_rows.changed_during_backup(state.catalog, snap.id))
-        state.check("snapshot", True, f"{snap.short_id} of {snap.time[:19].replace('T', ' ')} "
+        state.check("snapshot", True, f"{snap.short_id} of {zoned_time(snap.time, local=False)} "
                                       f"(rule '{drill.snapshot}', {len(snapshots)} in the copy)")
         phase.files, phase.detail = len(snapshots), how
         _prepare_manifest(state)

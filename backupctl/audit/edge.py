@@ -40,11 +40,12 @@ class CommandWatch:
         self._wrap(command)
 
     def _wrap(self, command: Any) -> None:
+        # groups too: a group may act itself (`snapshots` lists when given no subcommand); a subcommand's
+        # invoke runs inside its group's, so the innermost command is the one recorded
         sub = getattr(command, "commands", None)
         if isinstance(sub, dict):
             for child in sub.values():
                 self._wrap(child)
-            return
         original = command.invoke
 
         def invoke(ctx: Any) -> Any:
@@ -56,11 +57,20 @@ class CommandWatch:
     def action(self) -> str | None:
         if type(self.error).__name__ == "NoArgsIsHelpError":
             return None                  # a bare group showed its help: nothing was done
-        ctx = self.leaf if self.leaf is not None else getattr(self.error, "ctx", None)
+        ctx = self._innermost()
         if ctx is None:
             return None
         words = ctx.command_path.split()[1:]
         return " ".join(words) or None
+
+    def _innermost(self) -> Any:
+        """The context of the innermost command reached: a subcommand whose arguments were refused never
+        ran, but its group did."""
+        ctx = self.leaf
+        refused = getattr(self.error, "ctx", None)
+        if refused is not None and (ctx is None or len(refused.command_path) > len(ctx.command_path)):
+            return refused
+        return ctx
 
     def ids(self) -> dict[str, Any]:
         params = getattr(self.leaf, "params", None) or {}
@@ -81,7 +91,7 @@ class CommandWatch:
 
     def config_path(self) -> Path | None:
         """The --config of this run (the root context's), not a global left over from an earlier run."""
-        ctx = self.leaf if self.leaf is not None else getattr(self.error, "ctx", None)
+        ctx = self._innermost()
         value = ctx.find_root().params.get("config") if ctx is not None else None
         if value is None and self.action() == "init" and self.leaf is not None:
             # `init DIR` made its installation there: that is where its record belongs

@@ -2,7 +2,7 @@
 
 - restores or patient lookups outside working hours;
 - more than `max_per_hour` of them by one actor within an hour;
-- repeated failed authentication (a wrong repository password);
+- repeated failed authentication (a wrong repository password, a refused console sign-in);
 - a refused delete on S3 (Object Lock stopped someone);
 - a key or kit export (always worth a second look);
 - a snapshot that backup found suspect.
@@ -18,7 +18,7 @@ from backupctl.audit.log import Record
 from backupctl.config import AuditRules
 
 ALERT_ACTION = "security alert"
-AUTH_FAILURES = {"WrongPassword", "S3AccessDenied"}
+AUTH_FAILURES = {"WrongPassword", "S3AccessDenied", "ConsoleSignInRefused"}
 
 
 @dataclass(frozen=True)

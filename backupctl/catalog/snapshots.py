@@ -90,3 +90,8 @@ def newest_in_copies(catalog: Catalog, job: str) -> list[dict]:
     return [dict(r) for r in catalog.query(
         "SELECT r.target, s.id, s.time FROM replicas r JOIN snapshots s ON s.id = r.snapshot_id "
         "WHERE s.job = ? AND s.status != 'forgotten'", (job,))]
+
+
+def set_tags(catalog: Catalog, snapshot_id: str, tags: list[str]) -> None:
+    with catalog.transaction() as tx:
+        tx.execute("UPDATE snapshots SET tags=? WHERE id=?", (json.dumps(tags), snapshot_id))

@@ -209,3 +209,11 @@ def record_replica_audit(catalog: Catalog, target: str, location: str, ok: bool,
 
 def replica_audits(catalog: Catalog) -> list[dict[str, Any]]:
     return [dict(r) for r in catalog.query("SELECT * FROM replica_audits ORDER BY target, location")]
+
+
+def verifications_of(catalog: Catalog, level: str, subject: str) -> list[dict[str, Any]]:
+    """Verification runs of one subject (a snapshot id for `restore`), newest first."""
+    rows = catalog.query(
+        "SELECT v.*, r.started, r.finished FROM verifications v JOIN runs r ON r.id = v.run_id "
+        "WHERE v.level=? AND v.subject=? ORDER BY v.run_id DESC", (level, subject))
+    return [dict(r) for r in rows]

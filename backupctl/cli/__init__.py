@@ -1,7 +1,8 @@
 """The `backupctl` command line. Thin: parses arguments, calls actions, prints; errors become one line.
 
 Every package error (`backupctl.errors`) is printed as `error: <what is wrong> (<how to fix>)` with its exit
-code: 2 bad input, 1 failed run, 3 partial, 130 interrupted. A traceback is shown only with --debug.
+code: 2 bad input, 1 failed run, 3 partial, 4 suspect snapshot, 130 interrupted. A traceback is shown only with
+--debug.
 """
 
 # no `from __future__ import annotations`: typer would eval every string annotation at each start (common.py)
@@ -19,10 +20,12 @@ from backupctl import __version__
 from backupctl.audit.edge import CommandWatch
 from backupctl.cli import audit as audit_cmds
 from backupctl.cli import backup as backup_cmds
+from backupctl.cli import console as console_cmds
 from backupctl.cli import demo as demo_cmds
 from backupctl.cli import dev as dev_cmds
 from backupctl.cli import drill as drill_cmds
 from backupctl.cli import find as find_cmds
+from backupctl.cli import incident as incident_cmds
 from backupctl.cli import media as media_cmds
 from backupctl.cli import pacs as pacs_cmds
 from backupctl.cli import s3 as s3_cmds
@@ -50,7 +53,7 @@ app = typer.Typer(
          "verification and restore drills.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,   # --install-completion and --show-completion (bash, zsh, fish)
 )
 
 
@@ -72,6 +75,9 @@ def _global(
     OPTIONS.config, OPTIONS.quiet, OPTIONS.debug = config, quiet, debug
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # the terminal shows warnings (or everything with --debug) whatever the run log below keeps
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 setup_cmds.register(app)
@@ -81,11 +87,21 @@ app.add_typer(media_cmds.app, name="media")
 app.add_typer(pacs_cmds.app, name="pacs")
 app.add_typer(dev_cmds.app, name="dev")
 app.add_typer(drill_cmds.app, name="drill")
+app.add_typer(incident_cmds.app, name="incident")
+app.add_typer(incident_cmds.keys_app, name="keys")
 demo_cmds.register(app)
 s3_cmds.register(app)
 verify_cmds.register(app)
 scheduler_cmds.register(app)
 app.add_typer(audit_cmds.app, name="audit")
+app.add_typer(console_cmds.app, name="console")
+
+
+# the CLI edge's lines (command, exit code) go to the run log only (`logs.attach_run_log`); before the config
+# is loaded there is none, and stderr shows the error itself
+_run_log = logging.getLogger("backupctl.run")
+_run_log.propagate = False
+_run_log.addHandler(logging.NullHandler())
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -108,16 +124,19 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(command: Any, argv: list[str] | None, watch: CommandWatch) -> int:
+    log = _run_log
     try:
         rc = command.main(args=argv, prog_name="backupctl", standalone_mode=False)
     except BackupctlError as exc:
         watch.error = exc
         if OPTIONS.debug:
             logging.getLogger("backupctl").exception("error")
+        log.error("%s: exit %d: %s", OPTIONS.command, exc.exit_code, exc.one_line())
         _json_outcome(exc.exit_code, exc.one_line(), type(exc).__name__, exc.details)
         _print_error(exc.one_line())
         return exc.exit_code
     except (*_ABORTS, KeyboardInterrupt, Terminated) as exc:
+        log.warning("%s: interrupted", OPTIONS.command)
         watch.error = exc
         _json_outcome(130, "interrupted", "Interrupted")
         err.print("interrupted")
@@ -135,9 +154,12 @@ def _dispatch(command: Any, argv: list[str] | None, watch: CommandWatch) -> int:
     except Exception as exc:
         watch.error = exc
         # a bug: its traceback follows, but a --json reader still gets its object
+        log.error("%s: internal error: %r", OPTIONS.command, exc)
         _json_outcome(1, f"internal error: {exc!r}", type(exc).__name__)
         raise
-    return rc if isinstance(rc, int) else 0
+    rc = rc if isinstance(rc, int) else 0
+    log.info("%s: exit %d", OPTIONS.command, rc)
+    return rc
 
 
 def _json_outcome(code: int, message: str, error_type: str, details: dict | None = None) -> None:

@@ -13,7 +13,7 @@ from backupctl.cli import common
 from backupctl.cli import find as find_cmds
 from backupctl.cli.common import human_bytes, out, print_json, short_time
 from backupctl.cli.common import table as make_table
-from backupctl.errors import IntegrityError, PartialRun, TargetError, UsageError
+from backupctl.errors import IntegrityError, PartialRun, SuspectSnapshot, TargetError, UsageError
 
 # Each command imports its actions in its body: a command loads only what it runs (see cli/common.py).
 
@@ -52,6 +52,8 @@ def backup_run(
     else:
         out.print(f"snapshot {outcome.short_id} of job {job}: {outcome.files} files, {human_bytes(outcome.bytes)}, "
                   f"{human_bytes(outcome.bytes_added)} new, {outcome.seconds:.1f} s")
+        if outcome.safe_excludes:
+            out.print(f"  excluded by backupctl (system root source): {', '.join(outcome.safe_excludes)}")
         if (m := outcome.manifest) and "error" not in m:
             changed = f", [yellow]{m['changed_during_backup']} changed during backup[/]" \
                 if m["changed_during_backup"] else ""
@@ -66,7 +68,16 @@ def backup_run(
             out.print(f"  orthanc: down {outcome.pacs['downtime_seconds'] or 0:.1f} s for the copy "
                       f"({outcome.pacs['storage_files']} storage files, "
                       f"{outcome.pacs['linked_while_stopped']} linked while stopped)")
+        if outcome.suspect and outcome.suspect["suspect"]:
+            out.print(f"  [bold red]SUSPECT[/]: {outcome.suspect['summary']}")
+            for s in outcome.suspect["signals"]:
+                if s["fired"]:
+                    out.print(f"    {s['name']}: {s['count']}, e.g. " + ", ".join(s["examples"]))
     failed = [r for r in outcome.replicas if not r.ok]
+    if outcome.is_suspect:
+        also = "; replication failed too" if failed else ""
+        raise SuspectSnapshot(f"snapshot {outcome.short_id} is kept but SUSPECT: {outcome.suspect['summary']}"  # type: ignore[index]
+                              f"{also}", hint="see docs/incident.md; `backupctl incident last-clean`")
     if outcome.hook_errors:
         raise PartialRun(f"snapshot {outcome.short_id} is saved, but " + "; ".join(outcome.hook_errors))
     if failed:
@@ -149,6 +160,28 @@ def restore(
         help="'username:password' file (0600) for --to-pacs; or set BACKUPCTL_PACS_CREDENTIALS.")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=32,
                                              help="Parallel uploads for --to-pacs.")] = 4,
+    to_dicom: Annotated[str | None, typer.Option("--to-dicom", metavar="AET@HOST:PORT",
+                                                 help="Send the DICOM files to any PACS over DICOM networking "
+                                                      "(C-STORE, storage commitment, C-FIND query-back).")] = None,
+    calling_aet: Annotated[str, typer.Option("--calling-aet", help="Our AE title for --to-dicom.")] = "BACKUPCTL",
+    commitment: Annotated[bool, typer.Option("--commitment/--no-commitment",
+                                             help="Ask the PACS for storage commitment (--to-dicom).")] = True,
+    commitment_port: Annotated[int | None, typer.Option(
+        "--commitment-port", min=1, max=65535,
+        help="Port our AE listens on for the PACS's commitment report on a new association (the PACS must "
+             "know it for --calling-aet).")] = None,
+    commitment_timeout: Annotated[float, typer.Option("--commitment-timeout", min=1,
+                                                      help="Seconds to wait for the commitment report.")] = 60.0,
+    query_back: Annotated[bool, typer.Option("--query-back/--no-query-back",
+                                             help="C-FIND each restored study on the PACS (--to-dicom).")] = True,
+    tls_ca: Annotated[Path | None, typer.Option("--tls-ca", metavar="FILE",
+                                                help="DICOM TLS for --to-dicom: the CA (PEM) the PACS's "
+                                                     "certificate must chain to.")] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", metavar="FILE",
+                                                  help="DICOM TLS: our certificate (PEM), for a PACS that "
+                                                       "asks for one.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", metavar="FILE",
+                                                 help="DICOM TLS: the key of --tls-cert (PEM, 0600).")] = None,
     as_orthanc: Annotated[Path | None, typer.Option("--as-orthanc", metavar="DIR",
                                                     help="Lay out a whole Orthanc (config, index, storage) "
                                                          "from a snapshot of an orthanc source.")] = None,
@@ -169,15 +202,17 @@ def restore(
     from backupctl.actions.find import StudyQuery
 
     query = StudyQuery(patient_id, accession, study_date, modality, patient_name)
-    if sum(x is not None for x in (to_pacs, as_orthanc)) > 1 or (as_orthanc and to):
-        raise UsageError("choose one of --to, --to-pacs (optionally with --to) and --as-orthanc")
-    if to is None and to_pacs is None and as_orthanc is None and not dry_run:
-        raise UsageError("say where to restore: --to DIR, --to-pacs URL or --as-orthanc DIR")
+    if sum(x is not None for x in (to_pacs, to_dicom, as_orthanc)) > 1 or (as_orthanc and to):
+        raise UsageError("choose one of --to, --to-pacs/--to-dicom (optionally with --to) and --as-orthanc")
+    if to is None and to_pacs is None and to_dicom is None and as_orthanc is None and not dry_run:
+        raise UsageError("say where to restore: --to DIR, --to-pacs URL, --to-dicom AET@HOST:PORT or "
+                         "--as-orthanc DIR")
     if study or query.given():
         if study and query.given():
             raise UsageError("give --study UIDs or search criteria (--patient-id, ...), not both")
-        if to_pacs or as_orthanc or (to is None and not dry_run):
-            raise UsageError("a study restore goes into a folder: give --to DIR (without --to-pacs/--as-orthanc)")
+        if to_pacs or to_dicom or as_orthanc or (to is None and not dry_run):
+            raise UsageError("a study restore goes into a folder: give --to DIR (without --to-pacs, --to-dicom "
+                             "or --as-orthanc)")
         restore_study_cmd(snapshot, to, study or [], from_target, force, json_output, query=query, job=job,
                           dry_run=dry_run)
         return
@@ -192,7 +227,11 @@ def restore(
         from backupctl.actions.find import pick_job
 
         job = pick_job(config, job)
-    if dry_run or (snapshot == "latest" and (to_pacs is not None or as_orthanc is not None)):
+    if to_dicom is not None:
+        from backupctl.pacs.dimse import DicomTarget
+
+        DicomTarget.parse(to_dicom)          # bad input: say so before touching the repository
+    if dry_run or (snapshot == "latest" and (to_pacs or to_dicom or as_orthanc) is not None):
         from backupctl.actions.find import plan_restore, resolve_snapshot
         from backupctl.catalog import open_catalog
 
@@ -206,6 +245,17 @@ def restore(
     if to_pacs is not None:
         _restore_to_pacs(config, snapshot, to_pacs, to, include, from_target, pacs_credentials, concurrency,
                          progress, json_output)
+        return
+    if to_dicom is not None:
+        tls = None
+        if tls_ca or tls_cert or tls_key:
+            from backupctl.pacs.dimse import tls_context
+
+            if tls_key and not tls_cert:
+                raise UsageError("--tls-key needs --tls-cert")
+            tls = tls_context(tls_ca, tls_cert, tls_key)
+        _restore_to_dicom(config, snapshot, to_dicom, to, include, from_target, calling_aet, commitment,
+                          commitment_port, commitment_timeout, query_back, tls, progress, json_output)
         return
     if as_orthanc is not None:
         from backupctl.pacs.restore import outcome_dict, restore_as_orthanc
@@ -265,6 +315,54 @@ def _restore_to_pacs(config, snapshot: str, url: str, keep: Path | None, include
         first = sent.rejected[0]
         raise PartialRun(f"the PACS refused {len(sent.rejected)} of {sent.dicom_files} files "
                          f"(first: {first['file']}: {first['reason']})")
+
+
+def _restore_to_dicom(config, snapshot: str, target: str, keep: Path | None,  # noqa: ANN001, PLR0913
+                      include: list[str] | None, copy: str, calling_aet: str, commitment: bool,
+                      commitment_port: int | None, commitment_timeout: float, query_back: bool, tls, progress,  # noqa: ANN001
+                      json_output: bool) -> None:
+    from backupctl.pacs.restore import outcome_dict, restore_to_dicom
+
+    done = restore_to_dicom(config, snapshot, target, calling_aet=calling_aet, includes=include, copy=copy,
+                            keep=keep, commitment=commitment, commitment_port=commitment_port,
+                            commitment_timeout=commitment_timeout, query_back=query_back, tls=tls,
+                            progress=progress)
+    r = done.report
+    if json_output:
+        print_json(outcome_dict(done))
+    else:
+        out.print(f"sent {r['stored'] + r['already']} of {done.dicom_files} DICOM files of snapshot "
+                  f"{done.snapshot_id[:8]} to {done.target}: {r['stored']} stored, {r['already']} already there, "
+                  f"{len(r['refused'])} refused, {r['transcoded']} transcoded, {r['retries']} retries, "
+                  f"in {done.seconds:.1f} s", markup=False)
+        for row in r["refused"][:10]:
+            out.print(f"  refused {row['file']}: {row['status'] or '-'} {row['reason']}", markup=False)
+        commit = {"off": "storage commitment: off (not asked; 'sent' means stored, not committed)",
+                  "committed": f"storage commitment: {r['committed']} committed by the PACS",
+                  "partial": f"storage commitment: {r['committed']} committed, {len(r['not_committed'])} NOT",
+                  "timeout": "storage commitment: no report from the PACS in time: nothing is known committed"}
+        out.print(commit[r["commitment"]], markup=False)
+        for row in done.query_back:
+            out.print(f"  query-back {row['study']}: {row['found']} of {row['expected']} instances "
+                      f"{'ok' if row['ok'] else 'MISMATCH'}", markup=False)
+    if r["commitment"] == "timeout":
+        from backupctl.errors import DicomNetworkError
+
+        raise DicomNetworkError(f"{done.target} sent no storage commitment report within the timeout; "
+                                f"{r['stored']} instances stored, none known committed",
+                                hint="check the PACS knows our AE title and --commitment-port")
+    if not done.ok:
+        problems = []
+        if r["refused"]:
+            first = r["refused"][0]
+            problems.append(f"the PACS refused {len(r['refused'])} of {done.dicom_files} files "
+                            f"(first: {first['file']}: {first['status'] or '-'} {first['reason']})")
+        if r["not_committed"]:
+            problems.append(f"{len(r['not_committed'])} instances not committed")
+        bad = [row for row in done.query_back if not row["ok"]]
+        if bad:
+            problems.append(f"query-back differs for {len(bad)} of {len(done.query_back)} studies")
+        raise PartialRun("; ".join(problems))
 
 
 def _print_plan(plan, json_output: bool, found: dict | None = None) -> None:  # noqa: ANN001 - RestorePlan
@@ -350,13 +448,24 @@ def runs(
     out.print(table if rows else "no runs yet")
 
 
-def unlock() -> None:
+def unlock(json_output: JsonOpt = False) -> None:
     """Remove stale restic locks (of killed processes) from the staging repository."""
     from backupctl.repository import staging_restic
 
     config = common.load()
+    locks = config.staging_repository / "locks"
+
+    def held() -> list[str]:
+        return sorted(p.name for p in locks.iterdir()) if locks.is_dir() else []
+
+    before = held()
     staging_restic(config).unlock()
-    out.print("stale locks removed (live ones are kept)")
+    after = held()
+    if json_output:
+        print_json({"ok": True, "repository": str(config.staging_repository),
+                    "removed": [x for x in before if x not in after], "kept": after})
+        return
+    out.print(f"{len(before) - len(after)} stale lock(s) removed, {len(after)} live one(s) kept")
 
 
 def forget(

@@ -8,13 +8,14 @@ command functions, and this module defers pydantic (the config) and rich (the co
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backupctl.progress import Progress, default_progress
-from backupctl.units import human_bytes  # noqa: F401 - re-exported for this module's users
+from backupctl.units import human_bytes, zoned_time  # noqa: F401 - human_bytes re-exported for this module's users
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -27,6 +28,7 @@ class GlobalOptions:
     config: Path | None = None
     quiet: bool = False
     debug: bool = False
+    command: str = "backupctl"    # the command path, for the run log (never its arguments: they may name patients)
     json_wanted: bool = False          # --json given: every outcome, errors too, prints one JSON object
     json_printed: bool = False
 
@@ -54,8 +56,25 @@ err = LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 def load() -> Config:
     """The validated configuration (everything is checked before any job starts)."""
     from backupctl.config import load_config  # pydantic: only for commands that read the config
+    from backupctl.logs import attach_run_log
 
-    return load_config(OPTIONS.config)
+    config = load_config(OPTIONS.config)
+    OPTIONS.command = _command_path()
+    if attach_run_log(config.state_dir) is not None:
+        import logging
+
+        logging.getLogger("backupctl.run").info("%s: started by uid %d", OPTIONS.command, os.getuid())
+    return config
+
+
+def _command_path() -> str:
+    """`backupctl backup run` for the command running now (typer >= 0.26 keeps its contexts in its own click)."""
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:
+        from click import get_current_context
+    ctx = get_current_context(silent=True)
+    return ctx.command_path if ctx is not None else OPTIONS.command
 
 
 def progress(json_output: bool = False) -> Progress:
@@ -69,7 +88,7 @@ def print_json(data: Any) -> None:
 
 
 def short_time(iso: str | None) -> str:
-    return iso[:19].replace("T", " ") if iso else "-"
+    return zoned_time(iso)
 
 
 def table(*columns: str):  # noqa: ANN201 - rich.table.Table

@@ -36,6 +36,7 @@ def _media_target(name: str) -> "tuple[MediaTarget, MediaTargetConfig]":
 def init(
     target: Annotated[str, typer.Argument(help="Media target name ([targets.NAME] with type = \"media\").")],
     label: Annotated[str, typer.Option("--label", "-l", help="One of the target's configured labels.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
 ) -> None:
     """Label the blank disk mounted at the target's mount point."""
     from backupctl.catalog import media as media_rows
@@ -47,6 +48,10 @@ def init(
     medium = init_medium(cfg, target, label)
     with open_catalog(config.catalog_path) as catalog:
         media_rows.register_medium(catalog, target, medium.label, medium.media_id, medium.created)
+    if json_output:
+        print_json({"ok": True, "target": target, "mount": str(cfg.mount), "label": medium.label,
+                    "media_id": medium.media_id, "created": medium.created})
+        return
     out.print(f"labelled the disk at {cfg.mount} as '{label}' for target {target}")
 
 

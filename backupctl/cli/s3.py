@@ -126,7 +126,7 @@ def audit(
     expected = list_repository(staging) if (staging / "config").exists() else None
     with open_catalog(config.catalog_path) as catalog:
         target = _s3_target(config, name, catalog)
-        target.prepare()
+        target.prepare(reading=True)
         report = audit_target(target, expected, common.progress(json_output), quick=quick)
     if json_output:
         print_json(report.as_dict())
@@ -168,7 +168,7 @@ def recover_cmd(
     config = common.load()
     with open_catalog(config.catalog_path) as catalog:
         target = _s3_target(config, name, catalog)
-        target.prepare()
+        target.prepare(reading=True)
         outcome = recover(target, to, when, common.progress(json_output))
     checked = None
     if check and outcome.files:

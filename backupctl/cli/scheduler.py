@@ -149,6 +149,8 @@ def human_age(seconds: float | None) -> str:
 def status_report(config: "Config") -> dict[str, Any]:
     from backupctl.catalog import open_catalog
     from backupctl.health import check_freshness, job_freshness, replica_freshness
+    from backupctl.incident.freeze import frozen_state
+    from backupctl.incident.state import suspect_status
     from backupctl.scheduler.state import read_state, running_daemon
     from backupctl.verify.status import study_coverage_now
 
@@ -161,6 +163,7 @@ def status_report(config: "Config") -> dict[str, Any]:
         verify = check_freshness(config, catalog, "verify", now)
         drills = check_freshness(config, catalog, "drill", now)
         media = media_status(config, catalog)
+        suspects = suspect_status(config, catalog)
         coverage = study_coverage_now(config, catalog)
     scheduled = any(j.schedule for j in config.jobs.values()) or any(d.schedule for d in config.drills.values())
     daemon = {"running": pid is not None, "pid": pid, "needed": scheduled,
@@ -169,6 +172,10 @@ def status_report(config: "Config") -> dict[str, Any]:
     bad = [f for f in (*jobs, *replicas, *verify, *drills) if f.state in ("stale", "never")]
     problems = [f"{f.kind} {f.name}: {f.state}" for f in bad]
     problems += [f"medium {m['target']}/{m['label']}: stale" for m in media if m["state"] == "stale"]
+    problems += [f"job {x['job']}: snapshot {x['short_id']} is SUSPECT ({x['summary']}); see docs/incident.md"
+                 for x in suspects]
+    if (frozen := frozen_state(config)) is not None:
+        problems.append(f"incident frozen since {frozen['since']} ({frozen['reason']}): pruning and expiry paused")
     if not coverage["ok"]:
         from backupctl.verify.status import coverage_text
 
@@ -179,7 +186,9 @@ def status_report(config: "Config") -> dict[str, Any]:
         problems.append(f"the last reload was refused: {daemon['reload_error']}")
     return {"ok": not problems, "problems": problems, "daemon": daemon, "jobs": [f.as_dict() for f in jobs],
             "replicas": [f.as_dict() for f in replicas], "media": media, "verify": [f.as_dict() for f in verify],
-            "drills": [f.as_dict() for f in drills], "coverage": coverage, "time": now.isoformat()}
+            "drills": [f.as_dict() for f in drills], "coverage": coverage, "suspects": suspects,
+            "frozen": frozen is not None, "time": now.isoformat()}
+
 
 
 def _state_cell(state: str) -> str:
@@ -258,12 +267,22 @@ def _print_status(report: dict[str, Any]) -> None:
 def metrics(
     textfile: Annotated[Path | None, typer.Option("--textfile", help="Write atomically to this file "
                                                   "(node_exporter textfile collector) instead of stdout.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the samples as one JSON object.")] = False,
 ) -> None:
     """Print the Prometheus metrics (text exposition format) computed from the catalog."""
     from backupctl.metrics import render, write_textfile
 
     config = common.load()
     data = render(config)
+    if json_output:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        samples = [{"name": s.name, "labels": s.labels, "value": s.value}
+                   for family in text_string_to_metric_families(data.decode()) for s in family.samples]
+        if textfile is not None:
+            write_textfile(textfile, data)
+        print_json({"ok": True, "textfile": str(textfile) if textfile else None, "samples": samples})
+        return
     if textfile is None:
         sys.stdout.write(data.decode())
     else:

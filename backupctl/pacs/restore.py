@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -202,3 +203,83 @@ def outcome_dict(outcome: Any) -> dict[str, Any]:
     data = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(outcome).items()}
     data["ok"] = getattr(outcome, "ok", True)
     return data
+
+
+# --to-dicom --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DicomRestoreOutcome:
+    snapshot_id: str
+    source: str
+    target: str                       # AET@HOST:PORT
+    dicom_files: int
+    report: dict[str, Any]            # DimseReport as a dict
+    query_back: list[dict[str, Any]]  # per study: expected, found, ok (empty when not asked)
+    expected_from: str                # "manifest" (the catalog's copy of it) or "files" (no catalog row)
+    restore_seconds: float
+    seconds: float
+    kept: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        r = self.report
+        return (not r["refused"] and r["commitment"] in ("committed", "off")
+                and all(row["ok"] for row in self.query_back))
+
+
+def restore_to_dicom(config: Config, snapshot: str, target: str, *, calling_aet: str = "BACKUPCTL",
+                     includes: list[str] | None = None, copy: str = "staging", keep: Path | None = None,
+                     commitment: bool = True, commitment_port: int | None = None,
+                     commitment_timeout: float = 60.0, query_back: bool = True, retries: int = 3,
+                     tls: ssl.SSLContext | None = None, progress: Progress | None = None) -> DicomRestoreOutcome:
+    """Restore to scratch (or `keep`), C-STORE every DICOM file to `target` (AET@HOST:PORT), ask for storage
+    commitment, then C-FIND each study back. The target is C-ECHOed before anything is restored."""
+    from dataclasses import asdict
+
+    from backupctl.pacs.dimse import DicomTarget, echo, send_dimse
+
+    progress = progress or NullProgress()
+    peer = DicomTarget.parse(target)
+    echo(peer, calling_aet=calling_aet, retries=min(retries, 1), tls=tls)
+    if keep is not None:
+        check_restore_target(keep, force=False)
+    began = time.monotonic()
+    scratch_root = config.state_dir / "scratch"
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="backupctl-to-dicom-", dir=scratch_root) as tmp:
+        where = keep or Path(tmp) / "restored"
+        restored = restore_snapshot(config, snapshot, where, includes=includes, copy=copy, progress=progress)
+        files = list(iter_dicom_files(where))
+        if not files:
+            raise UsageError(f"snapshot {restored.snapshot_id[:8]} holds no DICOM files"
+                             + (" under the --include paths" if includes else ""))
+        report = send_dimse(files, peer, calling_aet=calling_aet, commitment=commitment,
+                            commitment_port=commitment_port, commitment_timeout=commitment_timeout,
+                            retries=retries, progress=progress, tls=tls)
+        for row in report.refused:
+            row["file"] = str(Path(row["file"]).relative_to(where))
+    rows: list[dict[str, Any]] = []
+    expected, expected_from = _expected_instances(config, restored.snapshot_id, report.per_study)
+    if query_back and expected:
+        from backupctl.pacs.dimse import query_studies
+
+        rows = query_studies(peer, expected, calling_aet=calling_aet, tls=tls)
+    return DicomRestoreOutcome(restored.snapshot_id, copy, str(peer), len(files), asdict(report), rows,
+                               expected_from, restored.seconds, time.monotonic() - began,
+                               str(keep) if keep else None)
+
+
+def _expected_instances(config: Config, snapshot_id: str, in_files: dict[str, int]) -> tuple[dict[str, int], str]:
+    """Instances per restored study as the snapshot's manifest counts them (the catalog keeps its figures), so
+    a file lost between backup and PACS shows; the restored files' own count when the catalog lacks them."""
+    if not config.catalog_path.exists():
+        return in_files, "files"
+    from backupctl.catalog import open_catalog
+    from backupctl.catalog.verify import studies_of
+
+    with open_catalog(config.catalog_path) as catalog:
+        recorded = {r["study_uid"]: int(r["instances"]) for r in studies_of(catalog, snapshot_id)}
+    if not recorded or not set(in_files) <= set(recorded):
+        return in_files, "files"
+    return {study: recorded[study] for study in in_files}, "manifest"

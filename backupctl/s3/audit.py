@@ -4,20 +4,29 @@ For each recorded version: still there, same size, same SHA-256 (the server's Ch
 one, otherwise by reading the bytes), locked in the configured mode until at least what policy required.
 Everything else under the prefix is unexpected: keys nobody uploaded, and newer versions or delete markers
 over recorded versions (what an attacker holding the writer credential can do, since locks stop the rest).
+
+The bucket itself is audited too: versioning suspended (recorded versions stay addressable by id, so the
+audit goes on and reports it with everything else), lifecycle rules that could expire or hide versions, a
+bucket policy that denies reading versions or allows anyone to delete them, and any change of the lifecycle
+rules or the policy since the last audit (their digests are kept under `<state>/s3-audit/`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from backupctl.catalog import s3 as s3_rows
+from backupctl.catalog.db import utcnow
 from backupctl.catalog.s3 import S3Object
+from backupctl.errors import BackupctlError
+from backupctl.fsutil import atomic_write_text
 from backupctl.progress import Progress
 from backupctl.repofiles import HASH_CHUNK, RepoFile
-from backupctl.s3.client import Bucket
+from backupctl.s3.client import Bucket, error_code
 from backupctl.s3.listing import KeyVersions, list_versions
 from backupctl.s3.objects import Digest, read_lock
 from backupctl.s3.objects import parse_iso as _parse
@@ -107,6 +116,105 @@ def _unexpected(listing: dict[str, KeyVersions], recorded: dict[str, S3Object],
     return findings
 
 
+_READS = ("s3:*", "s3:get*", "s3:getobject", "s3:getobjectversion", "s3:list*", "s3:listbucketversions",
+          "s3:listbucket")
+_DESTROYS = ("s3:*", "s3:delete*", "s3:deleteobjectversion", "s3:putbucketversioning",
+             "s3:putlifecycleconfiguration", "s3:bypassgovernanceretention", "s3:putbucketpolicy",
+             "s3:putobjectlegalhold")
+
+
+def _optional(bucket: Bucket, what: str, call: Any, missing: tuple[str, ...]) -> Any:
+    """A bucket setting, or None where the bucket has none (or the server does not keep that setting)."""
+    import botocore.exceptions as bex
+
+    try:
+        with bucket.call(what):
+            try:
+                return call(Bucket=bucket.name)
+            except bex.ClientError as exc:
+                if error_code(exc) in missing:
+                    return None
+                raise
+    except BackupctlError as exc:
+        return {"error": exc.one_line()}
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    raw = statement.get("Action", [])
+    return [a.lower() for a in ([raw] if isinstance(raw, str) else raw)]
+
+
+def _lifecycle_findings(rules: list[dict[str, Any]]) -> list[Finding]:
+    found = []
+    for rule in rules:
+        if rule.get("Status") != "Enabled":
+            continue
+        name = rule.get("ID") or rule.get("Prefix") or "(unnamed)"
+        if "Expiration" in rule:
+            found.append(Finding("bucket", f"lifecycle {name}",
+                                 f"expires current objects ({json.dumps(rule['Expiration'], default=str)}): adds "
+                                 "delete markers that hide them"))
+        if "NoncurrentVersionExpiration" in rule:
+            found.append(Finding("bucket", f"lifecycle {name}",
+                                 "expires noncurrent versions: the versions recovery needs go once unlocked"))
+    return found
+
+
+def _policy_findings(policy: dict[str, Any]) -> list[Finding]:
+    found = []
+    for i, st in enumerate(policy.get("Statement", [])):
+        acts = _actions(st)
+        sid = st.get("Sid") or f"#{i + 1}"
+        if st.get("Effect") == "Deny" and any(a in _READS for a in acts):
+            found.append(Finding("bucket", f"policy {sid}", f"denies {', '.join(acts)}: could hide versions"))
+        anyone = st.get("Principal") in ("*", {"AWS": "*"})
+        if st.get("Effect") == "Allow" and anyone and any(a in _DESTROYS for a in acts):
+            found.append(Finding("bucket", f"policy {sid}", f"allows anyone {', '.join(acts)}"))
+    return found
+
+
+def _digest(value: Any) -> str | None:
+    return None if value is None else hashlib.sha256(json.dumps(value, sort_keys=True, default=str)
+                                                     .encode()).hexdigest()
+
+
+def bucket_findings(target: S3Target) -> list[Finding]:
+    """Versioning, lifecycle rules and bucket policy: what could expire or hide versions, and what changed
+    since the last audit."""
+    bucket = target.bucket
+    found: list[Finding] = []
+    with bucket.call("GetBucketVersioning"):
+        status = bucket.client.get_bucket_versioning(Bucket=bucket.name).get("Status") or "never enabled"
+    if status != "Enabled":
+        found.append(Finding("bucket", "versioning", f"versioning is {status}: new writes replace the "
+                             "current object instead of adding a version (the recorded versions stay readable)"))
+    lifecycle = _optional(bucket, "GetBucketLifecycleConfiguration", bucket.client.get_bucket_lifecycle_configuration,
+                          ("NoSuchLifecycleConfiguration", "NotImplemented"))
+    rules = (lifecycle or {}).get("Rules", []) if "error" not in (lifecycle or {}) else []
+    found += _lifecycle_findings(rules)
+    raw_policy = _optional(bucket, "GetBucketPolicy", bucket.client.get_bucket_policy,
+                           ("NoSuchBucketPolicy", "NotImplemented"))
+    policy: dict[str, Any] | None = None
+    if raw_policy and "Policy" in raw_policy:
+        try:
+            policy = json.loads(raw_policy["Policy"])
+        except ValueError:
+            found.append(Finding("bucket", "policy", "the bucket policy is not JSON"))
+    found += _policy_findings(policy or {})
+    now = {"lifecycle_sha256": _digest(rules or None), "policy_sha256": _digest(policy)}
+    store = target.config.state_dir / "s3-audit" / f"{target.name}.json"
+    try:
+        before = json.loads(store.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        before = None
+    if before is not None:
+        for what, key in (("lifecycle rules", "lifecycle_sha256"), ("bucket policy", "policy_sha256")):
+            if before.get(key) != now[key]:
+                found.append(Finding("bucket", what, f"changed since the audit of {before.get('seen', '?')}"))
+    atomic_write_text(store, json.dumps({**now, "seen": utcnow(), "location": target.location}) + "\n")
+    return found
+
+
 def audit_target(target: S3Target, expected: list[RepoFile] | None, progress: Progress, *,
                  quick: bool = False) -> AuditReport:
     bucket = target.bucket
@@ -135,6 +243,7 @@ def audit_target(target: S3Target, expected: list[RepoFile] | None, progress: Pr
     for f in expected or []:
         if f.rel not in recorded:
             report.findings.append(Finding("missing", f.rel, "in staging but not replicated yet"))
-    order = {"missing": 0, "altered": 1, "under-locked": 2, "unexpected": 3}
+    report.findings += bucket_findings(target)
+    order = {"bucket": -1, "missing": 0, "altered": 1, "under-locked": 2, "unexpected": 3}
     report.findings.sort(key=lambda x: (order.get(x.kind, 9), x.key))
     return report

@@ -13,8 +13,11 @@ NO_LOCK_CODES = {"ObjectLockConfigurationNotFoundError", "ObjectLockConfiguratio
                  "NotImplemented", "InvalidRequest", "MethodNotAllowed"}
 
 
-def check_bucket(bucket: Bucket) -> None:
-    """The bucket exists, versioning is Enabled and Object Lock is on; otherwise one clear error."""
+def check_bucket(bucket: Bucket, *, reading: bool = False) -> str:
+    """The bucket exists, versioning is Enabled and Object Lock is on; otherwise one clear error. Returns the
+    versioning status. `reading` (audit, recovery) accepts versioning Suspended: the versions written before
+    stay addressable by their ids, and an attacker who suspended versioning must not stop the audit that
+    reports it, nor the recovery from those versions."""
     with bucket.call("GetBucketVersioning"):
         status = bucket.client.get_bucket_versioning(Bucket=bucket.name).get("Status") or "never enabled"
     try:
@@ -36,10 +39,11 @@ def check_bucket(bucket: Bucket) -> None:
             f"bucket '{bucket.name}' at {bucket.endpoint} has no Object Lock: backups there could be deleted",
             hint="Object Lock can only be enabled when a bucket is created: use a new bucket name and "
                  "`backupctl target init`")
-    if status != "Enabled":
+    if status != "Enabled" and not (reading and status == "Suspended"):
         raise S3BucketNotLocked(
             f"bucket '{bucket.name}' at {bucket.endpoint} has versioning {status}, not Enabled",
             hint="enable versioning on the bucket (Object Lock needs it)")
+    return status
 
 
 def bucket_exists(bucket: Bucket) -> bool:

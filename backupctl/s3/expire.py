@@ -7,6 +7,9 @@ so an object whose lock has expired is not needed by any snapshot object that is
 Expiry refuses to run while the bucket lacks files of staging (replicate first), because right after a
 prune the bucket's newest index may still refer to packs that staging has just repacked.
 
+Expiry pauses while a suspect snapshot is open (see docs/incident.md): staging may be what the attacker
+touched, and the bucket's versions are then the way back.
+
 Deleting versions needs s3:DeleteObjectVersion, which the writer credential should not have: give the
 target an `expire_credentials` that may delete but not write (see examples/iam-expire-policy.json).
 """
@@ -21,7 +24,9 @@ from typing import TYPE_CHECKING
 import botocore.exceptions as bex
 
 from backupctl.catalog import s3 as s3_rows
-from backupctl.errors import S3AccessDenied, TargetError
+from backupctl.errors import IncidentOpen, S3AccessDenied, TargetError
+from backupctl.incident.freeze import refuse_while_frozen
+from backupctl.incident.state import open_suspects
 from backupctl.progress import NullProgress, Progress
 from backupctl.repofiles import list_repository
 from backupctl.s3.client import connect, error_code
@@ -62,6 +67,12 @@ class ExpireOutcome:
 def expire(target: S3Target, staging: Path, *, dry_run: bool = False,
            progress: Progress | None = None) -> ExpireOutcome:
     progress = progress or NullProgress()
+    refuse_while_frozen(target.config, "expiry")
+    if suspects := open_suspects(target.catalog):
+        first = suspects[0]
+        raise IncidentOpen(f"expiry is paused: snapshot {first['short_id']} of job {first['job']} is suspect "
+                           f"({len(suspects)} open)",
+                           hint="investigate (docs/incident.md), then `backupctl incident clear SNAPSHOT --reason ...`")
     needed = {f.rel for f in list_repository(staging)}
     recorded = target.recorded()
     behind = sorted(needed - set(recorded))

@@ -97,6 +97,10 @@ def _backup(config: Config, name: str, progress: Progress) -> StepResult:
         outcome = run_backup(config, name, progress, replicate=False)
     except PartialSnapshot as exc:
         return StepResult("backup", "partial", exc.one_line())
+    if outcome.is_suspect:   # kept and replicated (evidence), but the chain must not look like a success
+        return StepResult("backup", "partial", f"snapshot {outcome.short_id} is SUSPECT: "
+                          f"{outcome.suspect['summary']}; see docs/incident.md",  # type: ignore[index]
+                          figures={"snapshot": outcome.short_id, "suspect": True})
     return StepResult("backup", outcome.status, figures={
         "snapshot": outcome.short_id, "files": outcome.files, "bytes": outcome.bytes,
         "bytes_added": outcome.bytes_added, "seconds": round(outcome.seconds, 3)})

@@ -126,8 +126,9 @@ class S3Target(Target):
 
     # Target ---------------------------------------------------------------------------------------------
 
-    def prepare(self) -> str:
-        check_bucket(self.bucket)
+    def prepare(self, reading: bool = False) -> str:
+        """Check the bucket; `reading` (audit, recovery) accepts versioning Suspended (see check_bucket)."""
+        check_bucket(self.bucket, reading=reading)
         s3_rows.note_endpoint(self.catalog, self.name, self.location, self.bucket.endpoint)
         return self.location
 

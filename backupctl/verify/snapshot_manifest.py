@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import logging
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -23,9 +24,10 @@ from typing import Any
 
 from backupctl.catalog import Catalog
 from backupctl.catalog import verify as verify_rows
-from backupctl.config import Config, Job
+from backupctl.config import MANIFESTS_FOLDER, Config, Job
 from backupctl.errors import IntegrityError
 from backupctl.identifiers import IdentifierKey, identifier_key
+from backupctl.incident.suspect import Detector, SuspectReport
 from backupctl.manifest import (
     MANIFEST_DIR_NAME,
     MANIFEST_NAME,
@@ -53,7 +55,7 @@ log = logging.getLogger("backupctl.verify")
 
 
 def manifest_folder(config: Config, job: str) -> Path:
-    return config.state_dir / "manifests" / job / MANIFEST_DIR_NAME
+    return config.state_dir / MANIFESTS_FOLDER / job / MANIFEST_DIR_NAME
 
 
 def signing_key(config: Config) -> SigningKey:
@@ -80,6 +82,7 @@ class PreparedManifest:
     rewritten: bool = True          # False: byte-identical to the previous manifest, left untouched
     sources: list[Path] = field(default_factory=list)    # what was described, to look again after restic
     excludes: list[str] = field(default_factory=list)
+    suspect: SuspectReport | None = None   # the comparison with the previous manifest (ransomware signals)
 
     def entries(self) -> Iterator[Entry]:
         """The manifest's entries, streamed back from the file just written and signed."""
@@ -94,15 +97,19 @@ def prepare_manifest(config: Config, job: Job, sources: list[Path], progress: Pr
     ids = identifier_key(config)
     folder = manifest_folder(config, job.name)
     stats = BuildStats()
-    entries = describe_sources(sources, key, stats, excludes=list(job.excludes),
-                               previous=_previous_entries(folder, key, ids, job.name),
+    # one read of the previous manifest feeds both the reuse of unchanged entries and the suspect comparison
+    for_reuse, for_compare = itertools.tee(_previous_entries(folder, key, ids, job.name))
+    entries = describe_sources(sources, key, stats, excludes=list(job.excludes), previous=for_reuse,
                                workers=workers or config.settings.verify.workers, progress=progress, ids=ids)
-    written = write_manifest_stream(manifest_header(job.name, sources, key, ids), entries, folder, key)
+    detector = Detector(config.settings.suspect, for_compare)
+    written = write_manifest_stream(manifest_header(job.name, sources, key, ids), detector.watch(entries), folder,
+                                    key)
+    suspect = detector.finish()
     if stats.id_in_path:
         log.warning("job %s: %d DICOM files carry their Patient ID in their path; manifests, snapshots and "
                     "findings show paths as they are (the ID itself is never logged)", job.name, stats.id_in_path)
     return PreparedManifest(folder, written.index, written.sha256, stats, key.key_id, written.rewritten,
-                            list(sources), list(job.excludes))
+                            list(sources), list(job.excludes), suspect)
 
 
 def _previous_entries(folder: Path, key: SigningKey, ids: IdentifierKey, job: str) -> Iterator[Entry]:

@@ -80,7 +80,8 @@ def test_restore_to_pacs_refuses_credentials_in_the_url_and_bad_credentials(
 
 def test_restore_needs_a_destination(snapshot_with_a_bad_file: tuple[Config, str]) -> None:
     config, snapshot = snapshot_with_a_bad_file
-    assert_one_line_error(cli(config, "restore", snapshot[:8]), 2, "--to DIR, --to-pacs URL or --as-orthanc")
+    assert_one_line_error(cli(config, "restore", snapshot[:8]), 2,
+                          "--to DIR, --to-pacs URL, --to-dicom AET@HOST:PORT or --as-orthanc")
 
 
 def test_as_orthanc_on_a_file_archive_is_refused_and_leaves_nothing(
