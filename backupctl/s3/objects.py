@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
 import math
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,8 @@ from backupctl.catalog.s3 import S3Object
 from backupctl.errors import IntegrityError, S3BucketNotLocked, S3LockNotHonoured
 from backupctl.repofiles import HASH_CHUNK
 from backupctl.s3.client import Bucket, error_code
+
+log = logging.getLogger("backupctl.s3")
 
 MODE_STRENGTH = {None: 0, "GOVERNANCE": 1, "COMPLIANCE": 2}
 
@@ -188,6 +191,26 @@ def _put_multipart(bucket: Bucket, key: str, path: Path, part_size: int, mode: s
         raise
     expected = f"{hashlib.md5(b''.join(md5s), usedforsecurity=False).hexdigest()}-{len(md5s)}"
     return done, expected
+
+
+def abort_stale_uploads(bucket: Bucket, rels: set[str], before: datetime) -> int:
+    """Abort the unfinished multipart uploads of `rels` begun before `before`: those of a run killed
+    mid-file (`_put_multipart` aborts its own on any error it lives through). They hold no version, yet the
+    provider keeps and bills their parts until they are aborted. Returns how many were aborted; a failure is
+    logged, not raised: the leftovers cost money, not data."""
+    aborted = 0
+    try:
+        pages = bucket.client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket.name,
+                                                                             Prefix=bucket.prefix)
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                if bucket.rel(upload["Key"]) in rels and upload["Initiated"] < before:
+                    bucket.client.abort_multipart_upload(Bucket=bucket.name, Key=upload["Key"],
+                                                         UploadId=upload["UploadId"])
+                    aborted += 1
+    except (bex.BotoCoreError, bex.ClientError) as exc:
+        log.warning("%s: unfinished multipart uploads of an interrupted run not aborted: %s", bucket.location, exc)
+    return aborted
 
 
 def upload_locked(bucket: Bucket, rel: str, path: Path, digest: Digest, mode: str, until: datetime,

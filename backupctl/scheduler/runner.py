@@ -100,6 +100,8 @@ class Execution:
         if notifier:
             notifier.send(self._notice("start", "running", started))
         outcome = self._run_child(row)
+        if restarted := self._start_a_pacs_left_stopped():
+            outcome.error = f"{outcome.error}; {restarted}" if outcome.error else restarted
         seconds = time.monotonic() - started_mono
         with open_catalog(self.config.catalog_path) as catalog:
             rows = sched_rows.runs_of_process(catalog, outcome.pid, started) if outcome.pid else []
@@ -126,6 +128,24 @@ class Execution:
                               "seconds": round(seconds, 1), "child_pid": outcome.pid},
                      **{"job" if self.kind == "backup" else "drill": self.name})
         audit.seal(self.config)
+
+    def _start_a_pacs_left_stopped(self) -> str | None:
+        """A job process that dies while its Orthanc is stopped for the copy (killed, out of memory) cannot
+        start it again: the daemon does, now, rather than leave the PACS down until the job's next run. A
+        no-op unless that process had stopped it (the flag `restart_if_left_stopped` reads)."""
+        if self.kind != "backup":
+            return None
+        from backupctl.pacs.source import resolve_orthanc, restart_if_left_stopped
+
+        try:
+            job = self.config.job(self.name)
+            if job.orthanc is None:
+                return None
+            return restart_if_left_stopped(resolve_orthanc(self.config, job))
+        except BackupctlError as exc:
+            log.error("%s %s: Orthanc was left stopped and could not be started: %s", self.kind, self.name,
+                      exc.one_line())
+            return f"Orthanc was left stopped and could not be started: {exc.one_line()}"
 
     def _notifier(self) -> Notifier | None:
         try:

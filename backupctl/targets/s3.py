@@ -136,7 +136,7 @@ class S3Target(Target):
         return {rel: kv.current.size for rel, kv in list_versions(self.bucket).items() if kv.current}
 
     def sync(self, staging: Path, files: list[RepoFile], progress: Progress) -> SyncReport:
-        started = time.monotonic()
+        started, began = time.monotonic(), datetime.now(UTC)
         self.last_extended = self.last_fixed = 0
         recorded = self.recorded()
         with Prereads(staging, [f for f in files if f.rel not in recorded and f.kind != "snapshots"],
@@ -147,6 +147,10 @@ class S3Target(Target):
             self._check_same_repository(staging, listing, recorded)
             plan = self._plan(files, listing, recorded, deadlines)
             report = SyncReport(self.name, location, skipped=plan.present)
+            # only of the files this run uploads itself, and begun before it: a sync running beside this one
+            # (unsupported, but possible) keeps its uploads of other files
+            if aborted := s3obj.abort_stale_uploads(self.bucket, {f.rel for f in plan.upload}, began):
+                report.notes.append(f"aborted {aborted} unfinished multipart upload(s) of an interrupted run")
             # data, index, keys, config first; snapshots only once all of that is uploaded and locked long enough
             for phase in (lambda f: f.kind != "snapshots", lambda f: f.kind == "snapshots"):
                 uploads = [f for f in plan.upload if phase(f)]

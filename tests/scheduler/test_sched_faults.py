@@ -14,6 +14,7 @@ import pytest
 
 from backupctl.catalog import open_catalog
 from backupctl.catalog import runs as run_rows
+from tests.pacs.support import LivePacs
 from tests.scheduler.test_sched_daemon import executions, process_gone
 
 pytestmark = pytest.mark.slow
@@ -84,3 +85,35 @@ def test_a_run_whose_daemon_was_killed_is_alerted_by_the_next_daemon(installatio
         [run] = run_rows.list_runs(catalog, "held")
     assert run["status"] == "interrupted"
     assert restarted.stop() == 0
+
+
+@pytest.mark.orthanc
+def test_an_orthanc_left_stopped_by_a_killed_job_process_is_started_by_the_daemon(
+        installation, receiver, start_daemon, wait_for, tmp_path: Path) -> None:
+    """The job process is killed (alone) while its Orthanc is stopped for the copy: the daemon starts it again
+    at once, and the failure alert says so. A large extra `index*` file, copied while Orthanc is stopped,
+    keeps it stopped long enough for the mark (the Orthanc pid gone) to be seen."""
+    inst = installation
+    pacs = LivePacs(tmp_path / "pacs").setup()
+    pacs.start()
+    try:
+        with open(pacs.storage / "index.bulk", "wb") as fh:
+            fh.truncate(256 << 20)
+        inst.secret("hook", f"{receiver.base}/hook/{TOKEN}")
+        inst.add_settings('[notify]\nwebhook_url_file = "secrets/hook"\nwebhook_events = ["failure"]\n'
+                          'backoff_seconds = 0.1')
+        fire = datetime.now(UTC) + timedelta(seconds=4)
+        inst.write_job("pacs", f'schedule = "{fire.second} {fire.minute} * * * *"\n\n{pacs.orthanc_toml()}')
+        running = pacs.pid()
+        assert running is not None
+        daemon = start_daemon(inst)
+        wait_for(lambda: process_gone(running), 60, "Orthanc stopped for the copy")
+        [child] = [e["child_pid"] for e in executions(inst, "backup:pacs") if e["status"] == "running"]
+        os.kill(child, signal.SIGKILL)      # the job process alone: it cannot start Orthanc again
+        [alert] = wait_for(lambda: _failures(receiver), 60, "the failure alert")
+        assert "killed by signal 9" in alert["error"] and "left stopped by an interrupted run" in alert["error"]
+        assert pacs.pid() is not None
+        assert pacs.client().system()
+        assert daemon.stop() == 0
+    finally:
+        pacs.kill()
