@@ -74,7 +74,7 @@ def _alerts(config: Config, written: Record) -> None:
     for match in evaluate(rules, written, window):
         alert = append(path, ALERT_ACTION, "alert", actor=written.actor, ids=written.ids,
                        details={"rule": match.rule, "text": match.text, "about": written.seq})
-        log.warning("audit security alert (%s): %s", match.rule, match.text)
+        log.info("audit security alert (%s): %s", match.rule, match.text)
         notify_alert(config, alert, match.rule, match.text)
 
 

@@ -25,8 +25,6 @@ from backupctl.errors import UsageError
 
 if TYPE_CHECKING:
     from backupctl.notify import Delivery
-    from backupctl.progress import Progress
-    from backupctl.scheduler.kinds import StepResult
 
 REPORT_SCHEDULE = "drills"    # the report's one schedule: `report:drills` in the scheduler
 
@@ -110,20 +108,3 @@ def mail_report(config: Config, made: MadeReport, to: list[str] | None = None) -
     if smtp is None:
         raise UsageError("mailing the report needs an [smtp] section in backupctl.toml")
     return send_message(smtp, config, report_message(config, made, recipients))
-
-
-def scheduled_report(config: Config, name: str, progress: Progress) -> StepResult:
-    """The scheduler's `report` step: make the report, mail it when there are recipients."""
-    from backupctl.scheduler.kinds import StepResult
-
-    made = make_report(config)
-    figures = {"report": str(made.published.report), "pdf": str(made.published.pdf or "") or None,
-               "drills": len(made.data["drills"]), "verdict": made.data["verdict"]}
-    if not config.settings.report.email_to:
-        return StepResult("report", "success", figures=figures)
-    delivery = mail_report(config, made)
-    figures["mailed_to"] = len(config.settings.report.email_to)
-    if not delivery.ok:
-        return StepResult("report", "failed", f"the report was written but not mailed ({delivery.destination}: "
-                                              f"{delivery.error})", figures=figures)
-    return StepResult("report", "success", figures=figures)

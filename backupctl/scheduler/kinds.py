@@ -1,12 +1,8 @@
 """What a scheduled job runs, by kind: a backup job is the chain backup -> replicate -> verify; a drill is
-one restore drill. Steps are looked up by name so verification and drills plug in where they live:
-
-    STEP_ENTRIES["verify"] = "backupctl.actions.verify:scheduled_verify"
-
-An entry is `module:function` taking `(config, name, progress)` and returning anything with a truthy `ok`
-attribute or key (or None) on success; it raises a `BackupctlError` or returns `ok` false on failure. A step
-whose module is not installed is reported as skipped, never as success. `register_step` replaces a step
-with a callable (tests, plugins).
+one restore drill; a report is the drill report made and mailed. Every step is a function here taking
+`(config, name, progress)` and returning a `StepResult`; the capabilities it calls are imported when it runs
+(a scheduler start pays for none of them). A step that raises `StepUnavailable` is reported as skipped, never
+as success. `register_step` replaces a step with a callable (tests, plugins).
 
 The chain stops at the first failed or interrupted step: a failed backup is not replicated (the replicas
 keep the previous, known-good state) and a failed replication is not verified. A partial backup (some files
@@ -15,7 +11,6 @@ unreadable) is still replicated and verified: what was saved must reach the othe
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections.abc import Callable
@@ -36,11 +31,6 @@ log = logging.getLogger("backupctl.scheduler")
 KINDS = ("backup", "drill", "report")
 CHAINS: dict[str, tuple[str, ...]] = {"backup": ("backup", "replicate", "verify"), "drill": ("drill",),
                                       "report": ("report",)}
-STEP_ENTRIES: dict[str, str] = {
-    "verify": "backupctl.scheduler.kinds:verify_after_backup",
-    "drill": "backupctl.scheduler.kinds:scheduled_drill",
-    "report": "backupctl.drills.delivery:scheduled_report",
-}
 SEVERITY = {"skipped": 0, "success": 1, "partial": 2, "failed": 3, "interrupted": 4}
 EXIT_CODES = {**{s.value: s.exit_code for s in Status if s.final}, "skipped": 0}   # skipped: not a run
 
@@ -120,19 +110,10 @@ def _replicate(config: Config, name: str, progress: Progress) -> StepResult:
     return StepResult("replicate", "success", figures=figures)
 
 
-def _import_capability(module: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            raise StepUnavailable(module) from None
-        raise
-
-
 def verify_after_backup(config: Config, name: str, progress: Progress) -> StepResult:
     """`backupctl verify` after a backup: the repository (restic check on a rotating slice of packs) and,
     when the job has targets, the replicas it was just copied to. Restore-level checks are the drills' job."""
-    run = _import_capability("backupctl.verify.run")
+    from backupctl.verify import run
     targets = config.job(name).targets
     levels = ["repo", "replicas"] if targets else ["repo"]
     report = run.run_verify(config, levels, run.VerifyOptions(job=name, targets=list(targets) or None), progress)
@@ -143,7 +124,7 @@ def verify_after_backup(config: Config, name: str, progress: Progress) -> StepRe
 
 def scheduled_drill(config: Config, name: str, progress: Progress) -> StepResult:
     """`backupctl drill run NAME`: passes only if every check held and the RTO was met."""
-    drill = _import_capability("backupctl.actions.drill")
+    from backupctl.actions import drill
     result = drill.run_drill(config, name, progress)
     figures = {"run_id": result.run_id, "recovery_seconds": result.recovery_seconds, "rto_met": result.rto_met,
                "snapshot": (result.snapshot_id or "")[:8] or None}
@@ -153,48 +134,41 @@ def scheduled_drill(config: Config, name: str, progress: Progress) -> StepResult
     return StepResult("drill", "failed", "; ".join(str(r) for r in reasons), figures=figures)
 
 
-def _entry(step: str) -> Callable[..., Any] | None:
-    module_name, _, attr = STEP_ENTRIES[step].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            return None  # that capability is not part of this version
-        raise
-    return getattr(module, attr, None)
+def scheduled_report(config: Config, name: str, progress: Progress) -> StepResult:
+    """The drill report (`[report] schedule`): made, and mailed when there are recipients."""
+    from backupctl.drills.delivery import mail_report, make_report
+
+    made = make_report(config)
+    figures = {"report": str(made.published.report), "pdf": str(made.published.pdf or "") or None,
+               "drills": len(made.data["drills"]), "verdict": made.data["verdict"]}
+    if not config.settings.report.email_to:
+        return StepResult("report", "success", figures=figures)
+    delivery = mail_report(config, made)
+    figures["mailed_to"] = len(config.settings.report.email_to)
+    if not delivery.ok:
+        return StepResult("report", "failed", f"the report was written but not mailed ({delivery.destination}: "
+                                              f"{delivery.error})", figures=figures)
+    return StepResult("report", "success", figures=figures)
 
 
-def _plugged(step: str) -> StepFn:
+def _skippable(step: str, fn: StepFn) -> StepFn:
     def run(config: Config, name: str, progress: Progress) -> StepResult:
-        fn = _entry(step)
         try:
-            if fn is None:
-                raise StepUnavailable(step)
-            result = fn(config, name, progress)
+            return fn(config, name, progress)
         except StepUnavailable:
             return StepResult(step, "skipped", f"{step} is not available in this version of backupctl")
-        if isinstance(result, StepResult):
-            return result
-        ok = result is None or (result.get("ok") if isinstance(result, dict) else getattr(result, "ok", True))
-        error = None if ok else str(getattr(result, "error", None) or (result.get("error") if isinstance(
-            result, dict) else None) or f"{step} reported a failure")
-        status = getattr(result, "status", None) if not isinstance(result, dict) else result.get("status")
-        if status not in SEVERITY:
-            status = "success" if ok else "failed"
-        return StepResult(step, status, error)
 
     return run
 
 
-BUILTIN: dict[str, StepFn] = {"backup": _backup, "replicate": _replicate}
+BUILTIN: dict[str, StepFn] = {"backup": _backup, "replicate": _replicate, "verify": verify_after_backup,
+                              "drill": scheduled_drill, "report": scheduled_report}
 
 
 def step_function(step: str) -> StepFn:
     if step in _REGISTERED:
         return _REGISTERED[step]
-    if step in BUILTIN:
-        return BUILTIN[step]
-    return _plugged(step)
+    return _skippable(step, BUILTIN[step])
 
 
 def for_scheduled_runs(config: Config) -> Config:

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from backupctl.actions.backup import run_backup
 from backupctl.catalog import open_catalog
 from backupctl.catalog import runs as run_rows
+from backupctl.errors import StepUnavailable
 from backupctl.progress import NullProgress
 from backupctl.scheduler import kinds
 from backupctl.scheduler.kinds import StepResult, register_step, run_chain
@@ -96,7 +97,10 @@ def test_chain_runs_a_plugged_verify_step_and_reports_its_failure(installation, 
 def test_missing_capability_is_skipped_never_success(installation, monkeypatch: pytest.MonkeyPatch) -> None:
     installation.write_job("pacs", 'sources = ["archive"]\n')
     installation.root.joinpath("restore_drills", "weekly.toml").write_text('job = "pacs"\n')
-    monkeypatch.setitem(kinds.STEP_ENTRIES, "drill", "backupctl.not_installed:run")
+    def unavailable(config, name, progress):
+        raise StepUnavailable("drill")
+
+    monkeypatch.setitem(kinds.BUILTIN, "drill", unavailable)
     result = run_chain(installation.config(), "drill", "weekly", NullProgress())
     assert result.steps[0].status == "skipped" and result.status == "failed"
 
