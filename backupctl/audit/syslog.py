@@ -31,7 +31,7 @@ BOM = b"\xef\xbb\xbf"
 MSGID = "IHE+RFC-3881"        # IHE ITI-20: the MSGID of a syslog message carrying a DICOM audit message
 FACILITY_AUTHPRIV = 10
 CURSOR_NAME = "forward.cursor"
-CONFIRM_SECONDS = 2.0      # how long a receiver may take to close after our end of the stream
+CONFIRM_SECONDS = 10.0     # how long a receiver may take to close after our end of the stream
 
 
 def syslog_message(record: Record, xml: str, app: str = "backupctl") -> bytes:
@@ -112,7 +112,9 @@ class Connection:
         except ssl.SSLEOFError:
             pass          # the receiver closed after reading our close_notify, without one of its own
         except TimeoutError:
-            pass          # a receiver that keeps the connection open: nothing more can be known
+            # not known to be delivered: the records stay queued and go again (a duplicate in the repository
+            # is better than a hole in the trail)
+            raise OSError(f"the receiver did not confirm within {CONFIRM_SECONDS:.0f} s") from None
 
     def close(self) -> None:
         self.sock.close()
