@@ -64,6 +64,18 @@ def _line(key: str, r: dict[str, Any]) -> str:
         families = (r.get("metrics") or {}).get("families")
         return (f"ran on schedule after {r.get('first_run_seconds')} s, webhook "
                 f"{'delivered' if hook else 'NOT delivered'}, {families} metric families exported")
+    if key == "audit":
+        return (f"{r.get('records')} records, chain {'verified' if r.get('chain_verified') else 'BROKEN'}, "
+                f"checkpoint {'locked in S3' if r.get('checkpoint_in_s3') else 'NOT in S3'}, {r.get('forwarded')} "
+                f"forwarded to a syslog receiver; a tampered copy was "
+                + ("caught" if r.get("tampered_copy_caught") else "NOT caught"))
+    if key == "incident":
+        recovered = r.get("recovered") or {}
+        return (f"a simulated attack was {'flagged' if r.get('flagged') else 'NOT flagged'} (snapshot "
+                f"{r.get('suspect_snapshot')}), {(r.get('freeze') or {}).get('held')} versions held, last clean "
+                f"{(r.get('last_clean') or {}).get('snapshot')} recovered from S3 in {recovered.get('seconds')} s, "
+                + ("identical" if recovered.get("identical") else "NOT identical")
+                + (", report signature verified" if r.get("report_verified") else ", report NOT verified"))
     return ", ".join(f"{k} {v}" for k, v in r.items() if isinstance(v, int | float | str) and k != "ok")
 
 
