@@ -189,6 +189,33 @@ def backup_incremental_unchanged(ctx: Context) -> Result:
     return _incremental(ctx, None, "incremental backup, nothing changed")
 
 
+@measurement("suspect_detection", about="incremental backup (0.1% changed) with suspect detection vs without")
+def suspect_detection(ctx: Context) -> Result:
+    """What ransomware detection (issue 18) adds to an incremental backup: two installations over the same
+    source, one with `[suspect] enabled = false`, each backed up once untimed, then the same changes timed."""
+
+    def make() -> tuple[Installation, Installation]:
+        on = fresh_installation(ctx.template, ctx.workdir / "suspect-on", ctx.source.root)
+        off = fresh_installation(ctx.template, ctx.workdir / "suspect-off", ctx.source.root)
+        config = off.root / "backupctl.toml"
+        config.write_text(config.read_text() + "\n[suspect]\nenabled = false\n")
+        backupctl_backup(on)
+        backupctl_backup(off)
+        return on, off
+
+    on, off = make()
+    changed: list[int] = []
+
+    def change(i: int) -> None:
+        changed.append(len(change_files(ctx.source, INCREMENTAL_FRACTION, round_no=2000 + len(changed))))
+
+    runs_a, runs_b = interleave(ctx.repeats, lambda i: backupctl_backup(on).run, lambda i: backupctl_backup(off).run,
+                                before=change, inputs=[ctx.source.root])
+    return Result("incremental backup (0.1% changed), suspect detection on vs off", "time",
+                  Side("detection on", runs_a), Side("detection off", runs_b), target=Target("<=", 1.05),
+                  figures={"files_changed_per_round": changed[0]})
+
+
 # hashing ------------------------------------------------------------------------------------------------
 
 
