@@ -151,3 +151,14 @@ def test_make_install_links_the_entry_point_idempotently(tmp_path: Path) -> None
     assert link.is_symlink() and link.resolve() == (venv / "bin" / "backupctl").resolve()
     version = subprocess.run([str(link), "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("backupctl ")
+
+
+def test_status_messages_are_cut_between_words_never_inside_one():
+    from backupctl.cli.common import clip
+
+    message = "failed: " + " ".join(f"/srv/pacs/study-{i}/instance-{i}.dcm: hash-mismatch" for i in range(8))
+    cut = clip(message, 100)
+    assert len(cut) <= 100 and cut.endswith(" …")
+    kept = cut.removesuffix(" …").split()
+    assert kept == message.split()[: len(kept)]          # whole words only, in order
+    assert clip("short message", 100) == "short message"

@@ -91,6 +91,15 @@ def short_time(iso: str | None) -> str:
     return zoned_time(iso)
 
 
+def clip(text: str, width: int = 100) -> str:
+    """`text` in at most `width` characters, cut between words (an operator reads the whole of each word)."""
+    import textwrap
+
+    if len(text) <= width:
+        return text
+    return textwrap.shorten(text, width, placeholder=" …", break_on_hyphens=False, break_long_words=False)
+
+
 def table(*columns: str):  # noqa: ANN201 - rich.table.Table
     """A plain table whose cells do not wrap, except the last column (errors, notes)."""
     from rich.table import Table

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from backupctl.cli import common
-from backupctl.cli.common import OPTIONS, out, print_json, short_time
+from backupctl.cli.common import OPTIONS, clip, out, print_json, short_time
 from backupctl.cli.common import table as make_table
 from backupctl.cli.media import media_status
 from backupctl.errors import BackupctlError
@@ -207,7 +207,7 @@ def _freshness_table(title: str, rows: list[dict]):  # noqa: ANN202 - rich.table
         last = f"{f['last_status']}" + (f": {f['last_error']}" if f["last_error"] and f["last_status"] != "success"
                                          else "") if f["last_status"] else "-"
         table.add_row(f["name"], short_time(f["last_success"]), human_age(f["age_seconds"]),
-                      human_age(f["expected_seconds"]), _state_cell(f["state"]), last[:80])
+                      human_age(f["expected_seconds"]), _state_cell(f["state"]), clip(last))
     return table
 
 
