@@ -180,7 +180,7 @@ def test_freeze_uses_the_hold_credential_when_configured(moto_engine, tmp_path: 
     assert again["held"] > 0 and again["failures"] == []
 
 
-def _writer_policy(bucket: str, writer_uid: str, hold_uid: str) -> str:
+def _writer_policy(bucket: str, writer_uid: str, hold_uid: str, deny_hold: bool = False) -> str:
     """What replication and the catalog's reads need, granted to the writer user: every object-lock action
     except s3:PutObjectLegalHold (and no bypass of governance retention). The hold user owns the bucket but
     not the writer's objects (RGW keeps per-object owners), so it is granted the legal hold explicitly."""
@@ -192,7 +192,9 @@ def _writer_policy(bucket: str, writer_uid: str, hold_uid: str) -> str:
         "Effect": "Allow", "Principal": {"AWS": [f"arn:aws:iam:::user/{writer_uid}"]}, "Action": actions,
         "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}, {
         "Effect": "Allow", "Principal": {"AWS": [f"arn:aws:iam:::user/{hold_uid}"]},
-        "Action": ["s3:PutObjectLegalHold", "s3:GetObjectLegalHold"], "Resource": [f"arn:aws:s3:::{bucket}/*"]}]})
+        "Action": ["s3:PutObjectLegalHold", "s3:GetObjectLegalHold"], "Resource": [f"arn:aws:s3:::{bucket}/*"]},
+        *([{"Effect": "Deny", "Principal": {"AWS": [f"arn:aws:iam:::user/{writer_uid}"]},
+            "Action": ["s3:PutObjectLegalHold"], "Resource": [f"arn:aws:s3:::{bucket}/*"]}] if deny_hold else [])]})
 
 
 @pytest.mark.rgw
@@ -229,6 +231,15 @@ def test_rgw_writer_cannot_lift_a_hold_the_hold_credential_set(rgw_engine, tmp_p
     assert done["held"] == len(live) > 0 and done["failures"] == []
     assert _holds(bucket, live) == {"ON"}   # the writer may read the hold, not lift it
     key, obj = next((k, o) for k, o in live.items() if k.startswith("snapshots/"))
+    # RGW gap: the writer uploaded the object, so it owns it, and its object ACL (FULL_CONTROL) lets it lift
+    # the hold although the bucket policy never granted s3:PutObjectLegalHold
+    bucket.client.put_object_legal_hold(Bucket=name, Key=bucket.key(key), VersionId=obj.version_id,
+                                        LegalHold={"Status": "OFF"})
+    assert _holds(bucket, {key: obj}) == {"OFF"}
+    owner.client.put_object_legal_hold(Bucket=name, Key=bucket.key(key), VersionId=obj.version_id,
+                                       LegalHold={"Status": "ON"})
+    # what RGW does enforce: an explicit Deny for the writer in the owner's bucket policy
+    owner.client.put_bucket_policy(Bucket=name, Policy=_writer_policy(name, uid, USER, deny_hold=True))
     with pytest.raises(bex.ClientError) as refused:
         bucket.client.put_object_legal_hold(Bucket=name, Key=bucket.key(key), VersionId=obj.version_id,
                                             LegalHold={"Status": "OFF"})
