@@ -168,6 +168,14 @@ class RgwCluster:
         keys.chmod(0o600)
         self._run("radosgw", "-c", str(self.conf), "-n", RGW_NAME)
 
+    def add_user(self, uid: str) -> RgwInfo:
+        """Create another S3 user (tests of what one user may do in another's bucket); its new keys."""
+        access = _random(string.ascii_uppercase + string.digits, 20)
+        secret = _random(string.ascii_letters + string.digits, 40)
+        self._run("radosgw-admin", "-c", str(self.conf), "user", "create", f"--uid={uid}",
+                  f"--display-name={uid}", f"--access-key={access}", f"--secret-key={secret}")
+        return RgwInfo(f"http://127.0.0.1:{self._port('rgw')}", access, secret)
+
     def _start_existing(self) -> None:
         if not self.alive("mon.a"):
             self._run("ceph-mon", "-c", str(self.conf), "-i", "a")

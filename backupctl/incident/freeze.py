@@ -10,8 +10,9 @@ record carries the reason and the number of holds).
 
 Setting and lifting holds needs s3:PutObjectLegalHold: the target's `hold_credentials` when set, else its
 writer credential. Give it to an identity the backup host's writer does not hold, and a compromised backup
-host cannot lift a hold (Ceph RGW and AWS enforce this; the embedded moto server has no IAM, so there any
-key can lift it).
+host cannot lift a hold, provided the bucket policy denies the writer s3:PutObjectLegalHold explicitly: on
+Ceph RGW the writer owns the objects it uploaded and may lift their holds without any grant (docs/incident.md;
+the embedded moto server has no IAM, so there any key can lift it).
 """
 
 from __future__ import annotations

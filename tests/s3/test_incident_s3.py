@@ -178,3 +178,76 @@ def test_freeze_uses_the_hold_credential_when_configured(moto_engine, tmp_path: 
     hold.chmod(0o600)
     again = json.loads(cli(config, "incident", "freeze", "--reason", "test", "--json", check=True).stdout)
     assert again["held"] > 0 and again["failures"] == []
+
+
+def _writer_policy(bucket: str, writer_uid: str, hold_uid: str, deny_hold: bool = False) -> str:
+    """What replication and the catalog's reads need, granted to the writer user: every object-lock action
+    except s3:PutObjectLegalHold (and no bypass of governance retention). The hold user owns the bucket but
+    not the writer's objects (RGW keeps per-object owners), so it is granted the legal hold explicitly."""
+    actions = ["s3:PutObject", "s3:GetObject", "s3:GetObjectVersion", "s3:DeleteObject", "s3:ListBucket",
+               "s3:ListBucketVersions", "s3:ListBucketMultipartUploads", "s3:AbortMultipartUpload",
+               "s3:ListMultipartUploadParts", "s3:GetBucketVersioning", "s3:GetBucketObjectLockConfiguration",
+               "s3:PutObjectRetention", "s3:GetObjectRetention", "s3:GetObjectLegalHold"]
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": [f"arn:aws:iam:::user/{writer_uid}"]}, "Action": actions,
+        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}, {
+        "Effect": "Allow", "Principal": {"AWS": [f"arn:aws:iam:::user/{hold_uid}"]},
+        "Action": ["s3:PutObjectLegalHold", "s3:GetObjectLegalHold"], "Resource": [f"arn:aws:s3:::{bucket}/*"]},
+        *([{"Effect": "Deny", "Principal": {"AWS": [f"arn:aws:iam:::user/{writer_uid}"]},
+            "Action": ["s3:PutObjectLegalHold"], "Resource": [f"arn:aws:s3:::{bucket}/*"]}] if deny_hold else [])]})
+
+
+@pytest.mark.rgw
+@pytest.mark.slow
+def test_rgw_writer_cannot_lift_a_hold_the_hold_credential_set(rgw_engine, tmp_path: Path) -> None:
+    from backupctl.dev.rgw import USER, RgwCluster
+
+    # the fixture's owner user is the hold credential; a second user, granted the bucket by policy, is the writer
+    cluster = RgwCluster(rgw_engine.credentials.parent.parent)
+    uid = f"writer-{unique_bucket('u')[2:]}"
+    keys = cluster.add_user(uid)
+    writer = tmp_path / "writer-credentials"
+    writer.write_text(f"[default]\naws_access_key_id = {keys.access_key}\naws_secret_access_key = {keys.secret_key}\n")
+    writer.chmod(0o600)
+    name = unique_bucket()
+    root = tmp_path / "site"
+    config = make_installation(root, SPEC, config_text=CONFIG_TEXT + s3_target_toml(rgw_engine, name))
+    (root / "jobs" / "pacs.toml").write_text(f'name = "pacs"\nsources = ["{root / "archive"}"]\ntargets = ["vault"]\n')
+    owner = connect("vault", load_config(config.path).target("vault"), load_config(config.path).resolve)
+    init_bucket(owner)
+    owner.client.put_bucket_policy(Bucket=name, Policy=_writer_policy(name, uid, USER))
+    # from here on the backup host holds the writer's key only; the owner's is the hold credential
+    text = config.path.read_text().replace(f'file = "{rgw_engine.credentials}"', f'file = "{writer}"')
+    config.path.write_text(text + f'\n[targets.vault.hold_credentials]\nsource = "file"\n'
+                                  f'file = "{rgw_engine.credentials}"\n')
+    config = load_config(config.path)
+    bucket = connect("vault", config.target("vault"), config.resolve)
+    assert run_backup(config, "pacs").replicated_ok
+
+    done = json.loads(cli(config, "incident", "freeze", "--reason", "writer key stolen", "--json",
+                          check=True).stdout)
+    with open_catalog(config.catalog_path) as catalog:
+        live = s3_rows.live_objects(catalog, "vault", bucket.location)
+    assert done["held"] == len(live) > 0 and done["failures"] == []
+    assert _holds(bucket, live) == {"ON"}   # the writer may read the hold, not lift it
+    key, obj = next((k, o) for k, o in live.items() if k.startswith("snapshots/"))
+    # RGW gap: the writer uploaded the object, so it owns it, and its object ACL (FULL_CONTROL) lets it lift
+    # the hold although the bucket policy never granted s3:PutObjectLegalHold
+    bucket.client.put_object_legal_hold(Bucket=name, Key=bucket.key(key), VersionId=obj.version_id,
+                                        LegalHold={"Status": "OFF"})
+    assert _holds(bucket, {key: obj}) == {"OFF"}
+    owner.client.put_object_legal_hold(Bucket=name, Key=bucket.key(key), VersionId=obj.version_id,
+                                       LegalHold={"Status": "ON"})
+    # what RGW does enforce: an explicit Deny for the writer in the owner's bucket policy
+    owner.client.put_bucket_policy(Bucket=name, Policy=_writer_policy(name, uid, USER, deny_hold=True))
+    with pytest.raises(bex.ClientError) as refused:
+        bucket.client.put_object_legal_hold(Bucket=name, Key=bucket.key(key), VersionId=obj.version_id,
+                                            LegalHold={"Status": "OFF"})
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    assert _holds(bucket, live) == {"ON"}
+    with pytest.raises(bex.ClientError):
+        bucket.client.delete_object(Bucket=name, Key=bucket.key(key), VersionId=obj.version_id)
+
+    thawed = json.loads(cli(config, "incident", "thaw", "--reason", "keys rotated", "--json", check=True).stdout)
+    assert thawed["lifted"] == len(live)
+    assert _holds(bucket, live) == {"OFF"}
