@@ -349,6 +349,15 @@ class AuditConfig(Strict):
     rules: AuditRules = AuditRules()
 
 
+def _check_schedule(schedule: str | None, timezone: str) -> None:
+    """A `schedule` is a cron expression valid in `timezone` (or none)."""
+    if schedule is not None:
+        try:
+            validate_cron(schedule, timezone)
+        except ValueError as exc:
+            raise ValueError(f"schedule: expected {exc}") from None
+
+
 class ReportConfig(Strict):
     """The drill report's header and its scheduled delivery (`[report]`)."""
 
@@ -362,11 +371,7 @@ class ReportConfig(Strict):
 
     @model_validator(mode="after")
     def _cron(self) -> ReportConfig:
-        if self.schedule is not None:
-            try:
-                validate_cron(self.schedule, self.timezone)
-            except ValueError as exc:
-                raise ValueError(f"schedule: expected {exc}") from None
+        _check_schedule(self.schedule, self.timezone)
         return self
 
 
@@ -502,11 +507,7 @@ class Job(Strict):
     def _cron(self) -> Job:
         if not self.sources and self.orthanc is None:
             raise ValueError("set sources (a list of paths) or an [orthanc] source")
-        if self.schedule is not None:
-            try:
-                validate_cron(self.schedule, self.timezone)
-            except ValueError as exc:
-                raise ValueError(f"schedule: expected {exc}") from None
+        _check_schedule(self.schedule, self.timezone)
         return self
 
 
@@ -548,11 +549,7 @@ class Drill(Strict):
 
     @model_validator(mode="after")
     def _cron(self) -> Drill:
-        if self.schedule is not None:
-            try:
-                validate_cron(self.schedule, self.timezone)
-            except ValueError as exc:
-                raise ValueError(f"schedule: expected {exc}") from None
+        _check_schedule(self.schedule, self.timezone)
         if self.scope == "studies" and not self.studies:
             raise ValueError("scope 'studies' needs a non-empty studies list")
         return self
