@@ -18,6 +18,8 @@ import shutil
 import ssl
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,15 +66,8 @@ def restore_to_pacs(config: Config, snapshot: str, url: str, *, credentials: Cre
     if keep is not None:
         check_restore_target(keep, force=False)
     began = time.monotonic()
-    scratch_root = config.state_dir / "scratch"
-    scratch_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="backupctl-to-pacs-", dir=scratch_root) as tmp:
-        target = keep or Path(tmp) / "restored"
-        restored = restore_snapshot(config, snapshot, target, includes=includes, copy=copy, progress=progress)
-        files = list(iter_dicom_files(target))
-        if not files:
-            raise UsageError(f"snapshot {restored.snapshot_id[:8]} holds no DICOM files"
-                             + (" under the --include paths" if includes else ""))
+    with _restored_dicom(config, snapshot, keep, includes, copy, progress, "backupctl-to-pacs-") as (
+            restored, files, target):
         report = send_files(client, files, total=len(files), concurrency=concurrency, retries=retries,
                             progress=progress)
     return PacsRestoreOutcome(
@@ -245,15 +240,8 @@ def restore_to_dicom(config: Config, snapshot: str, target: str, *, calling_aet:
     if keep is not None:
         check_restore_target(keep, force=False)
     began = time.monotonic()
-    scratch_root = config.state_dir / "scratch"
-    scratch_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="backupctl-to-dicom-", dir=scratch_root) as tmp:
-        where = keep or Path(tmp) / "restored"
-        restored = restore_snapshot(config, snapshot, where, includes=includes, copy=copy, progress=progress)
-        files = list(iter_dicom_files(where))
-        if not files:
-            raise UsageError(f"snapshot {restored.snapshot_id[:8]} holds no DICOM files"
-                             + (" under the --include paths" if includes else ""))
+    with _restored_dicom(config, snapshot, keep, includes, copy, progress, "backupctl-to-dicom-") as (
+            restored, files, where):
         report = send_dimse(files, peer, calling_aet=calling_aet, commitment=commitment,
                             commitment_port=commitment_port, commitment_timeout=commitment_timeout,
                             retries=retries, progress=progress, tls=tls)
@@ -283,3 +271,20 @@ def _expected_instances(config: Config, snapshot_id: str, in_files: dict[str, in
     if not recorded or not set(in_files) <= set(recorded):
         return in_files, "files"
     return {study: recorded[study] for study in in_files}, "manifest"
+
+
+@contextmanager
+def _restored_dicom(config: Config, snapshot: str, keep: Path | None, includes: Any, copy: Any,
+                    progress: Progress, prefix: str) -> Iterator[tuple[Any, list[Path], Path]]:
+    """The snapshot (or its `includes`) restored into `keep`, or into scratch space removed afterwards, and
+    its DICOM files; a restore that holds none is bad input."""
+    scratch_root = config.state_dir / "scratch"
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=scratch_root) as tmp:
+        where = keep or Path(tmp) / "restored"
+        restored = restore_snapshot(config, snapshot, where, includes=includes, copy=copy, progress=progress)
+        files = list(iter_dicom_files(where))
+        if not files:
+            raise UsageError(f"snapshot {restored.snapshot_id[:8]} holds no DICOM files"
+                             + (" under the --include paths" if includes else ""))
+        yield restored, files, where
