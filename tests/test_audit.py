@@ -388,6 +388,9 @@ def test_records_queue_while_the_receiver_is_down_and_arrive_in_order(tmp_path: 
 
 
 @needs_rsyslog
+@pytest.mark.xfail(strict=False, reason="known defect (issue 19 left open): with TLS 1.3 rsyslog sometimes closes a "
+                   "connection whose client certificate it refused without an alert, which reads like a clean close "
+                   "after delivery, so one batch counts as sent; syslog over TLS has no acknowledgement to tell")
 def test_a_repository_that_requires_node_authentication_gets_the_client_certificate(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     ca = make_ca(tmp_path / "ca")
