@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import botocore.exceptions as bex
 
 from backupctl.actions.replicate import replicate_to
 from backupctl.catalog import open_catalog
 from backupctl.progress import NullProgress
-from backupctl.repofiles import list_repository
 from backupctl.s3.bucket import init_bucket
 from backupctl.targets import make_target
-from tests.s3.test_s3_attack import wait_for_clock
+from tests.s3.test_s3_attack import overwrite_and_delete
 
 
 def test_audit_and_recovery_survive_the_attackers_bucket_changes(engine, make_config, staging, cli, tmp_path):
@@ -29,14 +28,8 @@ def test_audit_and_recovery_survive_the_attackers_bucket_changes(engine, make_co
     first = cli(config, "s3", "audit", "vault", "--json")
     assert first.code == 0, first.err    # and the bucket's settings are remembered
     as_of = datetime.now(UTC)
-    wait_for_clock(as_of.replace(microsecond=0) + timedelta(seconds=1))
-
-    files = list_repository(staging.repository)
-    pack = next(f for f in files if f.kind == "data")
-    snap = next(f for f in files if f.kind == "snapshots")
+    files, pack, snap = overwrite_and_delete(target, staging.repository, as_of)
     client, name = target.bucket.client, target.cfg.bucket
-    client.put_object(Bucket=name, Key=pack.rel, Body=b"encrypted by ransomware")
-    client.delete_object(Bucket=name, Key=snap.rel)
     rogue = b'{"time":"2026-01-01T00:00:00Z","tree":"00","paths":["/"],"hostname":"evil"}'
     rogue_key = "snapshots/" + hashlib.sha256(rogue).hexdigest()
     client.put_object(Bucket=name, Key=rogue_key, Body=rogue)

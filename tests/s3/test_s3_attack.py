@@ -28,6 +28,19 @@ def wait_for_clock(when: datetime) -> None:
         time.sleep(0.05)
 
 
+def overwrite_and_delete(target, repository, as_of: datetime):  # noqa: ANN201 - (files, pack, snapshot)
+    """An attacker holding the writer key, once the clock has passed `as_of`: a data pack overwritten with
+    garbage and a snapshot file deleted (a delete marker on top of the locked versions)."""
+    wait_for_clock(as_of.replace(microsecond=0) + timedelta(seconds=1))
+    files = list_repository(repository)
+    pack = next(f for f in files if f.kind == "data")
+    snap = next(f for f in files if f.kind == "snapshots")
+    client, name = target.bucket.client, target.cfg.bucket
+    client.put_object(Bucket=name, Key=pack.rel, Body=b"encrypted by ransomware")
+    client.delete_object(Bucket=name, Key=snap.rel)
+    return files, pack, snap
+
+
 def same_tree(left, right) -> bool:
     for dirpath, _, names in os.walk(left):
         for name in names:
@@ -49,14 +62,8 @@ def test_attack_is_audited_and_recovered_as_of_before(engine, make_config, stagi
         assert clean.locked == clean.objects == len(list_repository(staging.repository))
 
         as_of = datetime.now(UTC)
-        wait_for_clock(as_of.replace(microsecond=0) + timedelta(seconds=1))
-        files = list_repository(staging.repository)
-        pack = next(f for f in files if f.kind == "data")
-        snap = next(f for f in files if f.kind == "snapshots")
-        client, name = target.bucket.client, target.cfg.bucket
-        client.put_object(Bucket=name, Key=pack.rel, Body=b"encrypted by ransomware")
-        client.delete_object(Bucket=name, Key=snap.rel)
-        client.put_object(Bucket=name, Key="README-RANSOM.txt", Body=b"pay up")
+        files, pack, snap = overwrite_and_delete(target, staging.repository, as_of)
+        target.bucket.client.put_object(Bucket=target.cfg.bucket, Key="README-RANSOM.txt", Body=b"pay up")
 
         report = audit_target(target, files, NullProgress())
         found = {(f.kind, f.key) for f in report.findings}
